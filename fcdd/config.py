@@ -1,0 +1,364 @@
+"""The one typed configuration of a run, read from ``params.yaml``.
+
+Resolution order (later wins): dataclass defaults < presets named by ``preset`` (in order)
+< the sections written in params.yaml < command-line overrides (``train.epochs=3``).
+The CLI, the DVC stages and the Prefect flows all call :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DATASETS = ("fmnist", "cifar10", "imagenet30", "mvtec", "folder")
+
+# Spec §3/§5: per-dataset Gaussian σ for the receptive-field upsampling and heatmap quantile q.
+DATASET_SIGMA = {"fmnist": 1.2, "cifar10": 1.2, "imagenet30": 8.0, "mvtec": 12.0}
+DEFAULT_SIGMA = 10.0
+DATASET_QUANTILE = {"fmnist": 0.85, "cifar10": 0.85, "imagenet30": 0.97, "mvtec": 0.99}
+DEFAULT_QUANTILE = 0.97
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names it."""
+
+
+@dataclass
+class FolderConfig:
+    """A user's own data: directories or glob patterns (relative to ``data.root``)."""
+
+    nominal: list[str] = field(default_factory=list)
+    anomalous: list[str] = field(default_factory=list)
+    masks: list[str] = field(default_factory=list)  # masks matched to images by file stem
+    mask_suffix: str = ""  # e.g. "_mask": mask stem = image stem + suffix
+    test_ratio: float = 0.2  # share of nominal images held out for testing (seeded split)
+    mask_threshold: int = 127  # mask pixel > threshold -> anomalous
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fmnist"  # one of DATASETS
+    root: str = "data/fashion-mnist"  # raw data: a folder, or a zip for CIFAR-10 JPEG
+    classes: list[str] = field(default_factory=list)  # empty: every class of the dataset
+    cache_dir: str = "cache"  # resized images, normalisation statistics
+    download: bool = False  # allow torchvision to download missing standard files
+    num_workers: int = 2
+    stored_size: int = 240  # MVTec/folder images are cached at this size (spec §4)
+    train_limit: int | None = None  # keep a seeded subset of N nominal training images
+    test_limit: int | None = None  # keep a seeded, label-stratified subset of N test images
+    strict: bool = False  # a non-image file in a folder is an error instead of a warning
+    folder: FolderConfig = field(default_factory=FolderConfig)
+
+
+@dataclass
+class ModelConfig:
+    net: str = "cnn28"  # cnn28 | cnn32 | vgg11_bn
+    input_size: int = 28
+    pretrained: bool = False  # ImageNet weights through torchvision's weights API
+    weights_path: str | None = None  # or a local .pth state dict of torchvision's VGG11-BN
+    freeze: int = 0  # freeze the first N modules of the VGG features (paper, MVTec: 15)
+    sigma: float | None = None  # Gaussian σ of the upsampling; None: per dataset (spec §3)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 400
+    batch_size: int = 128
+    accumulate: int = 1  # gradient accumulation steps (MVTec: 16 x 8)
+    optimizer: str = "sgd"  # sgd (Nesterov) | adam
+    lr: float = 1e-2
+    momentum: float = 0.9
+    nesterov: bool = True
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 1e-6
+    scheduler: str = "lambda"  # lambda (lr * gamma^epoch) | milestones | none
+    gamma: float = 0.98
+    milestones: list[int] = field(default_factory=list)
+    epoch_repeats: int = 1  # each epoch sees the training set this many times (MVTec: 10)
+    loss: str = "auto"  # auto | image | pixel (auto: pixel when training anomalies carry masks)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    threads: int | None = None  # torch CPU threads; None: torch's default
+    output_dir: str = "runs"  # one folder per (dataset, class, seed)
+    progress: bool = True
+
+
+@dataclass
+class AnomalyConfig:
+    kind: str = "oe"  # oe | confetti | semi | none
+    probability: float = 0.5  # chance a training sample is replaced by an anomaly
+    oe_source: str = "../shared/data/imagenet1k_samples"  # folder, zip, or cifar100:ROOT / emnist:ROOT
+    oe_limit: int | None = None  # keep a fixed random subset of N OE images
+    semi_k: int = 1  # real anomalies per defect type moved from test to train (kind=semi)
+    confetti_gt: str = "ones"  # ones | changed: ground-truth map of a confetti anomaly
+
+
+@dataclass
+class EvaluationConfig:
+    batch_size: int = 64
+    quantile: float | None = None  # heatmap normalisation quantile; None: per dataset
+    heatmap_count: int = 16  # images per heatmap grid
+    aupro: bool = True  # per-region overlap, where masks exist
+    aupro_max_fpr: float = 0.3
+    threshold: float | None = None  # image-score threshold for good/defect labels in predict
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str = "sqlite:///mlruns.db"  # MLFLOW_TRACKING_URI in the environment wins
+    artifact_location: str = "mlartifacts"
+    experiment_prefix: str = "fcdd"
+    register: bool = True
+    model_name: str = "fcdd-{dataset}-{cls}"
+
+
+@dataclass
+class OrchestrationConfig:
+    mode: str = "local"  # local: subflows in-process | deployments: one deployment run per class
+    work_pool: str = "gpu-pool"
+    deployment: str = "fcdd-train-class/fcdd-train-class"
+    retries: int = 2
+    retry_delay_s: int = 10
+    timeout_s: int = 86400
+    concurrency_limit: str = "gpu"  # global concurrency limit name; one slot per GPU
+    max_parallel: int = 1  # class runs in flight at once in local mode
+
+
+@dataclass
+class Config:
+    preset: list[str] = field(default_factory=list)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    anomalies: AnomalyConfig = field(default_factory=AnomalyConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    orchestration: OrchestrationConfig = field(default_factory=OrchestrationConfig)
+
+    # Derived values: one place for the per-dataset rules of the spec.
+    @property
+    def sigma(self) -> float | None:
+        """σ for the upsampling: configured, else per dataset; None lets the net's r decide."""
+        if self.model.sigma is not None:
+            return self.model.sigma
+        return DATASET_SIGMA.get(self.data.dataset)
+
+    @property
+    def quantile(self) -> float:
+        if self.evaluation.quantile is not None:
+            return self.evaluation.quantile
+        return DATASET_QUANTILE.get(self.data.dataset, DEFAULT_QUANTILE)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """``section.key`` -> value, for logging as run parameters."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+
+        walk("", self.to_dict())
+        return out
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(hint):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: expected {_hint_name(hint)}, got {value!r}")
+    if origin is list:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # a single value where a list is expected: `classes: grid`
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # `classes: [0, 1]` and the like
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover
+
+
+def _hint_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "")
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {'.'.join(filter(None, [where, unknown[0]]))!s}; "
+            f"known keys of {where or 'the top level'}: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
+    obj = cls()
+    for k, v in kwargs.items():
+        if dataclasses.is_dataclass(v):
+            v = _merge_dataclass(getattr(obj, k), values[k], f"{where}.{k}" if where else k)
+        setattr(obj, k, v)
+    return obj
+
+
+def _merge_dataclass(base: Any, values: dict, where: str) -> Any:
+    merged = copy.deepcopy(base)
+    hints = typing.get_type_hints(type(base))
+    names = {f.name for f in dataclasses.fields(base)}
+    for k, v in (values or {}).items():
+        if k not in names:
+            raise ConfigError(f"unknown key {where}.{k}; known keys of {where}: {', '.join(sorted(names))}")
+        current = getattr(merged, k)
+        if dataclasses.is_dataclass(current):
+            setattr(merged, k, _merge_dataclass(current, v, f"{where}.{k}"))
+        else:
+            setattr(merged, k, _check_type(v, hints[k], f"{where}.{k}"))
+    return merged
+
+
+def _deep_update(base: dict, update: dict) -> dict:
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_update(base[k], v)
+        else:
+            base[k] = copy.deepcopy(v)
+    return base
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.epochs=3`` -> (["train", "epochs"], 3); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {text!r}: empty key")
+    return path, yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(
+    path: str | Path | None = "params.yaml",
+    overrides: list[str] | tuple[str, ...] = (),
+    preset: str | list[str] | None = None,
+) -> Config:
+    """Read params.yaml (if given), apply presets, then ``section.key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such configuration file")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections")
+    presets = raw.pop("presets", {}) or {}
+    if not isinstance(presets, dict):
+        raise ConfigError("presets: expected a mapping of preset name -> sections")
+
+    explicit: dict[str, Any] = copy.deepcopy(raw)
+    for o in overrides:
+        keys, value = parse_override(o)
+        node = explicit
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {o!r}: {k} is not a section")
+        node[keys[-1]] = value
+
+    chosen = preset if preset is not None else explicit.get("preset", [])
+    chosen = [chosen] if isinstance(chosen, str) else list(chosen or [])
+    resolved: dict[str, Any] = {}
+    for name in chosen:
+        if name not in presets:
+            raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(presets)) or 'none'}")
+        _deep_update(resolved, presets[name])
+    _deep_update(resolved, explicit)
+    resolved["preset"] = chosen
+    cfg = _build(Config, resolved, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Value checks that types alone cannot express."""
+
+    def one_of(where: str, value: str, choices: tuple[str, ...]) -> None:
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+
+    one_of("data.dataset", cfg.data.dataset, DATASETS)
+    one_of("model.net", cfg.model.net, ("cnn28", "cnn32", "vgg11_bn"))
+    one_of("train.optimizer", cfg.train.optimizer, ("sgd", "adam"))
+    one_of("train.scheduler", cfg.train.scheduler, ("lambda", "milestones", "none"))
+    one_of("train.loss", cfg.train.loss, ("auto", "image", "pixel"))
+    one_of("anomalies.kind", cfg.anomalies.kind, ("oe", "confetti", "semi", "none"))
+    one_of("anomalies.confetti_gt", cfg.anomalies.confetti_gt, ("ones", "changed"))
+    one_of("orchestration.mode", cfg.orchestration.mode, ("local", "deployments"))
+    positive = {
+        "train.epochs": cfg.train.epochs,
+        "train.batch_size": cfg.train.batch_size,
+        "train.accumulate": cfg.train.accumulate,
+        "train.epoch_repeats": cfg.train.epoch_repeats,
+        "model.input_size": cfg.model.input_size,
+        "evaluation.batch_size": cfg.evaluation.batch_size,
+    }
+    for where, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{where}: must be at least 1, got {value}")
+    if not 0.0 <= cfg.anomalies.probability <= 1.0:
+        raise ConfigError(f"anomalies.probability: must be in [0, 1], got {cfg.anomalies.probability}")
+    if not 0.0 < cfg.data.folder.test_ratio < 1.0:
+        raise ConfigError(f"data.folder.test_ratio: must be in (0, 1), got {cfg.data.folder.test_ratio}")
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"train.lr: must be positive, got {cfg.train.lr}")
+    if not cfg.train.seeds:
+        raise ConfigError("train.seeds: give at least one seed")
