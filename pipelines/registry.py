@@ -1,0 +1,196 @@
+"""MLflow model registry: one registered model per (dataset, class), aliases instead of stages.
+
+Every trained run adds a version; ``challenger`` always points at the newest version and
+``champion`` moves only when the new version beats the current champion on the *same* test
+protocol (pixel AUC where masks exist, else image AUC).
+
+Concurrency: two runs finishing at once are serialised by an ``fcntl`` file lock placed beside a
+local store (SQLite file or file store); the champion is re-read inside the lock right before it
+is moved. With a remote tracking server there is no shared file to lock: the champion is still
+re-read right before the alias is set, which narrows but does not close the race (two writers may
+both move the alias; the last one wins). Run one registering process per model there, or use a
+server-side lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from fcdd.config import Config
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TAG_PROTOCOL = "fcdd.protocol"
+TAG_METRIC = "fcdd.selection_metric"
+TAG_SCORE = "fcdd.selection_score"
+TAG_COMPARISON = "fcdd.champion_comparison"
+DETECTOR_ARTIFACT = "detector"  # key of the Detector file in the pyfunc's artifacts
+
+
+def slugify(text: str) -> str:
+    """'T-shirt/top' -> 't-shirt-top': safe inside a registered-model name and a models:/ URI."""
+    slug = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+    if not slug:
+        raise ValueError(f"class name {text!r}: nothing left to name a model with after slugifying")
+    return slug
+
+
+def registered_model_name(cfg: Config, cls: str) -> str:
+    """cfg.tracking.model_name with {dataset} and {cls} filled in, e.g. 'fcdd-mvtec-grid'."""
+    try:
+        return cfg.tracking.model_name.format(dataset=slugify(cfg.data.dataset), cls=slugify(cls))
+    except (KeyError, IndexError) as e:
+        raise ValueError(
+            f"tracking.model_name {cfg.tracking.model_name!r}: only {{dataset}} and {{cls}} may be used"
+        ) from e
+
+
+def selection_metric(metrics: dict[str, Any]) -> tuple[str, float]:
+    """The metric champions are chosen by: pixel AUC where masks exist, else image AUC."""
+    for name in ("pixel_auc", "image_auc"):
+        value = metrics.get(name)
+        if value is not None:
+            return name, float(value)
+    raise ValueError(f"metrics {sorted(metrics)}: neither pixel_auc nor image_auc is set")
+
+
+def local_store_path(tracking_uri: str) -> Path | None:
+    """The file or folder of a local SQLite / file store; None for remote servers."""
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "sqlite":
+        path = unquote(tracking_uri[len("sqlite:///") :]) if tracking_uri.startswith("sqlite:///") else ""
+        return Path(path).resolve() if path and path != ":memory:" else None
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path) if parsed.scheme else tracking_uri).resolve()
+    return None
+
+
+@contextlib.contextmanager
+def registry_lock(tracking_uri: str) -> Iterator[None]:
+    """Exclusive lock for alias updates on a local store; a no-op for remote servers."""
+    store = local_store_path(tracking_uri)
+    if store is None:
+        yield
+        return
+    lock_path = store.parent / f".{store.name}.registry.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str):
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(e).lower():
+            return None
+        raise
+
+
+def promote_if_better(client: MlflowClient, name: str, version: str) -> bool:
+    """Move ``champion`` to ``version`` when it beats the current champion on the same protocol.
+
+    Call under :func:`registry_lock`. Writes the outcome to the version's
+    ``fcdd.champion_comparison`` tag and returns whether ``version`` is now the champion.
+    """
+    new = client.get_model_version(name, version)
+    champion = _alias_version(client, name, CHAMPION)  # re-read right before deciding
+    if champion is None:
+        verdict, promote = "first version with a score: champion", True
+    elif str(champion.version) == str(new.version):
+        return True
+    elif champion.tags.get(TAG_PROTOCOL) != new.tags.get(TAG_PROTOCOL):
+        verdict = (
+            f"not compared: protocol {new.tags.get(TAG_PROTOCOL)!r} differs from champion "
+            f"v{champion.version}'s {champion.tags.get(TAG_PROTOCOL)!r}"
+        )
+        promote = False
+    elif champion.tags.get(TAG_METRIC) != new.tags.get(TAG_METRIC):
+        verdict = (
+            f"not compared: selection metric {new.tags.get(TAG_METRIC)} differs from champion "
+            f"v{champion.version}'s {champion.tags.get(TAG_METRIC)}"
+        )
+        promote = False
+    else:
+        metric = new.tags[TAG_METRIC]
+        new_score, old_score = float(new.tags[TAG_SCORE]), float(champion.tags[TAG_SCORE])
+        promote = new_score > old_score
+        relation = "beats" if promote else "does not beat"
+        verdict = f"{metric} {new_score:.4f} {relation} champion v{champion.version} ({old_score:.4f})"
+    client.set_model_version_tag(name, new.version, TAG_COMPARISON, verdict)
+    if promote:
+        client.set_registered_model_alias(name, CHAMPION, new.version)
+    return promote
+
+
+def register_version(
+    client: MlflowClient,
+    tracking_uri: str,
+    name: str,
+    model_uri: str,
+    metrics: dict[str, Any],
+    protocol: str,
+    run_id: str | None = None,
+) -> tuple[str, bool]:
+    """Add a version of ``name`` from ``model_uri``; set ``challenger``; maybe move ``champion``.
+
+    Returns (version, is_champion).
+    """
+    metric_name, score = selection_metric(metrics)
+    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    tags = {f"metric.{k}": f"{v:.6g}" for k, v in numeric.items()}
+    tags.update({TAG_PROTOCOL: protocol, TAG_METRIC: metric_name, TAG_SCORE: repr(score)})
+    description = f"{metric_name}={score:.4f}; " + ", ".join(f"{k}={v:.4f}" for k, v in numeric.items())
+    description += f"; protocol {protocol}" + (f"; run {run_id}" if run_id else "")
+    with registry_lock(tracking_uri):
+        try:
+            client.create_registered_model(name, description="FCDD detector (pipelines/pyfunc.py)")
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = client.create_model_version(
+            name, source=model_uri, run_id=run_id, tags=tags, description=description
+        )
+        client.set_registered_model_alias(name, CHALLENGER, version.version)
+        champion = promote_if_better(client, name, version.version)
+    return str(version.version), champion
+
+
+def load_detector(model_uri: str, device: str = "cpu"):
+    """``models:/fcdd-mvtec-grid@champion`` (or ``runs:/<id>/model``) -> fcdd.detector.Detector.
+
+    Only the Detector file is downloaded and read with ``torch.load(weights_only=True)``; the
+    model's code is not executed.
+    """
+    import mlflow
+    import yaml
+
+    from fcdd.detector import Detector
+
+    with tempfile.TemporaryDirectory(prefix="fcdd-model-") as tmp:
+        try:
+            mlmodel = Path(
+                mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/MLmodel", dst_path=tmp)
+            )
+        except MlflowException as e:
+            raise ValueError(f"{model_uri}: cannot fetch the model ({e.message})") from e
+        flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
+        entry = (flavor.get("artifacts") or {}).get(DETECTOR_ARTIFACT)
+        if not entry:
+            raise ValueError(f"{model_uri}: not an fcdd model (no '{DETECTOR_ARTIFACT}' artifact in MLmodel)")
+        local = mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/{entry['path']}", dst_path=tmp)
+        return Detector.load(local, device=device)
