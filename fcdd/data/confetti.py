@@ -1,0 +1,174 @@
+"""Confetti noise (spec §4): the nominal image itself, corrupted by blurred, rotated squares.
+
+Matches the 'confetti' noise mode of the original FCDD code (``noise_modes.py``/``noise.py`` and the
+``malformed_normal`` branch of ``online_supervisor.py``), with the spec's sign convention: squares
+darken the image (negative values) and the noise is negated when darkening changes too little.
+
+All randomness comes from the ``numpy.random.Generator`` passed in, so a draw is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+COLOUR_P = 1.8e-5  # Bernoulli rate of colour-square centres per pixel
+GREY_P = 1.2e-5  # Bernoulli rate of grey-square centres per pixel
+MIN_SIDE, MAX_SIDE = 8, 54  # square side in pixels, uniform over the integers in between
+MAX_ROTATION = 45.0  # degrees; angle ~ U(-45, 45)
+GREY_VALUE = -255.0
+BLUR_SIZE, BLUR_SIGMA = 25, 5.0
+INVERT_THRESHOLD = 0.025  # on the 0..255 scale, like the original's integer image tensors
+
+
+@dataclass(frozen=True)
+class Squares:
+    """Centres (row, col), sides, angles (degrees) and per-channel values of n squares."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    sides: np.ndarray
+    angles: np.ndarray
+    values: np.ndarray  # (n, channels)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def sample_squares(height: int, width: int, channels: int, p: float, colour: bool, rng) -> Squares:
+    """Centres ~ Bernoulli(p) per pixel, conditioned on at least one square (the original's ``ensureblob``).
+
+    Drawing the count from Binomial(H·W, p) and the positions without replacement gives exactly the
+    distribution of a per-pixel Bernoulli mask, without materialising it.
+    """
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"confetti: Bernoulli rate must be in (0, 1), got {p}")
+    count = 0
+    while count == 0:
+        count = int(rng.binomial(height * width, p))
+    centres = rng.choice(height * width, size=count, replace=False)
+    sides = rng.integers(MIN_SIDE, MAX_SIDE + 1, size=count)
+    angles = rng.uniform(-MAX_ROTATION, MAX_ROTATION, size=count)
+    if colour:
+        values = rng.integers(-256, 0, size=(count, channels)).astype(np.float32)
+    else:
+        values = np.full((count, channels), GREY_VALUE, dtype=np.float32)
+    return Squares(centres // width, centres % width, sides, angles, values)
+
+
+def square_region(height: int, width: int, row: int, col: int, side: int, angle: float):
+    """(row slice, col slice, bool mask) of a square of ``side`` px centred on (row, col), rotated.
+
+    Unrotated, it covers exactly side×side pixels, placed like the original (for an even side the
+    extra row/column lies after the centre). Pixels belong to it when their centre lies inside.
+    """
+    offset = 0.5 if side % 2 == 0 else 0.0
+    cy, cx = row + offset, col + offset
+    half = side / 2
+    reach = half * math.sqrt(2) + 1
+    y0, y1 = max(0, math.floor(cy - reach)), min(height, math.ceil(cy + reach) + 1)
+    x0, x1 = max(0, math.floor(cx - reach)), min(width, math.ceil(cx + reach) + 1)
+    dy = np.arange(y0, y1, dtype=np.float64)[:, None] - cy
+    dx = np.arange(x0, x1, dtype=np.float64)[None, :] - cx
+    theta = math.radians(angle)
+    cos, sin = math.cos(theta), math.sin(theta)
+    u = cos * dx + sin * dy
+    v = cos * dy - sin * dx
+    inside = (np.abs(u) < half) & (np.abs(v) < half)
+    return slice(y0, y1), slice(x0, x1), inside
+
+
+def paint_squares(noise: np.ndarray, squares: Squares) -> None:
+    """Writes each square's value into ``noise`` (H, W, C) in place; later squares overwrite earlier."""
+    height, width = noise.shape[:2]
+    for i in range(len(squares)):
+        ys, xs, inside = square_region(
+            height,
+            width,
+            int(squares.rows[i]),
+            int(squares.cols[i]),
+            int(squares.sides[i]),
+            squares.angles[i],
+        )
+        noise[ys, xs][inside] = squares.values[i]
+
+
+def gaussian_blur(noise: np.ndarray, size: int = BLUR_SIZE, sigma: float = BLUR_SIGMA) -> np.ndarray:
+    """Separable, normalised Gaussian blur of (H, W, C) with reflected borders (as kornia's default)."""
+    x = np.arange(size, dtype=np.float32) - size // 2
+    kernel = np.exp(-(x**2) / (2 * sigma**2))
+    kernel = torch.from_numpy(kernel / kernel.sum())
+    channels = noise.shape[2]
+    t = torch.from_numpy(np.ascontiguousarray(noise.transpose(2, 0, 1)))[None]
+    pad = size // 2
+    mode = "reflect" if min(t.shape[-2:]) > pad else "replicate"  # reflect needs pad < side
+    with torch.no_grad():
+        t = F.pad(t, (pad, pad, pad, pad), mode=mode)
+        t = F.conv2d(t, kernel.view(1, 1, size, 1).repeat(channels, 1, 1, 1), groups=channels)
+        t = F.conv2d(t, kernel.view(1, 1, 1, size).repeat(channels, 1, 1, 1), groups=channels)
+    return t[0].numpy().transpose(1, 2, 0)
+
+
+def confetti_noise(height: int, width: int, channels: int, rng) -> np.ndarray:
+    """The blurred sum of colour and grey squares, float32 (H, W, C), all values <= 0."""
+    colour = np.zeros((height, width, channels), dtype=np.float32)
+    grey = np.zeros_like(colour)
+    paint_squares(colour, sample_squares(height, width, channels, COLOUR_P, True, rng))
+    paint_squares(grey, sample_squares(height, width, channels, GREY_P, False, rng))
+    return gaussian_blur(colour + grey)
+
+
+def mean_abs_change(image: np.ndarray, noise: np.ndarray) -> float:
+    """Mean over all C·H·W elements of |clamp(image + noise, 0, 255) − image|, on the 0..255 scale."""
+    return float(np.abs(np.clip(image + noise, 0.0, 255.0) - image).mean())
+
+
+def apply_confetti(image: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Corrupts a uint8 (H, W) or (H, W, C) image; returns (corrupted uint8, changed-pixel bool (H, W)).
+
+    'Mean absolute change per element' is the mean over every channel of every pixel of the
+    absolute change, in grey levels (0..255), exactly like the original, which works on integer
+    [0, 255] tensors and compares |mean(change)| with 0.025. The noise has one sign, so |mean| and
+    mean|·| agree. The threshold therefore only triggers when the darkening squares land on
+    (nearly) black regions; then the brightening, negated noise is used if it changes more.
+    Adding and clamping truncates to integers like the original's ``.byte()``.
+    """
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise ValueError(
+            f"confetti: expected a uint8 (H, W) or (H, W, C) image, got {image.dtype} {image.shape}"
+        )
+    pixels = image[..., None] if image.ndim == 2 else image
+    height, width, channels = pixels.shape
+    base = pixels.astype(np.float32)
+    noise = confetti_noise(height, width, channels, rng)
+    change = mean_abs_change(base, noise)
+    if change < INVERT_THRESHOLD and mean_abs_change(base, -noise) > change:
+        noise = -noise
+    corrupted = np.clip(base + noise, 0.0, 255.0).astype(np.uint8)
+    changed = (corrupted != pixels).any(axis=2)
+    return corrupted.reshape(image.shape), changed
+
+
+class Confetti:
+    """Anomaly source: the nominal image corrupted by confetti noise at its stored size.
+
+    ``gt='ones'`` gives an all-ones ground-truth map (the paper), ``'changed'`` marks the changed pixels.
+    Stateless, so it pickles trivially for DataLoader workers.
+    """
+
+    def __init__(self, gt: str = "ones") -> None:
+        if gt not in ("ones", "changed"):
+            raise ValueError(f"anomalies.confetti_gt: {gt!r} is not one of ones, changed")
+        self.gt = gt
+
+    def __call__(self, image: Image.Image, rng) -> tuple[Image.Image, np.ndarray]:
+        if image.mode not in ("L", "RGB"):
+            raise ValueError(f"confetti: image mode {image.mode!r} is not supported; expected 'L' or 'RGB'")
+        corrupted, changed = apply_confetti(np.asarray(image), rng)
+        mask = changed if self.gt == "changed" else np.ones_like(changed)
+        return Image.fromarray(corrupted), mask

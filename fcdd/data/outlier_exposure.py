@@ -1,0 +1,304 @@
+"""Outlier Exposure (spec §4): random images of an auxiliary set, never of the test classes.
+
+Sources: ``cifar100:ROOT`` (torchvision's CIFAR-100 python layout, train split), ``emnist:ROOT``
+(torchvision EMNIST, split 'letters', train), or any folder (searched recursively) or zip of images.
+Images are decoded once, resized (directly, like the original) to a modest square cache side and
+kept as one uint8 array, so drawing costs a resize only and the object pickles for DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+import warnings
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fcdd.data.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+MAX_CACHE_SIDE = 256  # decoded OE images are kept at most at max(size, min(2·size, 256)) px
+
+FMNIST_CLASSES = (
+    "T-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# ImageNet-30 (spec §4) with the ImageNet-1k wnids, so that `<wnid>_<name>.jpg` files match either way.
+IMAGENET30_WNIDS = {
+    "acorn": "n12267677", "airliner": "n02690373", "ambulance": "n02701002", "American alligator": "n01698640",
+    "banjo": "n02787622", "barn": "n02793495", "bikini": "n02837789", "digital clock": "n03196217",
+    "dragonfly": "n02268443", "dumbbell": "n03255030", "forklift": "n03384352", "goblet": "n03443371",
+    "grand piano": "n03452741", "hotdog": "n07697537", "hourglass": "n03544143", "manhole cover": "n03717622",
+    "mosque": "n03788195", "nail": "n03804744", "parking meter": "n03891332", "pillow": "n03938244",
+    "revolver": "n04086273", "dial telephone": "n03187595", "schooner": "n04147183", "snowmobile": "n04252077",
+    "soccer ball": "n04254680", "stingray": "n01498041", "strawberry": "n07745940", "tank": "n04389033",
+    "toaster": "n04442312", "volcano": "n09472597",
+}  # fmt: skip
+MVTEC_CLASSES = (
+    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw",
+    "tile", "toothbrush", "transistor", "wood", "zipper",
+)  # fmt: skip
+_WNID = re.compile(r"^(n\d{8})(?:_(.+))?$")
+
+
+def normalise_name(name: str) -> str:
+    """'American alligator', 'american_alligator' and 'American-Alligator' compare equal."""
+    return re.sub(r"[\s\-/]+", "_", name.strip().lower())
+
+
+def test_class_names(dataset: str) -> set[str]:
+    """Names (and wnids) of every class in the dataset's test set: OE must never show these.
+
+    One-vs-rest test sets contain all classes of the dataset, so all of them are excluded.
+    """
+    names: list[str] = {
+        "fmnist": [*FMNIST_CLASSES, "t-shirt", "top", "trousers", "ankle_boot"],
+        "cifar10": list(CIFAR10_CLASSES),
+        "imagenet30": [*IMAGENET30_WNIDS, *IMAGENET30_WNIDS.values()],
+        "mvtec": list(MVTEC_CLASSES),
+    }.get(dataset, [])
+    return {normalise_name(n) for n in names}
+
+
+def name_labels(relative_path: str) -> set[str]:
+    """Every name a file could be a class of: its folders, its stem, and for `<wnid>_<name>` both parts."""
+    parts = Path(relative_path).parts
+    stem = Path(relative_path).stem
+    labels = {normalise_name(p) for p in parts[:-1]} | {normalise_name(stem)}
+    match = _WNID.match(stem)
+    if match:
+        labels.add(match.group(1).lower())
+        if match.group(2):
+            labels.add(normalise_name(match.group(2)))
+    return labels
+
+
+def is_excluded(relative_path: str, exclude: set[str]) -> bool:
+    return bool(exclude) and not name_labels(relative_path).isdisjoint(exclude)
+
+
+def cache_side(size: int) -> int:
+    return max(size, min(2 * size, MAX_CACHE_SIDE))
+
+
+def _seeded_subset(count: int, limit: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a fixed random subset of ``limit`` of ``count`` items (all when limit is None)."""
+    if limit is None or limit >= count:
+        return np.arange(count)
+    if limit < 1:
+        raise DataError(f"anomalies.oe_limit: must be at least 1, got {limit}")
+    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
+
+
+def _to_pixels(image: Image.Image, channels: int, side: int) -> np.ndarray:
+    mode = "L" if channels == 1 else "RGB"
+    if image.format == "JPEG":
+        image.draft(mode, (side, side))  # decode at a reduced scale when the JPEG is much larger
+    image = image.convert(mode)
+    if image.size != (side, side):
+        image = image.resize((side, side), Image.BILINEAR)
+    pixels = np.asarray(image, dtype=np.uint8)
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+class OutlierExposure:
+    """Draws a random auxiliary image, in the nominal image's mode and size; its mask is all ones."""
+
+    def __init__(self, images: np.ndarray, names: list[str], source: str = "") -> None:
+        if images.ndim != 4 or images.dtype != np.uint8 or len(images) == 0:
+            raise DataError(f"OE source {source}: no usable images")
+        if len(names) != len(images):
+            raise ValueError(f"OE source {source}: {len(names)} names for {len(images)} images")
+        self.images = images  # (N, S, S, C) uint8
+        self.names = names  # relative path or 'class/index' per image, for reports and exclusion checks
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def draw(self, rng) -> tuple[int, Image.Image]:
+        index = int(rng.integers(len(self.images)))
+        pixels = self.images[index]
+        return index, Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+
+    def __call__(self, image: Image.Image, rng) -> tuple[Image.Image, np.ndarray]:
+        _, outlier = self.draw(rng)
+        if outlier.mode != image.mode:
+            outlier = outlier.convert(image.mode)
+        if outlier.size != image.size:
+            outlier = outlier.resize(image.size, Image.BILINEAR)
+        return outlier, np.ones((image.height, image.width), dtype=bool)
+
+    @classmethod
+    def from_source(
+        cls,
+        source: str,
+        channels: int,
+        size: int,
+        seed: int,
+        limit: int | None = None,
+        exclude: Iterable[str] = (),
+        reject_excluded: bool = False,
+        download: bool = False,
+        strict: bool = False,
+    ) -> OutlierExposure:
+        """Loads ``source`` (see the module docstring).
+
+        ``exclude``: class names or wnids never to use (matched against folder names, file stems and
+        the parts of `<wnid>_<name>` stems). ``reject_excluded``: a source holding any such image is an
+        error instead of being filtered (CIFAR-10 must not be its own OE source).
+        """
+        if channels not in (1, 3):
+            raise DataError(f"OE: channels must be 1 or 3, got {channels}")
+        if size < 1:
+            raise DataError(f"OE: size must be positive, got {size}")
+        excluded = {normalise_name(e) for e in exclude}
+        side = cache_side(size)
+        kind, _, root = source.partition(":")
+        if kind in ("cifar100", "emnist") and root:
+            load = _load_cifar100 if kind == "cifar100" else _load_emnist
+            pixels, labels = load(Path(root), download)
+            names = [f"{label}/{i}" for i, label in enumerate(labels)]
+            keep = _allowed(names, excluded, reject_excluded, source)
+            keep = keep[_seeded_subset(len(keep), limit, seed)]
+            return cls(_convert_array(pixels[keep], channels, side), [names[i] for i in keep], source)
+        return cls(
+            *_load_files(Path(source), channels, side, seed, limit, excluded, reject_excluded, strict), source
+        )
+
+
+def _allowed(names: list[str], excluded: set[str], reject: bool, source: str) -> np.ndarray:
+    """Indices of the names outside the excluded classes; DataError when none (or, if reject, any) is excluded."""
+    hits = [is_excluded(n, excluded) for n in names]
+    if reject and any(hits):
+        example = names[hits.index(True)]
+        raise DataError(
+            f"OE source {source}: holds images of the test classes (e.g. {example}); "
+            "a dataset cannot be its own outlier exposure (use e.g. cifar100:ROOT)"
+        )
+    keep = np.flatnonzero(~np.asarray(hits, dtype=bool))
+    if len(keep) == 0:
+        raise DataError(f"OE source {source}: all {len(names)} images belong to excluded (test) classes")
+    return keep
+
+
+def _convert_array(pixels: np.ndarray, channels: int, side: int) -> np.ndarray:
+    """(N, H, W) or (N, H, W, 3) uint8 -> (N, s, s, channels), s = min(side, H): never upscales."""
+    pixels = pixels[..., None] if pixels.ndim == 3 else pixels
+    square_small = pixels.shape[1] == pixels.shape[2] <= side
+    if square_small and pixels.shape[-1] == channels:
+        return np.ascontiguousarray(pixels)
+    if square_small and channels == 3:
+        return np.repeat(pixels, 3, axis=-1)
+    target = min(side, pixels.shape[1])
+    return np.stack(
+        [
+            _to_pixels(Image.fromarray(p.squeeze(-1) if p.shape[-1] == 1 else p), channels, target)
+            for p in pixels
+        ]
+    )
+
+
+def _load_files(
+    path: Path,
+    channels: int,
+    side: int,
+    seed: int,
+    limit: int | None,
+    excluded: set[str],
+    reject: bool,
+    strict: bool,
+) -> tuple[np.ndarray, list[str]]:
+    if not path.exists():
+        raise DataError(f"OE source {path}: no such folder or zip file")
+    if path.is_dir():
+        files = sorted(
+            p.relative_to(path).as_posix() for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+
+        def read(name: str) -> bytes:
+            return (path / name).read_bytes()
+
+        archive = None
+    elif zipfile.is_zipfile(path):
+        archive = zipfile.ZipFile(path)
+        files = sorted(
+            n
+            for n in archive.namelist()
+            if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not n.endswith("/")
+        )
+        read = archive.read
+    else:
+        raise DataError(f"OE source {path}: neither a folder nor a zip file")
+    try:
+        if not files:
+            raise DataError(f"OE source {path}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        allowed = [files[i] for i in _allowed(files, excluded, reject, str(path))]
+        chosen = [allowed[i] for i in _seeded_subset(len(allowed), limit, seed)]
+        images, names = [], []
+        for name in chosen:
+            try:
+                with Image.open(io.BytesIO(read(name))) as image:
+                    images.append(_to_pixels(image, channels, side))
+                names.append(name)
+            except (UnidentifiedImageError, OSError) as e:
+                message = f"OE source {path}: {name} is not a readable image ({e})"
+                if strict:
+                    raise DataError(message) from e
+                warnings.warn(message, stacklevel=2)
+    finally:
+        if archive is not None:
+            archive.close()
+    if not images:
+        raise DataError(f"OE source {path}: none of the {len(chosen)} chosen images could be read")
+    return np.stack(images), names
+
+
+def _load_cifar100(root: Path, download: bool) -> tuple[np.ndarray, list[str]]:
+    """CIFAR-100 train images (N, 32, 32, 3) and their fine class names, from torchvision's layout."""
+    folder = root / "cifar-100-python"
+    if not (folder / "train").is_file() and download:
+        from torchvision.datasets import CIFAR100
+
+        CIFAR100(str(root), train=True, download=True)
+    if not (folder / "train").is_file() or not (folder / "meta").is_file():
+        raise DataError(
+            f"OE source cifar100:{root}: {folder}/train and meta not found (set data.download: true)"
+        )
+    try:
+        with open(folder / "train", "rb") as f:
+            train = pickle.load(f, encoding="latin1")
+        with open(folder / "meta", "rb") as f:
+            classes = pickle.load(f, encoding="latin1")["fine_label_names"]
+        pixels = np.asarray(train["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return np.ascontiguousarray(pixels), [classes[i] for i in train["fine_labels"]]
+    except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as e:
+        raise DataError(f"OE source cifar100:{root}: {folder} is not a CIFAR-100 python archive ({e})") from e
+
+
+def _load_emnist(root: Path, download: bool) -> tuple[np.ndarray, list[str]]:
+    """EMNIST letters train images (N, 28, 28), upright, and their letters."""
+    from torchvision.datasets import EMNIST
+
+    try:
+        data = EMNIST(str(root), split="letters", train=True, download=download)
+    except RuntimeError as e:
+        raise DataError(
+            f"OE source emnist:{root}: EMNIST letters not found ({e}; set data.download: true)"
+        ) from e
+    pixels = data.data.numpy().transpose(0, 2, 1)  # the raw files store letters transposed
+    return np.ascontiguousarray(pixels), [data.classes[int(t)] for t in data.targets]
