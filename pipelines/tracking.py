@@ -1,0 +1,276 @@
+"""MLflow tracking of FCDD experiments: the functions the Prefect flows call.
+
+Layout: one experiment per dataset (``<experiment_prefix>-<dataset>``), one run per (class, seed)
+nested under a parent run per dataset. Store: ``MLFLOW_TRACKING_URI`` from the environment wins,
+else ``cfg.tracking.uri`` (default: SQLite ``mlruns.db`` plus the local artifact folder
+``cfg.tracking.artifact_location``).
+
+A retried (crashed) run continues the SAME MLflow run: it is found by its ``fcdd.run_key`` and
+``fcdd.run_dir`` tags and an unfinished status; training resumes from the run folder's checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from fcdd.config import Config
+from fcdd.experiment import RunResult, run_dir_for, run_experiment
+from pipelines import registry
+
+UNFINISHED = ("RUNNING", "FAILED", "KILLED")
+SUMMARY_METRICS = ("image_auc", "image_aupr", "pixel_auc", "aupro")
+DEFAULT_UI = "http://127.0.0.1:5000"  # where `mlflow ui --backend-store-uri <local store>` listens
+
+
+def tracking_uri(cfg: Config) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+
+
+def experiment_name(cfg: Config) -> str:
+    return f"{cfg.tracking.experiment_prefix}-{cfg.data.dataset}"
+
+
+def run_key(cfg: Config, cls: str, seed: int) -> str:
+    return f"{cfg.data.dataset}/{registry.slugify(cls)}/seed{seed}"
+
+
+def _client(cfg: Config) -> tuple[MlflowClient, str]:
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)  # the fluent API (log_model) follows the same store
+    return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+
+
+def ensure_experiment(client: MlflowClient, cfg: Config) -> str:
+    """The dataset's experiment id; created with the local artifact folder for local stores."""
+    name = experiment_name(cfg)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    location = None
+    if registry.local_store_path(client.tracking_uri) is not None:
+        location = (Path(cfg.tracking.artifact_location).resolve() / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel run
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def data_version(cfg: Config, root: Path = Path(".")) -> str:
+    """The DVC md5 of the data (``data.dvc`` or ``<data.root>.dvc``), else 'untracked'."""
+    for dvc_file in (root / "data.dvc", root / f"{cfg.data.root.rstrip('/')}.dvc"):
+        if not dvc_file.is_file():
+            continue
+        try:
+            outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or []
+        except yaml.YAMLError as e:
+            raise ValueError(f"{dvc_file}: not valid YAML: {e}") from e
+        if outs and outs[0].get("md5"):
+            return str(outs[0]["md5"])
+    return "untracked"
+
+
+def git_commit(root: Path = Path(".")) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def protocol_for(cfg: Config, cls: str, seed: int, version: str) -> str:
+    """What makes two runs' test metrics comparable: the same test split of the same data."""
+    parts = [cfg.data.dataset, registry.slugify(cls), f"data={version}"]
+    if cfg.anomalies.kind == "semi":  # real defects moved from test to train
+        parts.append(f"semi_k={cfg.anomalies.semi_k}")
+    if cfg.data.test_limit is not None:  # a seeded subset of the test split
+        parts += [f"test_limit={cfg.data.test_limit}", f"seed={seed}"]
+    if cfg.data.dataset == "folder":  # a seeded nominal hold-out
+        parts += [f"test_ratio={cfg.data.folder.test_ratio}", f"seed={seed}"]
+    return "/".join(parts)
+
+
+class MlflowEpochLogger:
+    """Training callback: per-epoch loss, learning rate and throughput as MLflow metrics."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        numbers = {k: float(v) for k, v in logs.items() if _is_number(v)}
+        metrics = [Metric(k, v, _now(), int(epoch)) for k, v in numbers.items()]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+
+def find_unfinished_run(client: MlflowClient, experiment_id: str, key: str, run_dir: Path) -> str | None:
+    """The newest RUNNING/FAILED/KILLED run of this (dataset, class, seed) and run folder."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`fcdd.run_key` = '{key}' and tags.`fcdd.run_dir` = '{run_dir}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=20,
+    )
+    for run in runs:
+        if run.info.status in UNFINISHED:
+            return run.info.run_id
+    return None
+
+
+def tracked_experiment(cfg: Config, cls: str, seed: int, parent_run_id: str | None = None) -> dict:
+    """Run one experiment with MLflow tracking (and registration); return a plain summary dict."""
+    if not cfg.tracking.enabled:
+        return _summary(run_experiment(cfg, cls, seed))
+    client, uri = _client(cfg)
+    experiment_id = ensure_experiment(client, cfg)
+    run_dir = run_dir_for(cfg, cls, seed).resolve()
+    key, version = run_key(cfg, cls, seed), data_version(cfg)
+    commit = git_commit()
+    tags = {
+        "fcdd.run_key": key,
+        "fcdd.run_dir": str(run_dir),
+        "fcdd.dataset": cfg.data.dataset,
+        "fcdd.class": cls,
+        "fcdd.seed": str(seed),
+        "fcdd.data_version": version,
+        "fcdd.git_commit": commit,
+        "mlflow.source.git.commit": commit,
+        registry.TAG_PROTOCOL: protocol_for(cfg, cls, seed, version),
+    }
+    run_id = find_unfinished_run(client, experiment_id, key, run_dir)
+    if run_id is None:
+        run_id = client.create_run(experiment_id, run_name=f"{cls}-seed{seed}", tags=tags).info.run_id
+    else:  # a retry: continue the same run, count the attempt
+        attempts = int(client.get_run(run_id).data.tags.get("fcdd.attempts", "1")) + 1
+        client.set_tag(run_id, "fcdd.attempts", str(attempts))
+    if parent_run_id:
+        client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
+    _log_params(client, run_id, cfg)
+
+    with mlflow.start_run(run_id=run_id):  # marks the run FAILED if anything below raises
+        result = run_experiment(cfg, cls, seed, callbacks=MlflowEpochLogger(client, run_id))
+        _log_results(client, run_id, result)
+        out = _summary(result, run_id)
+        if cfg.tracking.register:
+            from pipelines.pyfunc import log_detector_model
+
+            info = log_detector_model(result.model_path)
+            name = registry.registered_model_name(cfg, cls)
+            mv, champion = registry.register_version(
+                client, uri, name, info.model_uri, result.metrics, tags[registry.TAG_PROTOCOL], run_id
+            )
+            out.update(model_name=name, model_version=mv, champion=champion)
+            client.set_tag(run_id, "fcdd.model", f"models:/{name}/{mv}")
+    return out
+
+
+def _log_params(client: MlflowClient, run_id: str, cfg: Config) -> None:
+    """All config values; on a retry only those not logged yet (MLflow params are immutable)."""
+    logged = client.get_run(run_id).data.params
+    params = [Param(k, str(v)[:6000]) for k, v in cfg.flat().items() if k not in logged]
+    for start in range(0, len(params), 100):  # MLflow's batch limit
+        client.log_batch(run_id, params=params[start : start + 100])
+
+
+def _log_results(client: MlflowClient, run_id: str, result: RunResult) -> None:
+    numbers = {k: float(v) for k, v in result.metrics.items() if _is_number(v)}
+    client.log_batch(run_id, metrics=[Metric(k, v, _now(), 0) for k, v in numbers.items()])
+    client.log_batch(run_id, tags=[RunTag("fcdd.epochs_trained", str(len(result.history)))])
+    run_dir = Path(result.run_dir).resolve()
+    files = list(result.artifacts.values()) + [run_dir / "metrics.json", run_dir / "data_summary.json"]
+    for path in dict.fromkeys(Path(p).resolve() for p in files):
+        if not path.is_file():
+            continue
+        try:
+            folder = path.parent.relative_to(run_dir).as_posix()
+        except ValueError:
+            folder = ""
+        client.log_artifact(run_id, str(path), artifact_path=folder if folder not in ("", ".") else None)
+
+
+def _summary(result: RunResult, run_id: str | None = None) -> dict:
+    out: dict[str, Any] = {"dataset": result.dataset, "class": result.cls, "seed": result.seed}
+    out["run_dir"] = str(result.run_dir)
+    for k, v in result.metrics.items():
+        if k not in out and (v is None or isinstance(v, (int, float, str, bool))):
+            out[k] = v
+    out.update(mlflow_run_id=run_id, model_name=None, model_version=None, champion=None)
+    if run_id is not None:
+        out["champion"] = False
+    return out
+
+
+@contextlib.contextmanager
+def dataset_parent_run(cfg: Config) -> Iterator[str | None]:
+    """A parent run for one dataset; yields its id (None when tracking is off)."""
+    if not cfg.tracking.enabled:
+        yield None
+        return
+    client, _ = _client(cfg)
+    experiment_id = ensure_experiment(client, cfg)
+    tags = {"fcdd.role": "dataset", "fcdd.dataset": cfg.data.dataset, "fcdd.git_commit": git_commit()}
+    tags["fcdd.data_version"] = data_version(cfg)
+    run = client.create_run(experiment_id, run_name=f"{cfg.data.dataset}-summary", tags=tags)
+    status = "FAILED"
+    try:
+        yield run.info.run_id
+        status = "FINISHED"
+    finally:
+        client.set_terminated(run.info.run_id, status)
+
+
+def log_dataset_summary(cfg: Config, parent_run_id: str | None, rows: list[dict]) -> dict[str, float]:
+    """Mean metrics over classes (each class: mean over seeds) and a results table on the parent run."""
+    if not rows:
+        raise ValueError("log_dataset_summary: no result rows to summarise")
+    table = pd.DataFrame(rows)
+    if "class" not in table:
+        raise ValueError(f"log_dataset_summary: rows need a 'class' key, got {sorted(table.columns)}")
+    columns = [c for c in SUMMARY_METRICS if c in table and table[c].notna().any()]
+    per_class = table.groupby("class")[columns].agg(["mean", "std"])
+    per_class.columns = [f"{m}_{stat}" for m, stat in per_class.columns]
+    means = {f"mean_{m}": float(per_class[f"{m}_mean"].mean()) for m in columns}
+    if not cfg.tracking.enabled or parent_run_id is None:
+        return means
+    client, _ = _client(cfg)
+    client.log_batch(parent_run_id, metrics=[Metric(k, v, _now(), 0) for k, v in means.items()])
+    client.log_batch(
+        parent_run_id, params=[Param("n_classes", str(len(per_class))), Param("n_runs", str(len(table)))]
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        per_class.reset_index().to_csv(Path(tmp) / "results_per_class.csv", index=False)
+        table.to_csv(Path(tmp) / "results_runs.csv", index=False)
+        client.log_artifacts(parent_run_id, tmp, artifact_path="results")
+    return means
+
+
+def mlflow_run_url(cfg: Config, run_id: str) -> str:
+    """A link to the run in the MLflow UI (for local stores: where `mlflow ui` serves by default)."""
+    client, uri = _client(cfg)
+    experiment_id = client.get_run(run_id).info.experiment_id
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else DEFAULT_UI
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
