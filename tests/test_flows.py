@@ -1,0 +1,206 @@
+"""The Prefect flows under a temporary Prefect server (prefect_test_harness).
+
+Flow tests train for real on a tiny Fashion-MNIST configuration with tracking disabled.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Prefect reads these when it is imported: keep its home and server quiet and out of ~/.prefect.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="fcdd-prefect-home-"))
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from fcdd.config import load_config  # noqa: E402
+
+prefect = pytest.importorskip("prefect")
+from prefect.client.orchestration import get_client  # noqa: E402
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate  # noqa: E402
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+
+from pipelines import flows  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = str(REPO / "params.yaml")
+FMNIST = REPO / "data" / "fashion-mnist"
+SHARED_OE = REPO.parent / "shared" / "data" / "imagenet1k_samples"
+
+
+def tiny_overrides(output_dir: Path, classes: str = "['0']", epochs: int = 1) -> list[str]:
+    return [
+        f"train.epochs={epochs}",
+        "train.batch_size=32",
+        "data.train_limit=64",
+        "data.test_limit=64",
+        "anomalies.oe_limit=32",
+        "train.threads=1",
+        "data.num_workers=0",
+        "train.device=cpu",
+        "evaluation.heatmap_count=4",
+        "tracking.enabled=false",
+        "orchestration.retries=0",
+        "orchestration.retry_delay_s=0",
+        f"data.classes={classes}",
+        f"train.output_dir={output_dir}",
+        f"data.root={FMNIST}",
+        f"anomalies.oe_source={SHARED_OE}",
+    ]
+
+
+needs_data = pytest.mark.skipif(
+    not (any(FMNIST.glob("*ubyte*")) and SHARED_OE.is_dir()),
+    reason="needs data/fashion-mnist and ../shared/data/imagenet1k_samples",
+)
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+# ------------------------------------------------------------ no server needed
+
+
+def test_dataset_override_swaps_the_dataset_preset():
+    overrides = flows.dataset_overrides(PARAMS, "cifar10")
+    cfg = load_config(PARAMS, overrides)
+    assert cfg.data.dataset == "cifar10"
+    assert "cifar10" in cfg.preset and "fmnist" not in cfg.preset
+    assert cfg.model.net == "cnn32"  # from the cifar10 preset
+    assert "cpu" in cfg.preset  # presets that are not datasets stay
+    assert flows.dataset_overrides(PARAMS, None) == []
+
+
+def test_results_frame_puts_the_known_columns_first_and_keeps_failures():
+    rows = [
+        {"dataset": "fmnist", "class": "0", "seed": 0, "status": "completed", "image_auc": 0.9, "n_test": 5},
+        {"dataset": "fmnist", "class": "1", "seed": 0, "status": "failed", "error": "DataError: boom"},
+    ]
+    frame = flows.results_frame(rows)
+    assert list(frame.columns[: len(flows.RESULT_COLUMNS)]) == flows.RESULT_COLUMNS
+    assert frame.columns[-1] == "n_test"
+    assert frame.loc[1, "status"] == "failed" and frame.loc[1, "error"] == "DataError: boom"
+    assert pd.isna(frame.loc[1, "image_auc"])
+
+
+def test_summary_markdown_reports_means_and_failures():
+    cfg = load_config(PARAMS, ["tracking.enabled=false"])
+    rows = [
+        {"class": "0", "seed": 0, "status": "completed", "image_auc": 0.8, "pixel_auc": None},
+        {"class": "1", "seed": 0, "status": "completed", "image_auc": 0.6, "pixel_auc": None},
+        {"class": "2", "seed": 0, "status": "failed", "error": "RuntimeError: out of memory"},
+    ]
+    text = flows.summary_markdown(cfg, rows)
+    assert "2 of 3 class runs completed" in text
+    assert "mean image auc: **0.7000**" in text
+    assert "pixel auc: **" not in text  # no pixel metric on a dataset without masks
+    assert "failed: RuntimeError: out of memory" in text
+
+
+def test_gpu_claims_are_exclusive_per_index():
+    with flows._claim_gpu(2) as first, flows._claim_gpu(2) as second:
+        assert {first, second} == {0, 1}
+    with flows._claim_gpu(1) as again:  # released on exit
+        assert again == 0
+
+
+def test_prefect_yaml_matches_params():
+    """The deployments in prefect.yaml name the pool and flows the configuration names (no drift)."""
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    cfg = load_config(PARAMS)
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    flow_name, deployment_name = cfg.orchestration.deployment.split("/")
+    assert deployments[deployment_name]["entrypoint"] == "pipelines/flows.py:train_class"
+    assert flows.train_class.name == flow_name
+    assert deployments["fcdd-train"]["entrypoint"] == "pipelines/flows.py:train_dataset"
+    for d in deployments.values():
+        assert d["work_pool"]["name"] == cfg.orchestration.work_pool
+        assert set(d.get("parameters", {})) <= {"params", "overrides"}  # settings live in params.yaml
+
+
+# ------------------------------------------------------------ under a Prefect server
+
+
+@pytest.mark.slow
+def test_missing_concurrency_limit_is_skipped_and_an_existing_one_is_held(harness):
+    cfg = load_config(PARAMS, ["orchestration.concurrency_limit=fcdd-test-gpu"])
+
+    @prefect.flow
+    def hold() -> int | None:
+        with flows.training_slot(cfg), get_client(sync_client=True) as client:
+            try:
+                return client.read_global_concurrency_limit_by_name("fcdd-test-gpu").active_slots
+            except prefect.exceptions.ObjectNotFound:
+                return None
+
+    with pytest.raises(prefect.exceptions.ObjectNotFound):
+        with get_client(sync_client=True) as client:
+            client.read_global_concurrency_limit_by_name("fcdd-test-gpu")
+    assert hold() is None  # no limit: the training still runs, without one
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="fcdd-test-gpu", limit=2))
+    assert hold() == 1  # the slot is held while training
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name("fcdd-test-gpu").active_slots == 0
+
+
+@needs_data
+@pytest.mark.slow
+def test_train_class_trains_evaluates_and_records_an_artifact(harness, tmp_path):
+    row = flows.train_class(cls="0", seed=0, params=PARAMS, overrides=tiny_overrides(tmp_path))
+    assert row["status"] == "completed" and row["attempts"] == 1
+    assert 0.0 <= row["image_auc"] <= 1.0
+    run_dir = Path(row["run_dir"])
+    assert (run_dir / "model.pt").is_file() and (run_dir / "checkpoint.pt").is_file()
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts()
+    keys = {a.key for a in artifact}
+    assert flows.result_artifact_key("fmnist", "0", 0) in keys
+
+
+@needs_data
+@pytest.mark.slow
+def test_a_failed_class_run_retries_and_resumes_from_its_checkpoint(harness, tmp_path, monkeypatch):
+    monkeypatch.setenv(flows.FAIL_AFTER_EPOCH_ENV, "1")
+    overrides = [*tiny_overrides(tmp_path, epochs=3), "orchestration.retries=1"]
+    row = flows.train_class(cls="0", seed=0, params=PARAMS, overrides=overrides)
+    assert row["status"] == "completed"
+    assert row["attempts"] == 2  # the first attempt failed after epoch 1
+    assert row["first_epoch"] == 2  # the retry went on from the checkpoint, not from the start
+    assert row["epochs"] == 3
+
+
+@needs_data
+@pytest.mark.slow
+def test_train_dataset_reports_a_failed_class_while_others_finish(harness, tmp_path):
+    rows = flows.train_dataset(
+        params=PARAMS, classes=["0", "no-such-class"], overrides=tiny_overrides(tmp_path)
+    )
+    by_class = {r["class"]: r for r in rows}
+    assert by_class["0"]["status"] == "completed"
+    assert by_class["no-such-class"]["status"] == "failed"
+    assert "no-such-class" in by_class["no-such-class"]["error"]
+    table = pd.read_csv(tmp_path / "fmnist" / "results.csv", dtype={"class": str})
+    assert list(table["class"]) == ["0", "no-such-class"]
+    assert list(table["status"]) == ["completed", "failed"]
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_latest_artifacts()}
+    assert {"fcdd-fmnist-aucs", "fcdd-fmnist-summary"} <= keys
+
+
+@needs_data
+@pytest.mark.slow
+def test_local_mode_runs_classes_in_parallel_subflows(harness, tmp_path):
+    overrides = [*tiny_overrides(tmp_path, classes="['0', '1']"), "orchestration.max_parallel=2"]
+    rows = flows.train_dataset(params=PARAMS, overrides=overrides)
+    assert sorted(r["class"] for r in rows) == ["0", "1"]
+    assert all(r["status"] == "completed" for r in rows)
+    assert len({r["run_dir"] for r in rows}) == 2
