@@ -1,0 +1,1 @@
+"""DVC stage entry points: ``python -m pipelines.stages.<prepare|train|evaluate|report>`` (see dvc.yaml)."""

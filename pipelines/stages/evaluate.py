@@ -1,0 +1,119 @@
+"""DVC stage `evaluate`: re-evaluate every trained run with the current ``evaluation.*`` settings.
+
+Each run's Detector (``model.pt``) scores its test set again (so a new heatmap quantile, heatmap
+count or AUPRO setting needs no retraining); then the stage writes
+- metrics.json: per class mean/std over seeds, and the mean over classes (``dvc metrics show``),
+- outputs/evaluate/auc_per_class.csv, roc/<class>_seed<k>.csv, figures/*.png (``dvc plots show``),
+- outputs/evaluate/summary.json for the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+from pipelines.stages.common import (
+    AUC_BARS,
+    EVAL_DIR,
+    EVAL_RUNS,
+    EVAL_SUMMARY,
+    FIGURES_DIR,
+    METRICS,
+    ROC_DIR,
+    stage_classes,
+    stage_config,
+    write_json,
+)
+
+METRIC_KEYS = ("image_auc", "image_aupr", "pixel_auc", "aupro")
+
+
+def evaluate_run(cfg, cls: str, seed: int, device: str) -> dict:
+    """One run: load its Detector, score the test set, copy its curves and figures for DVC."""
+    from fcdd.data import build_datasets
+    from fcdd.detector import Detector
+    from fcdd.experiment import class_slug, evaluate, run_dir_for
+
+    model_path = run_dir_for(cfg, cls, seed) / "model.pt"
+    if not model_path.is_file():
+        raise SystemExit(f"evaluate: {model_path} is missing; run the train stage first (dvc repro train)")
+    detector = Detector.load(model_path, device=device)
+    test_set = build_datasets(cfg, cls, seed).test
+    name = f"{class_slug(cls)}_seed{seed}"
+    out_dir = EVAL_RUNS / class_slug(cls) / f"seed{seed}"
+    metrics, artifacts = evaluate(
+        detector, test_set, cfg, out_dir, title=f"{cfg.data.dataset} · {cls} · seed {seed}"
+    )
+    shutil.copyfile(artifacts["roc_image"], ROC_DIR / f"{name}.csv")
+    for path in artifacts.values():
+        if Path(path).suffix == ".png":
+            shutil.copyfile(path, FIGURES_DIR / f"{name}_{Path(path).stem}.png")
+    print(f"evaluate: {cfg.data.dataset} class {cls!r} seed {seed}: image AUC {metrics['image_auc']:.4f}")
+    return {
+        "class": cls,
+        "seed": seed,
+        **{k: metrics.get(k) for k in METRIC_KEYS},
+        "n_test": metrics.get("n_test"),
+    }
+
+
+def top_metrics(dataset: str, summary: dict) -> dict:
+    """The aggregate as DVC shows it: numbers only, no nulls (metrics a dataset lacks are left out)."""
+    per_class = {}
+    for cls, by_key in summary["per_class"].items():
+        entry: dict = {}
+        for key, stats in by_key.items():
+            if stats["mean"] is not None:
+                entry[key] = stats["mean"]
+                entry[f"{key}_std"] = stats["std"]
+                entry["runs"] = stats["n"]
+        per_class[cls] = entry
+    mean = {k: v for k, v in summary["mean"].items() if v is not None}
+    return {"dataset": dataset, "mean": mean, "per_class": per_class}
+
+
+def write_auc_bars(path: Path, per_class: dict) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "image_auc", "image_auc_std"])
+        for cls, entry in per_class.items():
+            writer.writerow([cls, entry.get("image_auc"), entry.get("image_auc_std")])
+
+
+def main() -> None:
+    from fcdd.engine import resolve_device
+    from fcdd.metrics import aggregate
+
+    cfg = stage_config()
+    if cfg.train.threads:
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)
+    device = str(resolve_device(cfg.train.device))
+    shutil.rmtree(EVAL_DIR, ignore_errors=True)  # outputs of an earlier configuration must not linger
+    for folder in (EVAL_RUNS, ROC_DIR, FIGURES_DIR):
+        folder.mkdir(parents=True, exist_ok=True)
+
+    rows = [evaluate_run(cfg, cls, seed, device) for cls in stage_classes(cfg) for seed in cfg.train.seeds]
+    metrics = top_metrics(cfg.data.dataset, aggregate(rows, keys=METRIC_KEYS))
+    write_json(METRICS, metrics)
+    write_auc_bars(AUC_BARS, metrics["per_class"])
+    write_json(
+        EVAL_SUMMARY,
+        {
+            "dataset": cfg.data.dataset,
+            "quantile": cfg.quantile,
+            "rows": rows,
+            "metrics": metrics,
+            "figures": sorted(p.name for p in FIGURES_DIR.glob("*.png")),
+            "config": cfg.flat(),
+        },
+    )
+    print(
+        f"evaluate: mean image AUC {metrics['mean'].get('image_auc')} over {len(metrics['per_class'])} classes"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""DVC stage `report`: outputs/report.md, a markdown summary of the evaluation with its figures."""
+
+from __future__ import annotations
+
+import os
+
+from pipelines.stages.common import EVAL_SUMMARY, FIGURES_DIR, REPORT, read_json
+
+# The paper's Fashion-MNIST image AUCs (PAPER-RESULTS.md; full protocol, 5 seeds), by class index.
+PAPER_FMNIST = [0.82, 0.98, 0.84, 0.92, 0.87, 0.90, 0.75, 0.99, 0.86, 0.94]
+FMNIST_NAMES = [
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+]
+CONFIG_KEYS = (
+    "preset", "model.net", "train.epochs", "train.seeds", "train.optimizer", "train.lr",
+    "anomalies.kind", "anomalies.oe_limit", "data.train_limit", "data.test_limit",
+)  # fmt: skip
+
+
+def paper_auc(dataset: str, cls: str) -> float | None:
+    if dataset != "fmnist":
+        return None
+    key = cls.strip().lower()
+    if key.isdigit() and int(key) < len(PAPER_FMNIST):
+        return PAPER_FMNIST[int(key)]
+    return PAPER_FMNIST[FMNIST_NAMES.index(key)] if key in FMNIST_NAMES else None
+
+
+def fmt(mean, std=None) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if std else "")
+
+
+def render(summary: dict) -> str:
+    dataset = summary["dataset"]
+    metrics = summary["metrics"]
+    config = summary.get("config", {})
+    lines = [f"# FCDD on {dataset}", ""]
+    lines += [f"- `{k}`: {config.get(k)}" for k in CONFIG_KEYS if k in config]
+    lines += [f"- heatmap quantile q: {summary.get('quantile')}", ""]
+    lines += [
+        "| class | image AUC | pixel AUC | AUPRO | runs | paper image AUC |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cls, e in metrics["per_class"].items():
+        cells = [
+            cls,
+            fmt(e.get("image_auc"), e.get("image_auc_std")),
+            fmt(e.get("pixel_auc"), e.get("pixel_auc_std")),
+            fmt(e.get("aupro"), e.get("aupro_std")),
+            e.get("runs", ""),
+            fmt(paper_auc(dataset, cls)),
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    mean = metrics["mean"]
+    lines.append(
+        f"| **mean** | **{fmt(mean.get('image_auc'))}** | {fmt(mean.get('pixel_auc'))} | "
+        f"{fmt(mean.get('aupro'))} | | |"
+    )
+    lines += ["", "Per-class AUC bars and ROC curves: `dvc plots show` (dvc_plots/index.html).", ""]
+    for name in summary.get("figures", []):
+        if "heatmaps" in name or "roc" in name:
+            rel = os.path.relpath(FIGURES_DIR / name, REPORT.parent)
+            lines += [f"![{name}]({rel})", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(render(read_json(EVAL_SUMMARY)))
+    print(f"report: wrote {REPORT}")
+
+
+if __name__ == "__main__":
+    main()
