@@ -16,7 +16,7 @@ from PIL import Image
 from fcdd.config import Config
 from fcdd.data.confetti import Confetti, apply_confetti
 from fcdd.data.errors import DataError
-from fcdd.data.outlier_exposure import OutlierExposure, test_class_names
+from fcdd.data.outlier_exposure import OutlierExposure, oe_exclusions
 
 __all__ = [
     "AnomalySource",
@@ -26,7 +26,7 @@ __all__ = [
     "apply_confetti",
     "build_anomaly_source",
     "select_semi_supervised",
-    "test_class_names",
+    "oe_exclusions",
 ]
 
 
@@ -120,7 +120,7 @@ def build_anomaly_source(
             size,
             seed,
             limit=cfg.anomalies.oe_limit,
-            exclude=test_class_names(cfg.data.dataset) if exclude is None else exclude,
+            exclude=oe_exclusions(cfg.data.dataset) if exclude is None else exclude,
             reject_excluded=cfg.data.dataset == "cifar10",
             download=cfg.data.download,
             strict=cfg.data.strict,

@@ -60,7 +60,7 @@ def normalise_name(name: str) -> str:
     return re.sub(r"[\s\-/]+", "_", name.strip().lower())
 
 
-def test_class_names(dataset: str) -> set[str]:
+def oe_exclusions(dataset: str) -> set[str]:
     """Names (and wnids) of every class in the dataset's test set: OE must never show these.
 
     One-vs-rest test sets contain all classes of the dataset, so all of them are excluded.
