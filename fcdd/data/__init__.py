@@ -1,0 +1,183 @@
+"""Datasets of spec §4: ``build_datasets(cfg, cls, seed) -> DataBundle`` and ``class_names(cfg)``.
+
+Order of operations: load the raw splits; (semi) move k real anomalies per defect type from test
+to train; apply the seeded ``train_limit`` / label-stratified ``test_limit``; compute (or read the
+cached) normalisation statistics from the kept nominal training images; wrap everything in the
+training set (online anomaly injection) and the test set.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fcdd.data.cifar10 import CIFAR10_CLASSES, load_cifar10
+from fcdd.data.errors import DataError
+from fcdd.data.fmnist import FMNIST_CLASSES, load_fmnist
+from fcdd.data.folder import folder_class_name, load_folder
+from fcdd.data.imagenet30 import NAMES as IMAGENET30_CLASSES
+from fcdd.data.imagenet30 import load_imagenet30
+from fcdd.data.mvtec import load_mvtec, mvtec_class_names
+from fcdd.data.normalisation import IMAGENET_MEAN, IMAGENET_STD, cached_stats, gcn_minmax_stats, meanstd_stats
+from fcdd.data.training_set import RawData, TestSet, TrainingSet, slug, uint8_to_pil
+from fcdd.data.transforms import TestTransform, test_transform, train_transform
+
+__all__ = ["DataBundle", "DataError", "build_datasets", "class_names", "test_transform"]
+
+LOADERS = {
+    "fmnist": load_fmnist,
+    "cifar10": load_cifar10,
+    "imagenet30": load_imagenet30,
+    "mvtec": load_mvtec,
+    "folder": load_folder,
+}
+STATS_BATCH = 512
+
+
+@dataclass
+class DataBundle:
+    train: TrainingSet
+    test: TestSet
+    preprocess: dict[str, Any]
+    summary: dict[str, Any]
+    classes: list[str]
+    name: str
+
+
+def class_names(cfg: Any) -> list[str]:
+    """The dataset's classes (path-safe names; a folder dataset has one)."""
+    ds = cfg.data.dataset
+    if ds == "fmnist":
+        return [slug(n) for n in FMNIST_CLASSES]
+    if ds == "cifar10":
+        return list(CIFAR10_CLASSES)
+    if ds == "imagenet30":
+        return list(IMAGENET30_CLASSES)
+    if ds == "mvtec":
+        return mvtec_class_names(cfg.data.root)
+    if ds == "folder":
+        return [folder_class_name(cfg)]
+    raise DataError(f"data.dataset {ds!r} is not one of {', '.join(LOADERS)}")
+
+
+def seeded_subset(n: int, limit: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random subset of ``limit`` of ``n`` items (all if no limit)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if limit < 1:
+        raise DataError(f"data.train_limit must be at least 1, got {limit}")
+    return np.sort(np.random.default_rng([seed, 1]).choice(n, limit, replace=False))
+
+
+def stratified_subset(keep: np.ndarray, labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """A seeded subset of ``keep`` of size ``limit`` with the label proportions of ``keep``."""
+    if limit is None or limit >= len(keep):
+        return keep
+    if limit < 1:
+        raise DataError(f"data.test_limit must be at least 1, got {limit}")
+    lab = labels[keep]
+    counts = {int(v): int((lab == v).sum()) for v in np.unique(lab)}
+    quota = {v: max(1, round(limit * c / len(keep))) for v, c in counts.items()}
+    while sum(quota.values()) > limit:  # rounding up small labels may overshoot
+        quota[max(quota, key=quota.get)] -= 1  # type: ignore[arg-type]
+    while sum(quota.values()) < limit:
+        quota[max(quota, key=lambda v: counts[v] - quota[v])] += 1
+    rng = np.random.default_rng([seed, 2])
+    chosen = [rng.choice(keep[lab == v], q, replace=False) for v, q in quota.items() if q > 0]
+    return np.sort(np.concatenate(chosen))
+
+
+def _stats(cfg: Any, raw: RawData, keep: np.ndarray, geometry: dict[str, Any], seed: int) -> dict[str, Any]:
+    if raw.stats == "imagenet":
+        return {"kind": "meanstd", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    plain = TestTransform({**geometry, "channels": raw.channels, "normalisation": {"kind": "none"}})
+
+    def batches():
+        for start in range(0, len(keep), STATS_BATCH):
+            chunk = keep[start : start + STATS_BATCH]
+            yield torch.stack([plain.from_uint8(raw.train.uint8(int(j))) for j in chunk])
+
+    compute = gcn_minmax_stats if raw.stats == "gcn-minmax" else meanstd_stats
+    limit = f"limit={cfg.data.train_limit},seed={seed}" if len(keep) < len(raw.train) else "all"
+    key = f"{raw.stats_key}|size={geometry['input_size']}|{limit}"
+    return cached_stats(cfg.data.cache_dir, key, lambda: compute(batches()))
+
+
+def _semi(cfg: Any, raw: RawData, seed: int) -> tuple[list, list[str]]:
+    """Move k real anomalies per defect type from test to train (removed from the test set)."""
+    test = raw.test
+    if test.masks is None:
+        raise DataError(f"anomalies.kind semi needs anomalous test images with masks; {raw.name} has none")
+    from fcdd.data.anomalies import select_semi_supervised
+
+    train_idx, keep = select_semi_supervised(test.defect_types, test.labels, cfg.anomalies.semi_k, seed)
+    train_idx = [int(j) for j in train_idx]
+    real = [(uint8_to_pil(test.images.uint8(j)), test.masks.uint8(j)[0].numpy() > 0) for j in train_idx]
+    test.keep = np.asarray(sorted(int(j) for j in keep), dtype=np.int64)
+    return real, [test.paths[j] for j in train_idx]
+
+
+def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
+    """Training set (with anomaly injection), test set, preprocessing and a summary for class ``cls``."""
+    name = cfg.data.dataset
+    if name not in LOADERS:
+        raise DataError(f"data.dataset {name!r} is not one of {', '.join(LOADERS)}")
+    raw = LOADERS[name](cfg, str(cls), seed)
+    size = raw.geometry["input_size"]
+    if size != cfg.model.input_size:
+        raise DataError(
+            f"data.dataset {name} has {size}x{size} inputs but model.input_size is {cfg.model.input_size}"
+        )
+    kind = cfg.anomalies.kind
+    real, moved = _semi(cfg, raw, seed) if kind == "semi" else (None, [])
+    raw.test.keep = stratified_subset(raw.test.keep, np.asarray(raw.test.labels), cfg.data.test_limit, seed)
+    train_keep = seeded_subset(len(raw.train), cfg.data.train_limit, seed)
+    preprocess = {
+        **raw.geometry,
+        "channels": raw.channels,
+        "normalisation": _stats(cfg, raw, train_keep, raw.geometry, seed),
+    }
+    source = None
+    if kind != "none":
+        from fcdd.data.anomalies import build_anomaly_source
+
+        source = build_anomaly_source(cfg, raw.channels, raw.source_size, seed, real_anomalies=real)
+    train = TrainingSet(
+        raw.train,
+        train_transform(name, preprocess, raw.stored_size),
+        raw.channels,
+        source=source,
+        probability=cfg.anomalies.probability if source is not None else 0.0,
+        keep=train_keep,
+        seed=seed,
+    )
+    test = TestSet(raw.test, test_transform(preprocess))
+    summary = {
+        "dataset": name,
+        "class": raw.cls,
+        "root": str(Path(cfg.data.root)),
+        "train": {
+            "nominal": len(train),
+            "nominal_available": len(raw.train),
+            "real_anomalies": len(moved),
+            "anomaly_kind": kind,
+            "anomaly_probability": train.probability,
+        },
+        "test": {
+            "total": len(test),
+            "nominal": int((test.labels == 0).sum()),
+            "anomalous": int((test.labels == 1).sum()),
+            "defect_types": dict(sorted(Counter(test.defect_types).items())),
+            "has_masks": test.has_masks,
+        },
+        "moved_to_train": moved,
+        "skipped": raw.skipped,
+    }
+    return DataBundle(
+        train=train, test=test, preprocess=preprocess, summary=summary, classes=raw.classes, name=name
+    )

@@ -1,0 +1,280 @@
+"""Image-file helpers (reading, listing, caching at the stored size) and the user-folder dataset.
+
+Folder dataset (cfg.data.folder): ``nominal`` / ``anomalous`` / ``masks`` are directories or glob
+patterns relative to cfg.data.root. Files matched by ``masks`` are never images. A mask belongs to
+the image with the same stem (+ ``mask_suffix``), preferably in the same directory. The nominal
+images are split into train/test with the run seed (``test_ratio`` to test); the defect type of an
+anomalous image is its directory relative to the root.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fcdd.data.errors import DataError
+from fcdd.data.training_set import RawData, TensorStore, TestData, slug
+
+log = logging.getLogger(__name__)
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Fully decoded PIL image; DataError naming the file when it is unreadable or truncated."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: unreadable or truncated image ({e})") from e
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(h, w) from the header, without decoding."""
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataError(f"{path}: unreadable image ({e})") from e
+
+
+def open_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
+    """bool (h, w): pixel > threshold (first channel of colour masks)."""
+    im = open_image(path)
+    a = np.asarray(im.convert("L") if im.mode not in ("L", "1", "I", "I;16") else im)
+    return a > (0 if im.mode == "1" else threshold)
+
+
+def rgb_array(path: str | Path) -> np.ndarray:
+    return np.asarray(open_image(path).convert("RGB"))
+
+
+def skip_or_fail(path: str, reason: str, strict: bool, skipped: list[dict[str, str]]) -> None:
+    """A file that is not an image: DataError in strict mode, else a warning and a summary entry."""
+    if strict:
+        raise DataError(f"{path}: {reason} (data.strict is on)")
+    warnings.warn(f"skipping {path}: {reason}", stacklevel=3)
+    skipped.append({"path": path, "reason": reason})
+
+
+def list_images(directory: str | Path, strict: bool, skipped: list[dict[str, str]]) -> list[str]:
+    """Sorted image files directly inside ``directory``; other files are skipped (or fail)."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise DataError(f"{d}: no such directory")
+    out = []
+    for p in sorted(d.iterdir()):
+        if p.is_dir():
+            continue
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            out.append(str(p))
+        else:
+            skip_or_fail(str(p), "not an image file (unknown extension)", strict, skipped)
+    return out
+
+
+def files_key(paths: list[str], *extra: Any) -> str:
+    """Hash of paths, sizes and modification times: a cache is rebuilt when the raw data changes."""
+    h = hashlib.sha1(repr(extra).encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def cached_arrays(
+    cache_dir: str | Path,
+    name: str,
+    images: list[str],
+    masks: list[str | None],
+    size: int,
+    threshold: int = 127,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images (uint8 [N, size, size, 3], antialiased) and masks (bool [N, size, size], nearest)
+    resized to ``size`` and cached as .npy in cache_dir (the raw folder may be read-only)."""
+    key = files_key(images + [m for m in masks if m], size, threshold, masks)
+    folder = Path(cache_dir) / "images" / f"{slug(name)}-{size}-{key}"
+    img_file, mask_file = folder / "images.npy", folder / "masks.npy"
+    if img_file.is_file() and mask_file.is_file():
+        return np.load(img_file, mmap_mode="r"), np.load(mask_file, mmap_mode="r")
+    imgs = np.zeros((len(images), size, size, 3), dtype=np.uint8)
+    msks = np.zeros((len(images), size, size), dtype=bool)
+    for n, (path, mask_path) in enumerate(zip(images, masks, strict=True)):
+        im = open_image(path).convert("RGB")
+        imgs[n] = np.asarray(im.resize((size, size), Image.BILINEAR, reducing_gap=None))
+        if mask_path:
+            m = open_mask(mask_path, threshold)
+            if m.shape != (im.height, im.width):
+                raise DataError(
+                    f"{mask_path}: mask is {m.shape[1]}x{m.shape[0]} but its image {path} is {im.width}x{im.height}"
+                )
+            msks[n] = np.asarray(Image.fromarray(m).resize((size, size), Image.NEAREST))
+    folder.mkdir(parents=True, exist_ok=True)
+    for f, a in ((img_file, imgs), (mask_file, msks)):
+        tmp = f.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, a)
+        os.replace(tmp, f)
+    (folder / "files.json").write_text(json.dumps({"images": images, "masks": masks}, indent=1))
+    return imgs, msks
+
+
+def file_test_data(
+    paths: list[str],
+    labels: list[int],
+    defect_types: list[str],
+    images: np.ndarray,
+    masks: np.ndarray,
+    mask_paths: list[str | None],
+    threshold: int,
+    has_masks: bool,
+) -> TestData:
+    """TestData over cached arrays, reading originals lazily for full masks and figures."""
+
+    def full_mask(j: int) -> np.ndarray:
+        mp = mask_paths[j]
+        return open_mask(mp, threshold) if mp else np.zeros(image_size(paths[j]), dtype=bool)
+
+    return TestData(
+        images=TensorStore(images),
+        labels=np.asarray(labels, dtype=np.int64),
+        defect_types=defect_types,
+        paths=paths,
+        raw_image=lambda j: rgb_array(paths[j]),
+        original_size=lambda j: image_size(paths[j]),
+        masks=TensorStore(masks.view(np.uint8)) if has_masks else None,
+        full_mask=full_mask if has_masks else None,
+    )
+
+
+def _expand(root: Path, entries: list[str], what: str) -> list[str]:
+    """Files named by directories or glob patterns (relative to root)."""
+    out: list[str] = []
+    for entry in entries:
+        p = root / entry
+        if p.is_dir():
+            out += [str(f) for f in sorted(p.iterdir()) if f.is_file()]
+            continue
+        hits = sorted(f for f in glob.glob(str(p), recursive=True) if os.path.isfile(f))
+        if not hits:
+            raise DataError(f"data.folder.{what}: {entry!r} matches no file under {root}")
+        out += hits
+    return list(dict.fromkeys(out))  # keep order, drop duplicates
+
+
+def _mask_index(mask_files: list[str], suffix: str) -> dict[str, list[str]]:
+    index: dict[str, list[str]] = {}
+    for m in mask_files:
+        stem = Path(m).stem
+        if suffix and stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+        index.setdefault(stem, []).append(m)
+    return index
+
+
+def _find_mask(image: str, index: dict[str, list[str]]) -> str | None:
+    candidates = index.get(Path(image).stem, [])
+    same_dir = [m for m in candidates if Path(m).parent == Path(image).parent]
+    if len(same_dir) == 1 or len(candidates) == 1:
+        return (same_dir or candidates)[0]
+    if candidates:
+        raise DataError(f"{image}: several masks match its stem ({', '.join(candidates)})")
+    return None
+
+
+def folder_class_name(cfg: Any) -> str:
+    if len(cfg.data.classes) > 1:
+        raise DataError(f"a folder dataset has one class; data.classes lists {cfg.data.classes}")
+    return cfg.data.classes[0] if cfg.data.classes else "folder"
+
+
+def load_folder(cfg: Any, cls: str, seed: int) -> RawData:
+    fc, root = cfg.data.folder, Path(cfg.data.root)
+    name = folder_class_name(cfg)
+    if cls != name:
+        raise DataError(f"unknown folder class {cls!r}; known classes: {name}")
+    if not root.is_dir():
+        raise DataError(f"data.root {root}: no such directory")
+    if not fc.nominal:
+        raise DataError("data.folder.nominal: give at least one directory or glob pattern of nominal images")
+    skipped: list[dict[str, str]] = []
+    mask_files = _expand(root, fc.masks, "masks") if fc.masks else []
+    mask_set = set(mask_files)
+
+    def images_of(entries: list[str], what: str) -> list[str]:
+        out = []
+        for f in _expand(root, entries, what):
+            if f in mask_set:
+                continue
+            if Path(f).suffix.lower() in IMAGE_EXTENSIONS:
+                out.append(f)
+            else:
+                skip_or_fail(f, "not an image file (unknown extension)", cfg.data.strict, skipped)
+        return out
+
+    nominal = images_of(fc.nominal, "nominal")
+    anomalous = [f for f in images_of(fc.anomalous, "anomalous") if f not in set(nominal)]
+    if len(nominal) < 2:
+        raise DataError(
+            f"data.folder.nominal under {root}: found {len(nominal)} nominal images, need at least 2"
+        )
+    index = _mask_index(mask_files, fc.mask_suffix)
+    used = {m for f in nominal + anomalous if (m := _find_mask(f, index))}
+    orphans = sorted(mask_set - used)
+    if orphans:
+        raise DataError(
+            f"{orphans[0]}: mask without image (no image with stem {Path(orphans[0]).stem!r}); {len(orphans)} such masks"
+        )
+
+    order = np.random.default_rng(seed).permutation(len(nominal))
+    n_test = max(1, round(fc.test_ratio * len(nominal)))
+    test_nominal = [nominal[i] for i in sorted(order[:n_test])]
+    train = [nominal[i] for i in sorted(order[n_test:])]
+    test_paths = test_nominal + anomalous
+    test_masks = [None] * len(test_nominal) + [_find_mask(f, index) for f in anomalous]
+    missing = sum(m is None for m in test_masks[len(test_nominal) :])
+    has_masks = bool(anomalous) and missing == 0 and bool(mask_files)
+    if mask_files and missing:
+        warnings.warn(
+            f"{missing} anomalous images under {root} have no mask: pixel metrics are off", stacklevel=2
+        )
+    size = cfg.data.stored_size
+    train_imgs, _ = cached_arrays(cfg.data.cache_dir, f"{name}-train", train, [None] * len(train), size)
+    test_imgs, test_m = cached_arrays(
+        cfg.data.cache_dir, f"{name}-test", test_paths, test_masks, size, fc.mask_threshold
+    )
+    defect = ["good"] * len(test_nominal) + [Path(f).parent.relative_to(root).as_posix() for f in anomalous]
+    labels = [0] * len(test_nominal) + [1] * len(anomalous)
+    test = file_test_data(
+        test_paths, labels, defect, test_imgs, test_m, test_masks, fc.mask_threshold, has_masks
+    )
+    key = f"folder|{name}|{root.resolve()}|seed={seed}|n={len(train)}"
+    return RawData(
+        name="folder",
+        cls=name,
+        classes=[name],
+        channels=3,
+        train=TensorStore(train_imgs),
+        test=test,
+        geometry=stored_geometry(cfg),
+        stats="gcn-minmax",
+        stats_key=key,
+        source_size=size,
+        stored_size=size,
+        train_paths=train,
+        skipped=skipped,
+    )
+
+
+def stored_geometry(cfg: Any) -> dict[str, Any]:
+    """MVTec/folder: stored images resized to input_size x input_size (spec §4, no crop at test)."""
+    size = cfg.model.input_size
+    return {"input_size": size, "resize": size, "crop": None}

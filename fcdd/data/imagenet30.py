@@ -1,0 +1,90 @@
+"""ImageNet-30 one-vs-rest (spec §4) from an ImageNet-style folder.
+
+cfg.data.root holds ``train/<dir>/`` and ``val/<dir>/`` where <dir> is a class's WordNet id
+(n12267677) or its name in any spelling ('American_alligator', 'american-alligator'). Training
+uses the nominal class's train images; the test set is the val images of all 30 classes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fcdd.data.errors import DataError
+from fcdd.data.folder import image_size, list_images, open_image, rgb_array
+from fcdd.data.training_set import FileStore, RawData, TestData, resolve_class, slug
+
+# (name, ImageNet-1k WordNet id), in the order of Hendrycks et al. (2019).
+IMAGENET30 = [
+    ("acorn", "n12267677"), ("airliner", "n02690373"), ("ambulance", "n02701002"),
+    ("American alligator", "n01698640"), ("banjo", "n02787622"), ("barn", "n02793495"),
+    ("bikini", "n02837789"), ("digital clock", "n03196217"), ("dragonfly", "n02268443"),
+    ("dumbbell", "n03255030"), ("forklift", "n03384352"), ("goblet", "n03443371"),
+    ("grand piano", "n03452741"), ("hotdog", "n07697537"), ("hourglass", "n03544143"),
+    ("manhole cover", "n03717622"), ("mosque", "n03788195"), ("nail", "n03804744"),
+    ("parking meter", "n03891332"), ("pillow", "n03938244"), ("revolver", "n04086273"),
+    ("dial telephone", "n03187595"), ("schooner", "n04147183"), ("snowmobile", "n04252077"),
+    ("soccer ball", "n04254680"), ("stingray", "n01498041"), ("strawberry", "n07745940"),
+    ("tank", "n04389033"), ("toaster", "n04442312"), ("volcano", "n09472597"),
+]  # fmt: skip
+NAMES = [slug(n) for n, _ in IMAGENET30]
+WNID_ALIASES = {w: i for i, (_, w) in enumerate(IMAGENET30)}
+
+
+def class_dir(split_dir: Path, k: int) -> Path | None:
+    """The folder of class k: named by its wnid or (any spelling of) its name."""
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir}: no such directory (ImageNet layout root/train|val/<class>/)")
+    wanted = {IMAGENET30[k][1], NAMES[k]}
+    for d in sorted(split_dir.iterdir()):
+        if d.is_dir() and (d.name in wanted or slug(d.name) in wanted):
+            return d
+    return None
+
+
+def load_imagenet30(cfg: Any, cls: str, seed: int) -> RawData:
+    c = resolve_class(cls, NAMES, "ImageNet-30", WNID_ALIASES)
+    root, strict, skipped = Path(cfg.data.root), cfg.data.strict, []
+    train_dir = class_dir(root / "train", c)
+    if train_dir is None:
+        raise DataError(f"{root / 'train'}: no folder for class {NAMES[c]} ({IMAGENET30[c][1]})")
+    train = list_images(train_dir, strict, skipped)
+    if not train:
+        raise DataError(f"{train_dir}: empty class, no training images")
+    paths, ys, missing = [], [], []
+    for k in range(len(IMAGENET30)):
+        d = class_dir(root / "val", k)
+        if d is None:
+            missing.append(f"{NAMES[k]} ({IMAGENET30[k][1]})")
+            continue
+        files = list_images(d, strict, skipped)
+        paths += files
+        ys += [k] * len(files)
+    if missing:
+        raise DataError(f"{root / 'val'}: missing ImageNet-30 classes: {', '.join(missing)}")
+    test_y = np.asarray(ys)
+    test = TestData(
+        images=FileStore(paths, 3, open_image),
+        labels=(test_y != c).astype(np.int64),
+        defect_types=["good" if y == c else NAMES[y] for y in test_y],
+        paths=paths,
+        raw_image=lambda j: rgb_array(paths[j]),
+        original_size=lambda j: image_size(paths[j]),
+    )
+    size = cfg.model.input_size
+    return RawData(
+        name="imagenet30",
+        cls=NAMES[c],
+        classes=list(NAMES),
+        channels=3,
+        train=FileStore(train, 3, open_image),
+        test=test,
+        geometry={"input_size": size, "resize": round(size * 256 / 224), "crop": size},
+        stats="imagenet",
+        stats_key=f"imagenet30|{NAMES[c]}",
+        source_size=round(size * 256 / 224),
+        train_paths=train,
+        skipped=skipped,
+    )

@@ -1,0 +1,93 @@
+"""MVTec AD (and any folder in its layout): cfg.data.root holds category folders, the class is one.
+
+Layout: <category>/train/good/*, <category>/test/<defect>/*, <category>/ground_truth/<defect>/
+<stem>_mask.png (or <stem>.png). Images and masks are cached at cfg.data.stored_size in
+cfg.data.cache_dir; full-resolution masks are read from the originals for pixel AUC.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fcdd.data.errors import DataError
+from fcdd.data.folder import cached_arrays, file_test_data, list_images, stored_geometry
+from fcdd.data.training_set import RawData, TensorStore
+
+MVTEC_CATEGORIES = (
+    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
+    "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
+)  # fmt: skip
+
+
+def mvtec_class_names(root: str | Path) -> list[str]:
+    """Category folders under root (those with train/good), sorted."""
+    r = Path(root)
+    if not r.is_dir():
+        raise DataError(f"data.root {r}: no such directory (expected folders of MVTec-AD categories)")
+    names = sorted(p.name for p in r.iterdir() if (p / "train" / "good").is_dir())
+    if not names:
+        raise DataError(f"data.root {r}: no category folder with train/good (MVTec-AD layout)")
+    return names
+
+
+def _find_mask(gt_dir: Path, stem: str) -> Path | None:
+    for name in (f"{stem}_mask.png", f"{stem}.png"):
+        if (gt_dir / name).is_file():
+            return gt_dir / name
+    return None
+
+
+def load_mvtec(cfg: Any, cls: str, seed: int) -> RawData:
+    root = Path(cfg.data.root)
+    names = mvtec_class_names(root)
+    if cls not in names:
+        raise DataError(f"unknown MVTec-AD category {cls!r} under {root}; known: {', '.join(names)}")
+    base, strict, skipped = root / cls, cfg.data.strict, []
+    train = list_images(base / "train" / "good", strict, skipped)
+    if not train:
+        raise DataError(f"{base / 'train' / 'good'}: empty class, no training images")
+    test_dir = base / "test"
+    if not test_dir.is_dir():
+        raise DataError(f"{test_dir}: no such directory (MVTec-AD layout needs test/<defect>/)")
+    paths, masks, labels, defects = [], [], [], []
+    for d in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+        files = list_images(d, strict, skipped)
+        gt_dir = base / "ground_truth" / d.name
+        for f in files:
+            mask = None if d.name == "good" else _find_mask(gt_dir, Path(f).stem)
+            if d.name != "good" and mask is None:
+                raise DataError(
+                    f"{f}: no ground-truth mask (looked for {gt_dir}/{Path(f).stem}_mask.png or .png)"
+                )
+            paths.append(f)
+            masks.append(str(mask) if mask else None)
+            labels.append(int(d.name != "good"))
+            defects.append(d.name)
+        if gt_dir.is_dir():
+            stems = {Path(f).stem for f in files}
+            for m in sorted(gt_dir.iterdir()):
+                stem = m.stem[: -len("_mask")] if m.stem.endswith("_mask") else m.stem
+                if m.is_file() and stem not in stems:
+                    raise DataError(f"{m}: mask without image (no {d}/{stem}.*)")
+    if not paths:
+        raise DataError(f"{test_dir}: no test images")
+    size = cfg.data.stored_size
+    train_imgs, _ = cached_arrays(cfg.data.cache_dir, f"mvtec-{cls}-train", train, [None] * len(train), size)
+    test_imgs, test_masks = cached_arrays(cfg.data.cache_dir, f"mvtec-{cls}-test", paths, masks, size)
+    test = file_test_data(paths, labels, defects, test_imgs, test_masks, masks, 127, has_masks=True)
+    return RawData(
+        name="mvtec",
+        cls=cls,
+        classes=names,
+        channels=3,
+        train=TensorStore(train_imgs),
+        test=test,
+        geometry=stored_geometry(cfg),
+        stats="gcn-minmax",
+        stats_key=f"mvtec|{cls}|{root.resolve()}|n={len(train)}",
+        source_size=size,
+        stored_size=size,
+        train_paths=train,
+        skipped=skipped,
+    )

@@ -1,0 +1,208 @@
+"""Dataset containers: image stores, the training set with online anomaly injection, the test set.
+
+Determinism: all randomness (injection coin, anomaly generator seed, v2 augmentation) is drawn from
+torch's global generator inside ``__getitem__``. torch.utils.data.DataLoader seeds that generator in
+each worker with ``base_seed + worker_id`` where ``base_seed`` is drawn from the main process's
+generator once per epoch (per iterator), so after ``torch.manual_seed(seed)`` every epoch and every
+worker gets its own reproducible stream (same seed + same num_workers -> same batches).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from fcdd.data.errors import DataError
+from fcdd.data.transforms import TestTransform, TrainTransform, pil_to_uint8
+
+
+class ImageStore(Protocol):
+    def __len__(self) -> int: ...
+    def uint8(self, i: int) -> torch.Tensor: ...  # [C, H, W] uint8
+
+
+class TensorStore:
+    """Images held in memory (or memory-mapped) as one uint8 array [N, H, W, C] or [N, C, H, W]."""
+
+    def __init__(self, data: np.ndarray | torch.Tensor, channels_last: bool = True):
+        self.data, self.channels_last = data, channels_last
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def uint8(self, i: int) -> torch.Tensor:
+        x = torch.as_tensor(np.array(self.data[i], copy=True))
+        if x.dim() == 2:
+            x = x.unsqueeze(-1 if self.channels_last else 0)
+        return x.permute(2, 0, 1).contiguous() if self.channels_last else x
+
+
+class FileStore:
+    """Images read from files on access (ImageNet-sized data that does not fit in memory)."""
+
+    def __init__(self, paths: list[str], channels: int, opener: Callable[[str], Image.Image]):
+        self.paths, self.channels, self.opener = paths, channels, opener
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def uint8(self, i: int) -> torch.Tensor:
+        return pil_to_uint8(self.opener(self.paths[i]), self.channels)
+
+
+def uint8_to_pil(x: torch.Tensor) -> Image.Image:
+    a = x.permute(1, 2, 0).numpy()
+    return Image.fromarray(a[:, :, 0], "L") if a.shape[2] == 1 else Image.fromarray(a, "RGB")
+
+
+def slug(name: str) -> str:
+    """'T-shirt/top' -> 't-shirt-top', 'American alligator' -> 'american-alligator'."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def resolve_class(cls: str, names: list[str], dataset: str, aliases: dict[str, int] | None = None) -> int:
+    """Index of class ``cls``: its slug, its original name (any case), its index, or an alias."""
+    key = slug(str(cls))
+    for i, n in enumerate(names):
+        if key == slug(n):
+            return i
+    if str(cls).strip().isdigit() and int(cls) < len(names):
+        return int(cls)
+    if aliases and key in aliases:
+        return aliases[key]
+    raise DataError(f"unknown {dataset} class {cls!r}; known classes: {', '.join(slug(n) for n in names)}")
+
+
+@dataclass
+class TestData:
+    """The raw test split; ``keep`` selects (and orders) the items in use."""
+
+    images: ImageStore
+    labels: np.ndarray
+    defect_types: list[str]
+    paths: list[str]
+    raw_image: Callable[[int], np.ndarray]  # (h, w, 3) uint8 at original resolution
+    original_size: Callable[[int], tuple[int, int]]
+    masks: ImageStore | None = None  # 0/1 masks at storage resolution, [1, H, W]
+    full_mask: Callable[[int], np.ndarray] | None = None  # bool (h, w) at original resolution
+    keep: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def __post_init__(self) -> None:
+        if len(self.keep) == 0:
+            self.keep = np.arange(len(self.labels))
+
+
+@dataclass
+class RawData:
+    """What a dataset loader hands to build_datasets, before limits, semi selection and stats."""
+
+    name: str
+    cls: str
+    classes: list[str]
+    channels: int
+    train: ImageStore  # nominal training images at storage resolution
+    test: TestData
+    geometry: dict[str, Any]  # input_size, resize, crop of the preprocess dict
+    stats: str  # gcn-minmax | meanstd | imagenet
+    stats_key: str
+    source_size: int  # side of the raw image an anomaly source receives
+    stored_size: int | None = None
+    train_paths: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+class TrainingSet(Dataset):
+    """Nominal training images; each item is replaced by an anomaly with ``probability``.
+
+    The anomaly ``source(raw PIL image, numpy Generator) -> (PIL image, bool mask)`` sees the raw
+    nominal image; its output then goes through the same joint train transform as nominal images.
+    """
+
+    def __init__(
+        self,
+        images: ImageStore,
+        transform: TrainTransform,
+        channels: int,
+        source: Callable | None = None,
+        probability: float = 0.0,
+        keep: np.ndarray | None = None,
+        seed: int = 0,
+    ):
+        self.images, self.transform, self.channels = images, transform, channels
+        self.source, self.probability, self.seed = source, probability, seed
+        self.keep = np.arange(len(images)) if keep is None else np.asarray(keep)
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def _inject(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # A numpy Generator for the source, seeded from torch's (worker-seeded) generator.
+        rng = np.random.default_rng([self.seed, int(torch.randint(0, 2**62, ()).item())])
+        out = self.source(uint8_to_pil(image), rng)  # type: ignore[misc]
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise DataError(f"anomaly source {self.source!r} must return (image, mask), got {type(out)}")
+        anomaly, mask = out
+        x = pil_to_uint8(anomaly, self.channels)
+        m = torch.as_tensor(np.asarray(mask, dtype=bool))
+        if tuple(m.shape) != tuple(x.shape[1:]):
+            raise DataError(
+                f"anomaly source {self.source!r}: mask {tuple(m.shape)} != image {tuple(x.shape[1:])}"
+            )
+        return x, m.unsqueeze(0)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image = self.images.uint8(int(self.keep[i]))
+        label = 0
+        mask = torch.zeros((1, *image.shape[1:]), dtype=torch.bool)
+        if self.source is not None and self.probability > 0 and torch.rand(()).item() < self.probability:
+            image, mask = self._inject(image)
+            label = 1
+        x, m = self.transform(image, mask)
+        return {"image": x, "label": torch.tensor(label, dtype=torch.int64), "mask": m, "index": i}
+
+
+class TestSet(Dataset):
+    """The test split with the architecture's metadata (paths, labels, masks at full resolution)."""
+
+    def __init__(self, data: TestData, transform: TestTransform):
+        self.data, self.transform = data, transform
+        k = data.keep
+        self.paths: list[str] = [data.paths[j] for j in k]
+        self.labels: np.ndarray = np.asarray(data.labels)[k].astype(np.int64)
+        self.defect_types: list[str] = [data.defect_types[j] for j in k]
+        self.has_masks: bool = data.masks is not None
+
+    def __len__(self) -> int:
+        return len(self.data.keep)
+
+    def _j(self, i: int) -> int:
+        return int(self.data.keep[i])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        j = self._j(i)
+        x = self.transform.from_uint8(self.data.images.uint8(j))
+        if self.data.masks is not None:
+            mask = self.transform.mask(self.data.masks.uint8(j)[0].numpy() > 0)
+        else:
+            mask = torch.zeros((1, *x.shape[1:]))
+        return {"image": x, "label": torch.tensor(self.labels[i]), "mask": mask, "index": i}
+
+    def full_mask(self, i: int) -> np.ndarray:
+        """Ground truth at the original resolution; all False for nominal images or without masks."""
+        j = self._j(i)
+        if self.data.full_mask is None or self.labels[i] == 0:
+            return np.zeros(self.data.original_size(j), dtype=bool)
+        return self.data.full_mask(j)
+
+    def original_size(self, i: int) -> tuple[int, int]:
+        return self.data.original_size(self._j(i))
+
+    def raw_image(self, i: int) -> np.ndarray:
+        return self.data.raw_image(self._j(i))

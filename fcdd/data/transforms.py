@@ -1,0 +1,171 @@
+"""Preprocessing of spec §4: the joint (image, mask) training transforms and the one test transform.
+
+Images travel as uint8 tensors [C, H, W] until the last step, where they become float in [0, 1]
+and are normalised (fcdd.data.normalisation). Training transforms wrap image and mask in
+``tv_tensors.Image`` / ``tv_tensors.Mask`` so torchvision.transforms.v2 draws ONE set of random
+parameters for both: a crop or flip moves the mask with the image, colour changes leave it alone.
+Randomness comes from torch's global generator (DataLoader seeds it per worker and epoch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from fcdd.data.errors import DataError
+from fcdd.data.normalisation import normalise
+
+MODES = {1: "L", 3: "RGB"}
+PREPROCESS_KEYS = ("input_size", "channels", "resize", "crop", "normalisation")
+
+
+def to_mode(image: Image.Image, channels: int) -> Image.Image:
+    """Convert any PIL image (L, RGB, RGBA, P, I;16, ...) to 1 or 3 channels."""
+    if channels not in MODES:
+        raise DataError(f"channels must be 1 or 3, got {channels!r}")
+    mode = MODES[channels]
+    if image.mode == mode:
+        return image
+    if image.mode in ("I", "I;16", "I;16B", "F"):  # 16-bit/float greyscale: scale to 8 bits first
+        a = np.asarray(image, dtype=np.float64)
+        span = max(a.max() - a.min(), 1e-12)
+        image = Image.fromarray(((a - a.min()) / span * 255).round().astype(np.uint8), "L")
+    return image.convert(mode)
+
+
+def pil_to_uint8(image: Image.Image, channels: int) -> torch.Tensor:
+    """PIL image -> uint8 tensor [C, H, W] with the wanted number of channels."""
+    return F.pil_to_tensor(to_mode(image, channels))
+
+
+class TestTransform:
+    """Inference preprocessing from a JSON-serialisable ``preprocess`` dict (docs/architecture.md).
+
+    Geometry: with ``crop``, resize the short side to ``resize`` (if set) and centre-crop ``crop``;
+    without it, resize to input_size x input_size. Then scale to [0, 1] and normalise.
+    """
+
+    def __init__(self, preprocess: dict[str, Any]):
+        missing = [k for k in PREPROCESS_KEYS if k not in preprocess]
+        if missing:
+            raise DataError(f"preprocess dict lacks {', '.join(missing)}; got keys {sorted(preprocess)}")
+        self.preprocess = preprocess
+        self.size = int(preprocess["input_size"])
+        self.channels = int(preprocess["channels"])
+        self.resize = preprocess["resize"]
+        self.crop = preprocess["crop"]
+        self.normalisation = preprocess["normalisation"]
+        if self.channels not in MODES:
+            raise DataError(f"preprocess channels must be 1 or 3, got {self.channels!r}")
+
+    def geometry(self, x: torch.Tensor, nearest: bool = False) -> torch.Tensor:
+        """Resize/crop a [C, H, W] tensor to input_size (nearest for masks)."""
+        mode = v2.InterpolationMode.NEAREST if nearest else v2.InterpolationMode.BILINEAR
+        if self.crop is not None:
+            if self.resize is not None:
+                x = F.resize(x, [int(self.resize)], interpolation=mode, antialias=not nearest)
+            return F.center_crop(x, [int(self.crop)])
+        if tuple(x.shape[-2:]) != (self.size, self.size):
+            x = F.resize(x, [self.size, self.size], interpolation=mode, antialias=not nearest)
+        return x
+
+    def from_uint8(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 [C, H, W] with the right channels -> normalised float [C, input, input]."""
+        return normalise(self.geometry(x).float().div_(255), self.normalisation)
+
+    def mask(self, mask: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """bool mask (h, w) -> float [1, input, input] in {0, 1}, with the image's geometry."""
+        m = torch.as_tensor(np.asarray(mask, dtype=np.uint8)).unsqueeze(0)
+        return self.geometry(m, nearest=True).float()
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.from_uint8(pil_to_uint8(image, self.channels))
+
+
+def test_transform(preprocess: dict[str, Any]) -> TestTransform:
+    """The one place inference preprocessing is built: callable(PIL.Image) -> Tensor[C, H, W]."""
+    return TestTransform(preprocess)
+
+
+class AddNoise:
+    """x + scale * N(0, 1), optionally with scale relative to std(x), applied with probability p."""
+
+    def __init__(self, scale: float, relative: bool = False, p: float = 1.0, clamp: bool = False):
+        self.scale, self.relative, self.p, self.clamp = scale, relative, p, clamp
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p < 1.0 and torch.rand(()).item() >= self.p:
+            return x
+        scale = self.scale * (x.std() if self.relative else 1.0)
+        x = x + scale * torch.randn_like(x)
+        return x.clamp(0, 1) if self.clamp else x
+
+
+class TrainTransform:
+    """(uint8 image [C,H,W], mask [1,H,W]) -> (normalised float image, float mask in {0,1})."""
+
+    def __init__(self, joint: v2.Transform, noise: Callable | None, normalisation: dict[str, Any]):
+        self.joint, self.noise, self.normalisation = joint, noise, normalisation
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        img, msk = self.joint(tv_tensors.Image(image), tv_tensors.Mask(mask.to(torch.uint8)))
+        x = img.as_subclass(torch.Tensor).float().div_(255)
+        if self.noise is not None:
+            x = self.noise(x)
+        return normalise(x, self.normalisation), msk.as_subclass(torch.Tensor).float()
+
+
+def train_transform(
+    dataset: str, preprocess: dict[str, Any], stored_size: int | None = None
+) -> TrainTransform:
+    """The spec §4 training augmentation of ``dataset``, ending in the same normalisation as the test."""
+    size = int(preprocess["input_size"])
+    norm = preprocess["normalisation"]
+    if dataset == "fmnist":
+        joint = v2.Compose([v2.RandomCrop(size, padding=2), v2.RandomHorizontalFlip()])
+        return TrainTransform(joint, None, norm)
+    if dataset == "cifar10":
+        joint = v2.Compose(
+            [
+                v2.ColorJitter(0.01, 0.01, 0.01, 0.01),
+                v2.RandomCrop(size, padding=4),
+                v2.RandomHorizontalFlip(),
+            ]
+        )
+        return TrainTransform(joint, AddNoise(0.001), norm)
+    if dataset == "imagenet30":
+        joint = v2.Compose(
+            [
+                v2.Resize(int(preprocess["resize"])),
+                v2.ColorJitter(0.01, 0.01, 0.01, 0.01),
+                v2.RandomHorizontalFlip(),
+                v2.RandomCrop(size),
+            ]
+        )
+        return TrainTransform(joint, AddNoise(0.001), norm)
+    if dataset in ("mvtec", "folder"):
+        # Paper: stored 240, crop 224. Keep that ratio when input_size is changed.
+        stored = int(stored_size or size)
+        before_crop = max(size, round(size * 240 / 224))
+        crop = (
+            [v2.RandomCrop(size)]
+            if before_crop == stored
+            else [v2.Resize([before_crop] * 2), v2.RandomCrop(size)]
+        )
+        joint = v2.Compose(
+            [
+                v2.RandomChoice([v2.Compose(crop), v2.Resize([size, size])]),
+                v2.RandomChoice(
+                    [v2.ColorJitter(0.04, 0.04, 0.04, 0.04), v2.ColorJitter(0.005, 0.0005, 0.0005, 0.0005)]
+                ),
+            ]
+        )
+        return TrainTransform(joint, AddNoise(0.1, relative=True, p=0.5, clamp=True), norm)
+    raise DataError(f"no training transform for dataset {dataset!r}")
