@@ -300,8 +300,6 @@ def test_oe_default_imagenet_samples_exclude_imagenet30():
     samples = SHARED / "imagenet1k_samples"
     if not samples.is_dir():
         pytest.skip("shared data not available")
-    cfg = config(kind="oe", oe_source=str(samples), oe_limit=1000)
-    cfg.data.dataset = "imagenet30"
     names = [p.name for p in samples.glob("*.jpg")]
     oe = OutlierExposure.from_source(
         str(samples), 3, 16, seed=0, exclude=oe_exclusions("imagenet30"), limit=None
@@ -368,3 +366,22 @@ def test_build_anomaly_source_kinds(tmp_path):
     assert isinstance(oe, OutlierExposure) and len(oe) == 5 and oe.images.shape[-1] == 1
     with pytest.raises(DataError, match="missing"):
         build_anomaly_source(config(kind="oe", oe_source=str(tmp_path / "missing")), 1, 28, seed=0)
+
+
+def test_oe_from_emnist_letters_layout_is_transposed_upright(tmp_path):
+    raw = tmp_path / "EMNIST" / "raw"
+    raw.mkdir(parents=True)
+    stored = np.zeros((3, 28, 28), np.uint8)
+    stored[:, :, 0] = 255  # the raw files hold letters transposed: a stored column is a row
+    header = np.array([0x803, 3, 28, 28], ">i4").tobytes()
+    (raw / "emnist-letters-train-images-idx3-ubyte").write_bytes(header + stored.tobytes())
+    labels = np.array([1, 2, 3], np.uint8).tobytes()
+    (raw / "emnist-letters-train-labels-idx1-ubyte").write_bytes(
+        np.array([0x801, 3], ">i4").tobytes() + labels
+    )
+    oe = OutlierExposure.from_source(f"emnist:{tmp_path}", 3, 28, seed=0, exclude={"b"})
+    assert oe.images.shape == (2, 28, 28, 3) and [n.split("/")[0] for n in oe.names] == ["a", "c"]
+    image = np.asarray(oe(Image.new("L", (28, 28)), np.random.default_rng(0))[0])
+    assert (image[0] == 255).all() and (image[1:] == 0).all()
+    with pytest.raises(DataError, match="EMNIST"):
+        OutlierExposure.from_source(f"emnist:{tmp_path / 'none'}", 1, 28, seed=0)
