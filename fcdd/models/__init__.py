@@ -1,0 +1,60 @@
+"""The FCDD nets (spec §2) and ``build_model(cfg)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fcdd.models.cnn28 import CNN28
+from fcdd.models.cnn32 import CNN32
+from fcdd.models.receptive_field import FCDDNet, ReceptiveField, receptive_field, walk_layers
+from fcdd.models.vgg import FCDDVGG11, WeightsError, load_vgg_features
+
+if TYPE_CHECKING:
+    from fcdd.config import Config
+
+NETS = ("cnn28", "cnn32", "vgg11_bn")
+DEFAULT_CHANNELS = {"cnn28": 1, "cnn32": 3, "vgg11_bn": 3}
+
+__all__ = [
+    "CNN28",
+    "CNN32",
+    "FCDDNet",
+    "FCDDVGG11",
+    "NETS",
+    "ReceptiveField",
+    "WeightsError",
+    "build_model",
+    "build_net",
+    "load_vgg_features",
+    "receptive_field",
+    "walk_layers",
+]
+
+
+def build_net(
+    net: str,
+    input_size: int,
+    in_channels: int | None = None,
+    pretrained: bool = False,
+    weights_path: str | Path | None = None,
+    freeze: int = 0,
+) -> FCDDNet:
+    """One FCDD net by name. ``in_channels`` defaults to the paper's (cnn28: 1, others: 3); VGG
+    takes 3 channels only. A detector rebuilding a trained net passes ``pretrained=False``."""
+    if net not in NETS:
+        raise ValueError(f"model.net: {net!r} is not one of {', '.join(NETS)}")
+    channels = DEFAULT_CHANNELS[net] if in_channels is None else in_channels
+    if net == "vgg11_bn":
+        if channels != 3:
+            raise ValueError(f"model.net vgg11_bn takes 3 input channels, got {channels}")
+        return FCDDVGG11(input_size, pretrained=pretrained, weights_path=weights_path, freeze=freeze)
+    if pretrained or weights_path or freeze:
+        raise ValueError(f"model.net {net}: pretrained weights and freeze apply to vgg11_bn only")
+    return CNN28(channels, input_size) if net == "cnn28" else CNN32(channels, input_size)
+
+
+def build_model(cfg: Config, in_channels: int | None = None) -> FCDDNet:
+    """The net named by ``cfg.model``."""
+    m = cfg.model
+    return build_net(m.net, m.input_size, in_channels, m.pretrained, m.weights_path, m.freeze)
