@@ -1,0 +1,236 @@
+"""The MLflow pyfunc around :class:`fcdd.detector.Detector`, logged as "models from code".
+
+Nothing is cloudpickled: the model is ``pipelines/mlflow_model_code.py`` (which calls
+``mlflow.models.set_model``) plus the Detector file as the artifact ``detector`` (a state dict and
+plain metadata, read with ``torch.load(weights_only=True)``; it holds the preprocessing and the
+normalisation constants) plus the ``fcdd`` package and this file as ``code_paths``.
+
+Request (HTTP ``POST /invocations``, JSON)::
+
+    {"dataframe_split": {"columns": ["image"], "data": [["<base64 PNG/JPEG bytes>"], ...]},
+     "params": {"heatmap_format": "npy"}}
+
+``image`` holds base64-encoded image file bytes (see :func:`encode_image`) or, outside the scoring
+server (or with ``FCDD_ALLOW_PATHS=1``), a local file path. In Python, ``predict`` of the
+unwrapped model also takes numpy arrays (h, w[, c]) / (n, h, w[, c]).
+
+Response: one row per image: ``score`` (float, the image anomaly score), ``height``, ``width``
+and ``heatmap``: with ``heatmap_format`` ``npy`` (default) the base64 of a ``.npy`` float32 array
+(height, width) (see :func:`decode_heatmap`), with ``list`` nested lists, with ``none`` omitted.
+Inputs that are not images, or larger than ``max_pixels`` (model config; ``FCDD_MAX_PIXELS``
+overrides when serving), raise ``MlflowException(INVALID_PARAMETER_VALUE)``: HTTP 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
+from PIL import Image
+
+INPUT_COLUMN = "image"
+DETECTOR_ARTIFACT = "detector"
+HEATMAP_FORMATS = ("npy", "list", "none")
+DEFAULT_MAX_PIXELS = 4096 * 4096
+MAX_IMAGES_PER_REQUEST = 256
+
+
+def _invalid(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+# ---------------------------------------------------------------- client helpers
+def encode_image(image: np.ndarray | Image.Image | str | Path) -> str:
+    """An image (array, PIL image or file) as base64 text for the ``image`` column."""
+    if isinstance(image, (str, Path)):
+        return base64.b64encode(Path(image).read_bytes()).decode("ascii")
+    pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def images_frame(images: Sequence[np.ndarray | Image.Image | str | Path]) -> pd.DataFrame:
+    return pd.DataFrame({INPUT_COLUMN: [encode_image(im) for im in images]})
+
+
+def encode_heatmap(heatmap: np.ndarray) -> str:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(heatmap, dtype=np.float32), allow_pickle=False)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def decode_heatmap(text: str) -> np.ndarray:
+    return np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
+
+
+# ---------------------------------------------------------------- input decoding
+def _serving() -> bool:
+    return os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true"
+
+
+def decode_image(value: Any, max_pixels: int, row: int) -> Image.Image | np.ndarray:
+    """One ``image`` cell (base64 text, path, bytes or array) -> an image; 400-style errors."""
+    if isinstance(value, np.ndarray):
+        if value.ndim < 2 or value.shape[0] * value.shape[1] > max_pixels:
+            raise _invalid(
+                f"row {row}: image array of shape {value.shape} is not an image within {max_pixels} pixels"
+            )
+        return value
+    if isinstance(value, str):
+        if "." in value:  # never in base64 text; a path has a file suffix
+            return _open_path(value, max_pixels, row)
+        try:
+            value = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise _invalid(
+                f"row {row}: '{INPUT_COLUMN}' is neither base64 image bytes nor a file path"
+            ) from e
+    if not isinstance(value, (bytes, bytearray)):
+        raise _invalid(f"row {row}: '{INPUT_COLUMN}' must be base64 text, got {type(value).__name__}")
+    return _open_bytes(io.BytesIO(value), max_pixels, f"row {row}")
+
+
+def _open_path(value: str, max_pixels: int, row: int) -> Image.Image:
+    if _serving() and os.environ.get("FCDD_ALLOW_PATHS") != "1":
+        raise _invalid(
+            f"row {row}: file paths are not accepted by the scoring server; send base64 image bytes"
+        )
+    path = Path(value)
+    if not path.is_file():
+        raise _invalid(f"row {row}: {path}: no such image file")
+    with open(path, "rb") as f:
+        return _open_bytes(io.BytesIO(f.read()), max_pixels, str(path))
+
+
+def _open_bytes(data: io.BytesIO, max_pixels: int, where: str) -> Image.Image:
+    try:
+        im = Image.open(data)  # reads the header only: the size check comes before decoding
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for non-images
+        raise _invalid(f"{where}: not a readable image (PNG, JPEG, ...): {e}") from e
+    if im.width * im.height > max_pixels:
+        raise _invalid(f"{where}: image of {im.width}x{im.height} pixels exceeds the limit of {max_pixels}")
+    try:
+        im.load()
+    except Exception as e:  # noqa: BLE001
+        raise _invalid(f"{where}: broken image data: {e}") from e
+    return im
+
+
+def _as_images(model_input: Any, max_pixels: int) -> list:
+    if isinstance(model_input, pd.DataFrame):
+        if INPUT_COLUMN not in model_input.columns:
+            raise _invalid(
+                f"input has columns {list(model_input.columns)}; expected a column '{INPUT_COLUMN}'"
+            )
+        cells = list(model_input[INPUT_COLUMN])
+    elif isinstance(model_input, np.ndarray):
+        is_single = model_input.ndim == 2 or (model_input.ndim == 3 and model_input.shape[2] in (1, 3, 4))
+        cells = [model_input] if is_single else list(model_input)
+    elif isinstance(model_input, (list, tuple)):
+        cells = list(model_input)
+    else:
+        raise _invalid(
+            f"unsupported input of type {type(model_input).__name__}; send a DataFrame '{INPUT_COLUMN}'"
+        )
+    if len(cells) > MAX_IMAGES_PER_REQUEST:
+        raise _invalid(f"{len(cells)} images in one request; at most {MAX_IMAGES_PER_REQUEST}")
+    return [decode_image(c, max_pixels, i) for i, c in enumerate(cells)]
+
+
+# ---------------------------------------------------------------- the model
+class FCDDPyfunc(PythonModel):
+    """Scores images with a Detector; output documented in the module docstring."""
+
+    def load_context(self, context) -> None:
+        from fcdd.detector import Detector
+
+        config = dict(context.model_config or {})
+        self.max_pixels = int(
+            os.environ.get("FCDD_MAX_PIXELS") or config.get("max_pixels", DEFAULT_MAX_PIXELS)
+        )
+        self.detector = Detector.load(
+            context.artifacts[DETECTOR_ARTIFACT], device=os.environ.get("FCDD_DEVICE", "cpu")
+        )
+
+    def predict(self, context, model_input, params: dict | None = None) -> pd.DataFrame:
+        from fcdd.detector import DetectorError
+
+        fmt = (params or {}).get("heatmap_format", "npy")
+        if fmt not in HEATMAP_FORMATS:
+            raise _invalid(f"params.heatmap_format {fmt!r}: expected one of {', '.join(HEATMAP_FORMATS)}")
+        images = _as_images(model_input, self.max_pixels)
+        try:
+            out = self.detector.score(images)
+        except DetectorError as e:
+            raise _invalid(str(e)) from e
+        frame = pd.DataFrame(
+            {
+                "score": out.scores.astype(float),
+                "height": [h.shape[0] for h in out.heatmaps],
+                "width": [h.shape[1] for h in out.heatmaps],
+            }
+        )
+        if fmt == "npy":
+            frame["heatmap"] = [encode_heatmap(h) for h in out.heatmaps]
+        elif fmt == "list":
+            frame["heatmap"] = [h.astype(float).tolist() for h in out.heatmaps]
+        return frame
+
+
+# ---------------------------------------------------------------- logging
+def model_signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema([ColSpec("string", INPUT_COLUMN)])
+    outputs = Schema([ColSpec("double", "score"), ColSpec("long", "height"), ColSpec("long", "width")])
+    params = ParamSchema([ParamSpec("heatmap_format", "string", "npy")])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def example_input(input_size: int, channels: int) -> pd.DataFrame:
+    """A small grey image at the model's input size: the logged input example."""
+    shape = (input_size, input_size) if channels == 1 else (input_size, input_size, 3)
+    return images_frame([np.full(shape, 128, dtype=np.uint8)])
+
+
+def pip_requirements() -> list[str]:
+    """Pinned from the running environment, so nothing has to be inferred (offline, fast)."""
+    from importlib.metadata import version
+
+    names = ("mlflow", "torch", "torchvision", "numpy", "pandas", "pillow")
+    return [f"{n}=={version(n).split('+')[0]}" for n in names]
+
+
+def log_detector_model(model_path: str | Path, name: str = "model", max_pixels: int = DEFAULT_MAX_PIXELS):
+    """Log a Detector file as a pyfunc model in the active run; returns MLflow's ModelInfo."""
+    import mlflow
+
+    import fcdd
+    from fcdd.detector import Detector
+
+    model_path = Path(model_path)
+    detector = Detector.load(model_path)  # fails early with a clear message on a bad file
+    example = example_input(int(detector.preprocess["input_size"]), int(detector.preprocess["channels"]))
+    here = Path(__file__).resolve().parent
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(here / "mlflow_model_code.py"),
+        artifacts={DETECTOR_ARTIFACT: str(model_path)},
+        code_paths=[str(Path(fcdd.__file__).resolve().parent), str(here / "pyfunc.py")],
+        signature=model_signature(),
+        input_example=(example, {"heatmap_format": "npy"}),
+        model_config={"max_pixels": int(max_pixels)},
+        pip_requirements=pip_requirements(),
+    )

@@ -1,0 +1,141 @@
+"""The logged pyfunc reproduces the in-memory Detector; bad input gets a clear 400-class error."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+torch = pytest.importorskip("torch")
+
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+
+from fcdd.anomaly_map import ReceptiveFieldUpsampler  # noqa: E402
+from fcdd.config import Config, ModelConfig, load_config  # noqa: E402
+from fcdd.detector import Detector  # noqa: E402
+from fcdd.experiment import RunResult, run_dir_for  # noqa: E402
+from fcdd.models import build_model  # noqa: E402
+from pipelines import pyfunc, registry, tracking  # noqa: E402
+
+PREPROCESS = {
+    "input_size": 28,
+    "channels": 1,
+    "resize": None,
+    "crop": None,
+    "normalisation": {"kind": "gcn-minmax", "min": -2.0, "max": 8.0},
+}
+
+
+def tiny_detector(seed: int = 0) -> Detector:
+    torch.manual_seed(seed)
+    model = build_model(Config(model=ModelConfig(net="cnn28", input_size=28)))
+    upsampler = ReceptiveFieldUpsampler(model.receptive_field, 1.2, 28)
+    net = {
+        "net": "cnn28",
+        "input_size": 28,
+        "pretrained": False,
+        "weights_path": None,
+        "freeze": 0,
+        "sigma": 1.2,
+    }
+    return Detector(
+        model, upsampler, PREPROCESS, {"net": net, "dataset": "fmnist", "class": "0", "seed": seed}
+    )
+
+
+def images(n: int = 2) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [rng.integers(0, 256, (28 + 6 * i, 28 + 3 * i), dtype=np.uint8) for i in range(n)]
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    mlflow.set_tracking_uri(uri)
+    experiment = MlflowClient(uri).create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
+    return uri, experiment
+
+
+@pytest.mark.slow
+def test_logged_model_reproduces_detector(store, tmp_path):
+    detector = tiny_detector()
+    path = detector.save(tmp_path / "model.pt")
+    with mlflow.start_run(experiment_id=store[1]) as run:
+        info = pyfunc.log_detector_model(path)
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    imgs = images()
+    expected = detector.score(imgs)
+    out = model.predict(pyfunc.images_frame(imgs))
+    np.testing.assert_allclose(out["score"].to_numpy(), expected.scores, rtol=1e-5, atol=1e-7)
+    for i, heatmap in enumerate(expected.heatmaps):
+        assert (out["height"][i], out["width"][i]) == heatmap.shape
+        np.testing.assert_allclose(pyfunc.decode_heatmap(out["heatmap"][i]), heatmap, rtol=1e-5, atol=1e-7)
+    as_lists = model.predict(pyfunc.images_frame(imgs[:1]), params={"heatmap_format": "list"})
+    np.testing.assert_allclose(np.array(as_lists["heatmap"][0]), expected.heatmaps[0], rtol=1e-5, atol=1e-7)
+    # arrays straight into the unwrapped model
+    direct = model.unwrap_python_model().predict(None, np.stack([imgs[0], imgs[0]]))
+    np.testing.assert_allclose(direct["score"].to_numpy(), [expected.scores[0]] * 2, rtol=1e-5)
+    # the Detector file inside the model, without running the model's code
+    loaded = registry.load_detector(f"runs:/{run.info.run_id}/model")
+    np.testing.assert_allclose(loaded.score(imgs).scores, expected.scores, rtol=1e-6)
+    assert loaded.preprocess == PREPROCESS
+
+
+@pytest.mark.slow
+def test_bad_inputs_are_invalid_parameter_errors(store, tmp_path):
+    path = tiny_detector().save(tmp_path / "model.pt")
+    with mlflow.start_run(experiment_id=store[1]):
+        info = pyfunc.log_detector_model(path, max_pixels=32 * 32)
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    cases = {
+        "neither base64": pyfunc.pd.DataFrame({"image": ["not an image!"]}),
+        "not a readable image": pyfunc.pd.DataFrame({"image": [pyfunc.base64.b64encode(b"hello").decode()]}),
+        "exceeds the limit of 1024": pyfunc.images_frame([np.zeros((40, 40), np.uint8)]),
+        "no such image file": pyfunc.pd.DataFrame({"image": [str(tmp_path / "missing.png")]}),
+    }
+    for message, frame in cases.items():
+        with pytest.raises(MlflowException, match=message) as err:
+            model.predict(frame)
+        assert err.value.get_http_status_code() == 400
+    with pytest.raises(MlflowException, match="heatmap_format"):
+        model.predict(pyfunc.images_frame(images(1)), params={"heatmap_format": "gif"})
+
+
+@pytest.mark.slow
+def test_tracked_experiment_registers_and_promotes(tmp_path, monkeypatch):
+    """tracked_experiment with registration, a real Detector file, no training."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)
+    cfg = load_config(
+        None,
+        overrides=[
+            f"tracking.uri=sqlite:///{tmp_path / 'mlruns.db'}",
+            f"train.output_dir={tmp_path / 'runs'}",
+        ],
+    )
+    aucs = {0: 0.7, 1: 0.9, 2: 0.8}
+
+    def fake_experiment(cfg, cls, seed, callbacks=None):
+        run_dir = run_dir_for(cfg, cls, seed)
+        model_path = tiny_detector(seed).save(run_dir / "model.pt")
+        (run_dir / "metrics.json").write_text(json.dumps({"image_auc": aucs[seed]}))
+        metrics = {"image_auc": aucs[seed], "pixel_auc": None}
+        return RunResult(cfg.data.dataset, cls, seed, run_dir, metrics, [], model_path, {})
+
+    monkeypatch.setattr(tracking, "run_experiment", fake_experiment)
+    results = [tracking.tracked_experiment(cfg, "T-shirt/top", seed) for seed in (0, 1, 2)]
+    assert [r["champion"] for r in results] == [True, True, False]
+    assert [r["model_version"] for r in results] == ["1", "2", "3"]
+    assert results[0]["model_name"] == "fcdd-fmnist-t-shirt-top"
+    champion = registry.load_detector("models:/fcdd-fmnist-t-shirt-top@champion")
+    assert champion.meta["seed"] == 1
+    challenger = registry.load_detector("models:/fcdd-fmnist-t-shirt-top@challenger")
+    assert challenger.meta["seed"] == 2
+    with pytest.raises(ValueError, match="cannot fetch"):
+        registry.load_detector("models:/fcdd-fmnist-nothing@champion")
