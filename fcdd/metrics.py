@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-_QUERY_CHUNK = 1 << 22  # searchsorted outputs int64: bound those temporaries to 32 MB
+_CHUNK = 1 << 20  # values per stored chunk and per searchsorted query (int64 outputs: 8 MB each)
 
 
 def _binary_labels(labels: Any, name: str = "labels") -> np.ndarray:
@@ -52,17 +52,17 @@ def image_metrics(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | 
 class PixelAUC:
     """Streaming pixel-wise ROC AUC over every pixel of every test image of a class.
 
-    Method (exact, no binning): each ``update`` appends the scores, cast to ``dtype``, to one list
-    for anomalous and one for nominal pixels. ``compute`` moves each list into one preallocated
-    array chunk by chunk (peak: the data plus one chunk), sorts both in place, and counts for every
-    anomalous score p the nominal scores below it (``searchsorted`` left) and equal to it (right
-    minus left). Then
+    Method (exact, no binning): ``update`` keeps the scores, cast to ``dtype``, in chunks of about
+    1e6 values, one list for anomalous and one for nominal pixels. ``compute`` merges and sorts the
+    smaller class (anomalous pixels, for defect masks), sorts each chunk of the larger class in
+    place, and for every score of the larger class counts the smaller-class scores below it and
+    equal to it (``searchsorted`` left and right). Then
 
         AUC = (#{(p, n): p > n} + 0.5 · #{(p, n): p = n}) / (n_pos · n_neg),
 
-    which is the Mann-Whitney statistic that ``sklearn.metrics.roc_auc_score`` computes, ties
-    included. Memory: 4 bytes per pixel with float32 (1e8 pixels: 400 MB) plus 32 MB of query
-    temporaries; time: two sorts, O(N log N).
+    the Mann-Whitney statistic that ``sklearn.metrics.roc_auc_score`` computes, ties included.
+    Memory: 4 bytes per pixel with float32 (1e8 pixels: 400 MB), plus one copy of the smaller class
+    and 32 MB of query temporaries; time O(N log N).
 
     Error bound. The pair counts are exact integers (int64), so the only rounding is the final
     division (relative 1e-16): for float32 input (what the models produce) the result is the exact
@@ -70,14 +70,16 @@ class PixelAUC:
     order of a pair; it can only merge a pair p > n whose values lie within one float32 step
     (relative 2**-24 ≈ 6e-8) into a tie, which moves the count by exactly 1/2. Hence
     |AUC_float32 − AUC_exact| ≤ 0.5 · m / (n_pos · n_neg), where m is the number of such merged
-    pairs (zero unless scores differ in the 8th significant digit). Pass ``dtype=np.float64`` to
-    remove even that, at 8 bytes per pixel.
+    pairs (zero unless scores differ only in the 8th significant digit). Pass ``dtype=np.float64``
+    to remove even that, at 8 bytes per pixel.
     """
 
     def __init__(self, dtype: type = np.float32) -> None:
         self.dtype = np.dtype(dtype)
+        # per label (True = anomalous): full chunks, and small parts waiting to become one chunk
         self._chunks: dict[bool, list[np.ndarray]] = {True: [], False: []}
-        self._sorted: dict[bool, np.ndarray | None] = {True: None, False: None}
+        self._pending: dict[bool, list[np.ndarray]] = {True: [], False: []}
+        self._sorted: dict[bool, bool] = {True: True, False: True}  # every chunk sorted?
 
     @property
     def counts(self) -> tuple[int, int]:
@@ -85,8 +87,7 @@ class PixelAUC:
         return self._count(True), self._count(False)
 
     def _count(self, positive: bool) -> int:
-        done = self._sorted[positive]
-        return sum(c.size for c in self._chunks[positive]) + (0 if done is None else done.size)
+        return sum(c.size for c in self._chunks[positive] + self._pending[positive])
 
     def update(self, scores: np.ndarray, masks: np.ndarray) -> None:
         """Add pixel scores (h, w) or (n, h, w) and boolean ground-truth masks of the same shape."""
@@ -104,52 +105,67 @@ class PixelAUC:
         if not np.isfinite(s).all():
             raise ValueError(f"scores: {int((~np.isfinite(s)).sum())} values are NaN or infinite")
         for positive in (True, False):
-            part = s[m] if positive else s[~m]
-            if part.size:
+            part = s[m] if positive else s[~m]  # boolean indexing copies: ours to sort later
+            if not part.size:
+                continue
+            if part.size >= _CHUNK:
                 self._chunks[positive].append(part)
+            else:  # many small images (32x32): gather them so chunks stay few
+                self._pending[positive].append(part)
+                if sum(p.size for p in self._pending[positive]) >= _CHUNK:
+                    self._flush(positive)
+            self._sorted[positive] = False
 
-    def _merged(self, positive: bool) -> np.ndarray:
-        """All scores of one label as one sorted array; consumes the chunk list."""
+    def _flush(self, positive: bool) -> None:
+        if self._pending[positive]:
+            self._chunks[positive].append(np.concatenate(self._pending[positive]))
+            self._pending[positive] = []
+
+    def _sorted_chunks(self, positive: bool, merge: bool) -> list[np.ndarray]:
+        """The label's scores as sorted chunks (one chunk when ``merge``); sorts in place once."""
+        self._flush(positive)
         chunks = self._chunks[positive]
-        done = self._sorted[positive]
-        if done is not None and not chunks:
-            return done
-        if done is not None:
-            chunks.insert(0, done)
-        out = np.empty(sum(c.size for c in chunks), dtype=self.dtype)
-        pos = 0
-        while chunks:  # pop as we copy so the peak is the data plus one chunk
-            c = chunks.pop(0)
-            out[pos : pos + c.size] = c
-            pos += c.size
-        out.sort()
-        self._sorted[positive] = out
-        return out
+        if merge and len(chunks) > 1:
+            merged = np.empty(sum(c.size for c in chunks), dtype=self.dtype)
+            pos = 0
+            while chunks:  # pop as we copy so the peak is the data plus one chunk
+                c = chunks.pop(0)
+                merged[pos : pos + c.size] = c
+                pos += c.size
+            chunks.append(merged)
+            self._sorted[positive] = False
+        if not self._sorted[positive]:
+            for c in chunks:
+                c.sort()
+            self._sorted[positive] = True
+        return chunks
 
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        pos, neg = self._merged(True), self._merged(False)
-        if pos.size == 0 or neg.size == 0:
+    def _prepared(self) -> tuple[np.ndarray, list[np.ndarray], bool]:
+        """(the smaller class as one sorted array, the larger class as sorted chunks, smaller is anomalous)."""
+        n_pos, n_neg = self.counts
+        if n_pos == 0 or n_neg == 0:
             raise ValueError(
-                f"pixel AUC needs anomalous and nominal pixels; got {pos.size} anomalous and "
-                f"{neg.size} nominal (are all masks empty?)"
+                f"pixel AUC needs anomalous and nominal pixels; got {n_pos} anomalous and "
+                f"{n_neg} nominal (are all masks empty?)"
             )
-        return pos, neg
+        small_is_pos = n_pos <= n_neg
+        (small,) = self._sorted_chunks(small_is_pos, merge=True)
+        return small, self._sorted_chunks(not small_is_pos, merge=False), small_is_pos
 
     def compute(self) -> float:
         """The pixel-wise ROC AUC; ValueError when no anomalous (or no nominal) pixel was seen."""
-        pos, neg = self._arrays()
-        # query with the smaller array: cost n_small · log(n_large)
-        query, base, query_is_pos = (pos, neg, True) if pos.size <= neg.size else (neg, pos, False)
-        below = ties = 0
-        for start in range(0, query.size, _QUERY_CHUNK):
-            q = query[start : start + _QUERY_CHUNK]
-            left = np.searchsorted(base, q, side="left")
-            right = np.searchsorted(base, q, side="right")
-            below += int(left.sum(dtype=np.int64))
-            ties += int((right - left).sum(dtype=np.int64))
-        pairs = pos.size * neg.size
-        # below counts base < query; for negative queries that is #(p < n), the complement we need
-        greater = below if query_is_pos else pairs - below - ties
+        small, large_chunks, small_is_pos = self._prepared()
+        below = ties = 0  # over (large, small) pairs: small < large, small == large
+        for chunk in large_chunks:
+            for start in range(0, chunk.size, _CHUNK):
+                q = chunk[start : start + _CHUNK]
+                left = np.searchsorted(small, q, side="left")
+                right = np.searchsorted(small, q, side="right")
+                below += int(left.sum(dtype=np.int64))
+                ties += int((right - left).sum(dtype=np.int64))
+        pairs = self._count(True) * self._count(False)
+        # small anomalous: below counts p < n, the complement of what we need
+        greater = pairs - below - ties if small_is_pos else below
         return (greater + 0.5 * ties) / pairs
 
     def roc_curve(self, max_points: int = 1000) -> tuple[np.ndarray, np.ndarray]:
@@ -157,14 +173,22 @@ class PixelAUC:
 
         Each point is exact (counts of pixels >= threshold); the curve runs from (0, 0) to (1, 1).
         """
-        if max_points < 2:
-            raise ValueError(f"max_points: need at least 2, got {max_points}")
-        pos, neg = self._arrays()
+        if max_points < 3:
+            raise ValueError(f"max_points: need at least 3, got {max_points}")
+        small, large_chunks, small_is_pos = self._prepared()
+        n_large = sum(c.size for c in large_chunks)
         per_class = max(1, (max_points - 2) // 2)
-        picks = [a[np.linspace(0, a.size - 1, min(per_class, a.size)).astype(np.int64)] for a in (pos, neg)]
-        thresholds = np.unique(np.concatenate(picks))[::-1]  # descending: fpr ascends
-        tpr = (pos.size - np.searchsorted(pos, thresholds, side="left")) / pos.size
-        fpr = (neg.size - np.searchsorted(neg, thresholds, side="left")) / neg.size
+        stride = max(1, n_large // (100 * per_class))  # a strided sample of the sorted chunks
+        large_sample = np.sort(np.concatenate([c[::stride] for c in large_chunks]))
+        picks = [
+            a[np.linspace(0, a.size - 1, min(per_class, a.size)).astype(np.int64)]
+            for a in (small, large_sample)
+        ]
+        thresholds = np.unique(np.concatenate(picks))[::-1]  # descending: rates ascend
+        small_rate = (small.size - np.searchsorted(small, thresholds, side="left")) / small.size
+        large_above = sum(c.size - np.searchsorted(c, thresholds, side="left") for c in large_chunks)
+        large_rate = large_above / n_large
+        tpr, fpr = (small_rate, large_rate) if small_is_pos else (large_rate, small_rate)
         return np.concatenate([[0.0], fpr, [1.0]]), np.concatenate([[0.0], tpr, [1.0]])
 
 

@@ -43,8 +43,10 @@ def test_pixel_auc_hand_computed():
     assert pixel_auc.compute() == pytest.approx((4 + 0.5) / 6, abs=1e-15)
 
 
+@pytest.mark.parametrize("chunk", [1 << 20, 5000])  # many small parts gathered; parts split into chunks
 @pytest.mark.parametrize("anomalous_fraction", [0.05, 0.8])  # both query directions
-def test_pixel_auc_matches_sklearn_on_1e6_pixels_with_ties(anomalous_fraction):
+def test_pixel_auc_matches_sklearn_on_1e6_pixels_with_ties(anomalous_fraction, chunk, monkeypatch):
+    monkeypatch.setattr("fcdd.metrics._CHUNK", chunk)
     rng = np.random.default_rng(1)
     n, h, w = 16, 250, 250  # 1e6 pixels over several batches
     masks = rng.random((n, h, w)) < anomalous_fraction
