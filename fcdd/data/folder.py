@@ -159,14 +159,11 @@ def _expand(root: Path, entries: list[str], what: str) -> list[str]:
     """Files named by directories or glob patterns (relative to root)."""
     out: list[str] = []
     for entry in entries:
-        p = root / entry
-        if p.is_dir():
-            out += [str(f) for f in sorted(p.iterdir()) if f.is_file()]
-            continue
-        hits = sorted(f for f in glob.glob(str(p), recursive=True) if os.path.isfile(f))
-        if not hits:
+        hits = [Path(h) for h in sorted(glob.glob(str(root / entry), recursive=True))]
+        files = [f for h in hits for f in (sorted(h.iterdir()) if h.is_dir() else [h]) if f.is_file()]
+        if not files:
             raise DataError(f"data.folder.{what}: {entry!r} matches no file under {root}")
-        out += hits
+        out += [str(f) for f in files]
     return list(dict.fromkeys(out))  # keep order, drop duplicates
 
 

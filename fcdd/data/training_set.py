@@ -84,6 +84,8 @@ def resolve_class(cls: str, names: list[str], dataset: str, aliases: dict[str, i
 class TestData:
     """The raw test split; ``keep`` selects (and orders) the items in use."""
 
+    __test__ = False  # not a pytest test class
+
     images: ImageStore
     labels: np.ndarray
     defect_types: list[str]
@@ -170,6 +172,8 @@ class TrainingSet(Dataset):
 
 class TestSet(Dataset):
     """The test split with the architecture's metadata (paths, labels, masks at full resolution)."""
+
+    __test__ = False  # not a pytest test class
 
     def __init__(self, data: TestData, transform: TestTransform):
         self.data, self.transform = data, transform

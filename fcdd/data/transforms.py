@@ -45,12 +45,24 @@ def pil_to_uint8(image: Image.Image, channels: int) -> torch.Tensor:
     return F.pil_to_tensor(to_mode(image, channels))
 
 
+class AlignedResize(v2.Resize):
+    """v2.Resize that resizes masks with NEAREST_EXACT: pixel-centre aligned with the bilinear image
+    (plain NEAREST samples at the top-left and shifts a mask by up to a pixel)."""
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            return F.resize(inpt, self.size, interpolation=v2.InterpolationMode.NEAREST_EXACT)
+        return super().transform(inpt, params)
+
+
 class TestTransform:
     """Inference preprocessing from a JSON-serialisable ``preprocess`` dict (docs/architecture.md).
 
     Geometry: with ``crop``, resize the short side to ``resize`` (if set) and centre-crop ``crop``;
     without it, resize to input_size x input_size. Then scale to [0, 1] and normalise.
     """
+
+    __test__ = False  # not a pytest test class
 
     def __init__(self, preprocess: dict[str, Any]):
         missing = [k for k in PREPROCESS_KEYS if k not in preprocess]
@@ -67,7 +79,7 @@ class TestTransform:
 
     def geometry(self, x: torch.Tensor, nearest: bool = False) -> torch.Tensor:
         """Resize/crop a [C, H, W] tensor to input_size (nearest for masks)."""
-        mode = v2.InterpolationMode.NEAREST if nearest else v2.InterpolationMode.BILINEAR
+        mode = v2.InterpolationMode.NEAREST_EXACT if nearest else v2.InterpolationMode.BILINEAR
         if self.crop is not None:
             if self.resize is not None:
                 x = F.resize(x, [int(self.resize)], interpolation=mode, antialias=not nearest)
@@ -92,6 +104,9 @@ class TestTransform:
 def test_transform(preprocess: dict[str, Any]) -> TestTransform:
     """The one place inference preprocessing is built: callable(PIL.Image) -> Tensor[C, H, W]."""
     return TestTransform(preprocess)
+
+
+test_transform.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported by tests
 
 
 class AddNoise:
@@ -143,7 +158,7 @@ def train_transform(
     if dataset == "imagenet30":
         joint = v2.Compose(
             [
-                v2.Resize(int(preprocess["resize"])),
+                AlignedResize(int(preprocess["resize"])),
                 v2.ColorJitter(0.01, 0.01, 0.01, 0.01),
                 v2.RandomHorizontalFlip(),
                 v2.RandomCrop(size),
@@ -157,11 +172,11 @@ def train_transform(
         crop = (
             [v2.RandomCrop(size)]
             if before_crop == stored
-            else [v2.Resize([before_crop] * 2), v2.RandomCrop(size)]
+            else [AlignedResize([before_crop] * 2), v2.RandomCrop(size)]
         )
         joint = v2.Compose(
             [
-                v2.RandomChoice([v2.Compose(crop), v2.Resize([size, size])]),
+                v2.RandomChoice([v2.Compose(crop), AlignedResize([size, size])]),
                 v2.RandomChoice(
                     [v2.ColorJitter(0.04, 0.04, 0.04, 0.04), v2.ColorJitter(0.005, 0.0005, 0.0005, 0.0005)]
                 ),
