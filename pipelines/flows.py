@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import fcntl
+import inspect
 import json
 import os
 import tempfile
@@ -88,7 +89,7 @@ class _EpochForwarder:
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         self.seen.append(int(epoch))
-        parts = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items())
+        parts = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items() if k != "epoch")
         self.logger.info("epoch %s/%s %s", epoch, self.epochs, parts)
         marker = self.run_dir / ".injected-failure"  # a file, so "once" holds across processes too
         if self.fail_after is not None and epoch == self.fail_after and not marker.exists():
@@ -201,7 +202,11 @@ def _run_experiment(cfg: Config, cls: str, seed: int, parent_run_id: str | None,
     if cfg.tracking.enabled:
         from pipelines.tracking import tracked_experiment
 
-        row = dict(tracked_experiment(cfg, cls, seed, parent_run_id=parent_run_id, callbacks=callbacks))
+        if "callbacks" in inspect.signature(tracked_experiment).parameters:
+            row = dict(tracked_experiment(cfg, cls, seed, parent_run_id=parent_run_id, callbacks=callbacks))
+        else:  # an older tracking module: no per-epoch forwarding to Prefect
+            get_run_logger().warning("pipelines.tracking takes no callbacks: epoch logs go to MLflow only")
+            row = dict(tracked_experiment(cfg, cls, seed, parent_run_id=parent_run_id))
         row["run_dir"] = str(row.get("run_dir", ""))
         return row
     from fcdd.experiment import run_experiment

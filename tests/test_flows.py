@@ -44,11 +44,13 @@ def tiny_overrides(output_dir: Path, classes: str = "['0']", epochs: int = 1) ->
         "data.num_workers=0",
         "train.device=cpu",
         "evaluation.heatmap_count=4",
+        "train.progress=false",
         "tracking.enabled=false",
         "orchestration.retries=0",
         "orchestration.retry_delay_s=0",
         f"data.classes={classes}",
         f"train.output_dir={output_dir}",
+        f"data.cache_dir={output_dir / 'cache'}",
         f"data.root={FMNIST}",
         f"anomalies.oe_source={SHARED_OE}",
     ]
