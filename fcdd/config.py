@@ -146,11 +146,11 @@ class Config:
 
     # Derived values: one place for the per-dataset rules of the spec.
     @property
-    def sigma(self) -> float | None:
-        """σ for the upsampling: configured, else per dataset; None lets the net's r decide."""
+    def sigma(self) -> float:
+        """σ for the upsampling: configured, else per dataset (spec §3: otherwise 10)."""
         if self.model.sigma is not None:
             return self.model.sigma
-        return DATASET_SIGMA.get(self.data.dataset)
+        return DATASET_SIGMA.get(self.data.dataset, DEFAULT_SIGMA)
 
     @property
     def quantile(self) -> float:

@@ -1,0 +1,325 @@
+"""The ``fcdd`` command: train, evaluate, predict, info, config."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from fcdd.config import ConfigError, load_config
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="configuration file (default: params.yaml)")
+    p.add_argument("--preset", nargs="+", help="presets of params.yaml to apply instead of its `preset` key")
+    p.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a setting, e.g. -o train.epochs=3 (repeatable; the value is YAML)",
+    )
+
+
+def _config(args, extra: list[str] = ()):
+    params = args.params if Path(args.params).is_file() or args.params != "params.yaml" else None
+    return load_config(params, [*args.override, *extra], preset=args.preset)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fcdd",
+        description="FCDD: explainable one-class anomaly detection (Liznerski et al., ICLR 2021).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train",
+        help="train and evaluate one model per class and seed",
+        description="Train FCDD one-vs-rest for each class and seed, evaluate it on the test set and write "
+        "runs/<dataset>/<class>/seed<k>/ (model.pt, metrics.json, scores.csv, figures/). "
+        "A run folder with a checkpoint resumes where it stopped.",
+    )
+    _add_config_args(p)
+    p.add_argument(
+        "--dataset", help="fmnist | cifar10 | imagenet30 | mvtec | folder (overrides data.dataset)"
+    )
+    p.add_argument("--root", help="raw data folder or zip (overrides data.root)")
+    p.add_argument("--classes", nargs="+", help="classes to train (default: data.classes, else all)")
+    p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: train.seeds)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a trained model on its test set",
+        description="Score the test set of the model's dataset and class: image AUC, pixel AUC and AUPRO where "
+        "masks exist, scores.csv, ROC curves and heatmap figures.",
+    )
+    p.add_argument("model", help="a model.pt file, or an MLflow URI such as models:/fcdd-mvtec-grid@champion")
+    _add_config_args(p)
+    p.add_argument("--root", help="raw data folder (default: data.root of the configuration)")
+    p.add_argument("--out", default=None, help="output folder (default: evaluation/<dataset>/<class>)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "predict",
+        help="score your own images and write heatmaps",
+        description="Score images (files, folders searched recursively, or glob patterns). Writes scores.csv "
+        "(one row per image) and a heatmap overlay per image at the image's own resolution.",
+    )
+    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("--model", required=True, help="model.pt file or MLflow URI (models:/NAME@champion)")
+    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    p.add_argument(
+        "--threshold", type=float, help="label images with score > threshold 'defect', else 'good'"
+    )
+    p.add_argument(
+        "--normalisation",
+        choices=("global", "local"),
+        default="global",
+        help="heatmap colour scale: shared by all images of the call (global) or per image (local)",
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--no-heatmaps", action="store_true", help="write scores only")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "info", help="what a model file holds", description="Print a model's network, data and metrics."
+    )
+    p.add_argument("model", help="model.pt file or MLflow URI")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "config",
+        help="print the resolved configuration",
+        description="Print params.yaml after presets/overrides.",
+    )
+    _add_config_args(p)
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+# ------------------------------------------------------------------ commands
+def cmd_train(args) -> int:
+    from fcdd.data import class_names
+    from fcdd.experiment import class_slug, run_experiment
+    from fcdd.metrics import aggregate
+
+    extra = []
+    if args.dataset:
+        extra.append(f"data.dataset={args.dataset}")
+    if args.root:
+        extra.append(f"data.root={json.dumps(args.root)}")
+    cfg = _config(args, extra)
+    classes = args.classes or cfg.data.classes or class_names(cfg)
+    seeds = args.seeds or cfg.train.seeds
+    rows = []
+    for cls in classes:
+        for seed in seeds:
+            result = run_experiment(cfg, cls, seed)
+            m = result.metrics
+            rows.append(
+                {"class": cls, "seed": seed, **{k: m.get(k) for k in ("image_auc", "pixel_auc", "aupro")}}
+            )
+            print(f"{cls} seed {seed}: " + _fmt_metrics(m) + f"  -> {result.run_dir}", flush=True)
+    summary = aggregate(rows)
+    out = Path(cfg.train.output_dir) / cfg.data.dataset
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"mean over {len(classes)} classes: " + _fmt_metrics(summary["mean"]))
+    print(f"per-class table: {out / 'summary.json'}  (class folders: {', '.join(map(class_slug, classes))})")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from fcdd.data import build_datasets
+    from fcdd.experiment import class_slug, evaluate
+
+    det = _load_detector(args.model, "auto")
+    meta = det.meta
+    extra = [f"data.dataset={meta['dataset']}"]
+    extra += [
+        f"model.{k}={json.dumps(v)}"
+        for k, v in meta["net"].items()
+        if k not in ("pretrained", "weights_path")
+    ]
+    if args.root:
+        extra.append(f"data.root={json.dumps(args.root)}")
+    cfg = _config(args, extra)
+    data = build_datasets(cfg, meta["class"], int(meta.get("seed", 0)))
+    out = Path(args.out or Path("evaluation") / meta["dataset"] / class_slug(meta["class"]))
+    metrics, artifacts = evaluate(det, data.test, cfg, out, title=f"{meta['dataset']} · {meta['class']}")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(_fmt_metrics(metrics))
+    print(f"wrote {out / 'metrics.json'}, {len(artifacts)} artifacts in {out}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from fcdd import heatmaps as figs
+
+    paths = _collect_images(args.inputs)
+    det = _load_detector(args.model, args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    q = float(det.meta.get("quantile", 0.97))
+    rows, all_heat = [], []
+    for start in range(0, len(paths), args.batch_size):
+        chunk = paths[start : start + args.batch_size]
+        result = det.score(chunk, batch_size=args.batch_size)
+        for p, s, h in zip(chunk, result.scores, result.heatmaps, strict=True):
+            row = {"path": str(p), "score": float(s)}
+            if args.threshold is not None:
+                row["label"] = "defect" if s > args.threshold else "good"
+            rows.append(row)
+            if not args.no_heatmaps:
+                all_heat.append((p, h))
+    if all_heat:
+        if args.normalisation == "global":
+            # One colour scale for every image of the call (min and q-quantile over all pixels).
+            sample = np.concatenate(
+                [h[:: max(1, h.shape[0] // 64), :: max(1, h.shape[1] // 64)].ravel() for _, h in all_heat]
+            )
+            lo, hi = float(sample.min()), float(np.quantile(sample - sample.min(), q))
+        for i, (p, h) in enumerate(all_heat):
+            if args.normalisation == "local":
+                h01 = figs.normalise_local(h[None], q)[0]
+            else:
+                h01 = np.clip((h - lo) / (hi if hi > 0 else 1.0), 0, 1)
+            image = np.asarray(Image.open(p).convert("RGB"))
+            name = f"{i:04d}_{Path(p).stem}_heatmap.png"
+            Image.fromarray(figs.overlay(image, h01)).save(out / name)
+            rows[i]["heatmap"] = name
+    fields = (
+        ["path", "score"]
+        + (["label"] if args.threshold is not None else [])
+        + (["heatmap"] if all_heat else [])
+    )
+    with open(out / "scores.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    for r in rows:
+        print(f"{r['score']:.5f}  {r.get('label', ''):6s} {r['path']}")
+    print(
+        f"wrote {out / 'scores.csv'} ({len(rows)} images)"
+        + (f" and {len(all_heat)} heatmaps" if all_heat else "")
+    )
+    return 0
+
+
+def cmd_info(args) -> int:
+    det = _load_detector(args.model, "cpu")
+    m = det.meta
+    rf = det.model.receptive_field
+    info = {
+        "dataset": m.get("dataset"),
+        "class": m.get("class"),
+        "seed": m.get("seed"),
+        "net": m.get("net", {}).get("net"),
+        "input_size": m.get("input_size"),
+        "receptive_field": {"r": rf.r, "j": rf.j, "s": rf.s},
+        "sigma": float(det.upsampler.sigma),
+        "heatmap_quantile": m.get("quantile"),
+        "preprocess": det.preprocess,
+        "parameters": sum(p.numel() for p in det.model.parameters()),
+        "metrics": m.get("metrics", {}),
+    }
+    print(yaml.safe_dump(info, sort_keys=False).rstrip())
+    return 0
+
+
+def cmd_config(args) -> int:
+    print(yaml.safe_dump(_config(args).to_dict(), sort_keys=False).rstrip())
+    return 0
+
+
+# ------------------------------------------------------------------ helpers
+def _load_detector(ref: str, device: str):
+    from fcdd.detector import Detector
+    from fcdd.engine import resolve_device
+
+    dev = resolve_device(device)
+    if ref.startswith(("models:/", "runs:/")):
+        try:
+            from pipelines.registry import load_detector
+        except ImportError as e:
+            raise CLIError(
+                f"{ref}: loading MLflow models needs the pipelines extra (pip install fcdd[pipelines]): {e}"
+            )
+        return load_detector(ref).to(dev)
+    return Detector.load(ref, device=dev)
+
+
+def _collect_images(inputs: list[str]) -> list[Path]:
+    import glob
+
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise CLIError(f"{p}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            found += files
+        elif p.is_file():
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                raise CLIError(
+                    f"{p}: not an image file (expected one of {', '.join(sorted(IMAGE_SUFFIXES))})"
+                )
+            found.append(p)
+        elif any(c in item for c in "*?["):
+            files = sorted(
+                Path(f) for f in glob.glob(item, recursive=True) if Path(f).suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not files:
+                raise CLIError(f"{item}: pattern matches no image")
+            found += files
+        else:
+            raise CLIError(f"{item}: no such file or folder")
+    return found
+
+
+def _fmt_metrics(m: dict) -> str:
+    parts = []
+    for key in ("image_auc", "pixel_auc", "aupro"):
+        v = m.get(key)
+        if isinstance(v, dict):
+            v = v.get("mean")
+        if v is not None and v == v:
+            parts.append(f"{key} {v:.4f}")
+    return ", ".join(parts) or "no metrics"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fcdd.data.errors import DataError
+    from fcdd.detector import DetectorError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CLIError, ConfigError, DataError, DetectorError, FileNotFoundError) as e:
+        print(f"fcdd {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fcdd {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

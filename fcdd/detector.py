@@ -1,0 +1,180 @@
+"""A trained FCDD model with everything needed to score new images, in one safe file.
+
+The file is a ``torch.save`` of tensors and plain Python values only, so it loads with
+``torch.load(weights_only=True)``: no pickled code runs on load.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from fcdd.anomaly_map import ReceptiveFieldUpsampler
+from fcdd.config import Config, ModelConfig
+from fcdd.data.transforms import test_transform
+from fcdd.loss import pseudo_huber
+from fcdd.models import build_model
+
+FORMAT = "fcdd-detector/1"
+MAX_PIXELS = 50_000_000  # a single input image larger than this is refused (decompression bombs)
+
+ImageLike = Image.Image | np.ndarray | str | Path
+
+
+class DetectorError(ValueError):
+    """A detector file or an input image is not usable; the message says which and why."""
+
+
+@dataclass
+class DetectorOutput:
+    scores: np.ndarray  # (n,) image anomaly scores: mean of the low-resolution map A
+    heatmaps: list[np.ndarray]  # n float32 maps (h_i, w_i): A upsampled to each image's own size
+    maps: np.ndarray  # (n, u, v) the low-resolution anomaly maps A
+
+
+class Detector:
+    def __init__(
+        self, model: torch.nn.Module, upsampler: ReceptiveFieldUpsampler, preprocess: dict, meta: dict
+    ):
+        self.model = model.eval()
+        self.upsampler = upsampler.eval()
+        self.preprocess = preprocess
+        self.meta = meta
+        self._transform = test_transform(preprocess)
+
+    # ---------------------------------------------------------------- persistence
+    def state(self) -> dict[str, Any]:
+        rf = self.model.receptive_field
+        return {
+            "format": FORMAT,
+            "net": dict(self.meta["net"]),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "receptive_field": {"r": rf.r, "j": rf.j, "s": rf.s},
+            "sigma": float(self.upsampler.sigma),
+            "preprocess": self.preprocess,
+            "meta": {k: v for k, v in self.meta.items() if k != "net"},
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.state(), tmp)
+        tmp.replace(path)
+        return path
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        torch.save(self.state(), buf)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, device: str | torch.device = "cpu") -> Detector:
+        return cls.from_state(
+            torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), device, "<bytes>"
+        )
+
+    @classmethod
+    def load(cls, path: str | Path | dict, device: str | torch.device = "cpu") -> Detector:
+        if isinstance(path, dict):
+            return cls.from_state(path, device, "<dict>")
+        path = Path(path)
+        if not path.is_file():
+            raise DetectorError(f"{path}: no such model file")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means: not our file
+            raise DetectorError(f"{path}: not an FCDD model file ({type(e).__name__}: {e})") from e
+        return cls.from_state(state, device, str(path))
+
+    @classmethod
+    def from_state(cls, state: dict, device: str | torch.device, where: str) -> Detector:
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise DetectorError(f"{where}: not an FCDD model file (expected format {FORMAT!r})")
+        net = dict(state["net"], pretrained=False, weights_path=None)
+        model = build_model(Config(model=ModelConfig(**net)))
+        try:
+            model.load_state_dict(state["state_dict"])
+        except RuntimeError as e:
+            raise DetectorError(f"{where}: weights do not fit the {net['net']} network: {e}") from e
+        upsampler = ReceptiveFieldUpsampler(model.receptive_field, state["sigma"], net["input_size"])
+        meta = dict(state["meta"], net=state["net"])
+        return cls(model.to(device), upsampler.to(device), state["preprocess"], meta)
+
+    # ---------------------------------------------------------------- scoring
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> Detector:
+        self.model.to(device)
+        self.upsampler.to(device)
+        return self
+
+    @torch.no_grad()
+    def score_tensor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Preprocessed batch -> (image scores (n,), low-res maps A (n,u,v), upsampled maps (n,H,W))."""
+        a = pseudo_huber(self.model(x.to(self.device)))
+        return a.mean(dim=(1, 2, 3)), a[:, 0], self.upsampler(a)[:, 0]
+
+    def score(self, images: Sequence[ImageLike], batch_size: int = 32) -> DetectorOutput:
+        pil = [to_pil(im) for im in images]
+        scores, maps, heatmaps = [], [], []
+        for start in range(0, len(pil), batch_size):
+            chunk = pil[start : start + batch_size]
+            x = torch.stack([self._transform(im) for im in chunk])
+            s, a, up = self.score_tensor(x)
+            scores.append(s.float().cpu().numpy())
+            maps.append(a.float().cpu().numpy())
+            for im, h in zip(chunk, up, strict=True):
+                # Spec §1: pixel scores are the upsampled map resized (nearest) to the image's own size.
+                full = F.interpolate(h[None, None].float(), size=(im.height, im.width), mode="nearest")
+                heatmaps.append(full[0, 0].cpu().numpy())
+        if not pil:
+            u = self.model.output_size
+            return DetectorOutput(np.zeros(0, np.float32), [], np.zeros((0, u, u), np.float32))
+        return DetectorOutput(np.concatenate(scores), heatmaps, np.concatenate(maps))
+
+
+def to_pil(image: ImageLike) -> Image.Image:
+    """Accept a path, a PIL image or a uint8/float array (h,w), (h,w,1), (h,w,3) or (h,w,4)."""
+    if isinstance(image, Image.Image):
+        im = image
+    elif isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise DetectorError(f"{path}: no such image file")
+        try:
+            im = Image.open(path)
+            im.load()
+        except Exception as e:  # noqa: BLE001 - PIL raises many types for broken files
+            raise DetectorError(f"{path}: not a readable image ({e})") from e
+    elif isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+            raise DetectorError(
+                f"image array of shape {image.shape}: expected (h, w), (h, w, 3) or (h, w, 4)"
+            )
+        if arr.dtype != np.uint8:
+            if not np.issubdtype(arr.dtype, np.number):
+                raise DetectorError(f"image array of dtype {arr.dtype}: expected numbers")
+            hi = 1.0 if arr.size and float(np.nanmax(arr)) <= 1.0 else 255.0
+            arr = np.clip(np.nan_to_num(arr.astype(np.float64)) / hi * 255.0, 0, 255).astype(np.uint8)
+        im = Image.fromarray(arr)
+    else:
+        raise DetectorError(f"unsupported image input of type {type(image).__name__}")
+    if im.width * im.height > MAX_PIXELS:
+        raise DetectorError(
+            f"image of {im.width}x{im.height} pixels is larger than the limit of {MAX_PIXELS}"
+        )
+    return im

@@ -1,0 +1,228 @@
+"""One experiment: train FCDD on one (dataset, class, seed), evaluate it, write its run folder.
+
+This is the unit the CLI, the DVC stages and the Prefect flows all run.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from fcdd import heatmaps as figs
+from fcdd.anomaly_map import ReceptiveFieldUpsampler
+from fcdd.config import Config
+from fcdd.data import build_datasets
+from fcdd.detector import Detector
+from fcdd.engine import resolve_device, train
+from fcdd.metrics import PixelAUC, aupro, image_metrics
+from fcdd.models import build_model
+
+
+@dataclass
+class RunResult:
+    dataset: str
+    cls: str
+    seed: int
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    model_path: Path
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+
+def class_slug(name: str) -> str:
+    """'T-shirt/top' -> 't-shirt-top': safe in paths and registry names."""
+    slug = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-")
+    return slug or "class"
+
+
+def run_dir_for(cfg: Config, cls: str, seed: int) -> Path:
+    return Path(cfg.train.output_dir) / cfg.data.dataset / class_slug(cls) / f"seed{seed}"
+
+
+def run_experiment(cfg: Config, cls: str, seed: int, callbacks: Any = None) -> RunResult:
+    """Train (resuming from the run folder's checkpoint when there is one), evaluate, save."""
+    cfg = copy.deepcopy(cfg)
+    cfg.train.seeds = [seed]  # the engine seeds everything from cfg.train.seeds[0]
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    run_dir = run_dir_for(cfg, cls, seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    data = build_datasets(cfg, cls, seed)
+    torch.manual_seed(seed)  # the network's initial weights
+    model = build_model(cfg).to(device)
+    upsampler = ReceptiveFieldUpsampler(model.receptive_field, cfg.sigma, cfg.model.input_size).to(device)
+    (run_dir / "data_summary.json").write_text(json.dumps(data.summary, indent=2, default=str))
+
+    history = train(model, data.train, cfg, device, run_dir, upsampler=upsampler, callbacks=callbacks)[
+        "history"
+    ]
+
+    meta = {
+        "net": _asdict(cfg.model),
+        "dataset": cfg.data.dataset,
+        "class": cls,
+        "seed": seed,
+        "quantile": cfg.quantile,
+        "input_size": cfg.model.input_size,
+        "config": {k: _plain(v) for k, v in cfg.flat().items()},
+    }
+    detector = Detector(model, upsampler, data.preprocess, meta)
+    metrics, artifacts = evaluate(
+        detector, data.test, cfg, run_dir, title=f"{cfg.data.dataset} · {cls} · seed {seed}"
+    )
+    metrics.update({"dataset": cfg.data.dataset, "class": cls, "seed": seed, "epochs": len(history)})
+    detector.meta["metrics"] = {
+        k: v for k, v in metrics.items() if isinstance(v, (int, float, str, type(None)))
+    }
+    model_path = detector.save(run_dir / "model.pt")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return RunResult(cfg.data.dataset, cls, seed, run_dir, metrics, history, model_path, artifacts)
+
+
+def evaluate(
+    detector: Detector, test_set: Any, cfg: Config, out_dir: Path, title: str = ""
+) -> tuple[dict, dict]:
+    """Score a test set; write scores, ROC points and figures; return (metrics, artifact paths)."""
+    out_dir = Path(out_dir)
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    loader = DataLoader(test_set, batch_size=cfg.evaluation.batch_size, shuffle=False, num_workers=0)
+    scores, heat = [], []
+    for batch in loader:
+        s, _, up = detector.score_tensor(batch["image"])
+        scores.append(s.float().cpu().numpy())
+        heat.append(up.float().cpu().numpy())
+    scores_np = np.concatenate(scores)
+    heat_np = np.concatenate(heat)  # (n, H, W) at the input size
+    labels = np.asarray(test_set.labels).astype(int)
+
+    metrics: dict[str, Any] = {"n_test": int(len(labels)), "n_anomalous": int(labels.sum())}
+    im = image_metrics(labels, scores_np)
+    metrics.update(image_auc=float(im["auc"]), image_aupr=float(im["aupr"]))
+    artifacts: dict[str, Path] = {}
+    artifacts["roc_image"] = _write_roc(out_dir / "roc_image.csv", im["fpr"], im["tpr"])
+    curves = {f"image (AUC {im['auc']:.3f})": (im["fpr"], im["tpr"], im["auc"])}
+
+    metrics["pixel_auc"] = metrics["aupro"] = None
+    if test_set.has_masks:
+        pix = PixelAUC()
+        full_masks, full_maps = [], []
+        for i in range(len(labels)):
+            mask = np.asarray(test_set.full_mask(i), dtype=bool)
+            full = _resize_nearest(heat_np[i], mask.shape)
+            pix.update(full, mask)
+            if cfg.evaluation.aupro:  # AUPRO needs every map at once (its thresholds span all images)
+                full_masks.append(mask)
+                full_maps.append(full)
+        metrics["pixel_auc"] = float(pix.compute())
+        fpr, tpr = pix.roc_curve()
+        artifacts["roc_pixel"] = _write_roc(out_dir / "roc_pixel.csv", fpr, tpr)
+        curves[f"pixel (AUC {metrics['pixel_auc']:.3f})"] = (fpr, tpr, metrics["pixel_auc"])
+        if cfg.evaluation.aupro:
+            metrics["aupro"] = float(aupro(full_masks, full_maps, max_fpr=cfg.evaluation.aupro_max_fpr))
+        del full_masks, full_maps
+
+    artifacts["scores"] = _write_scores(out_dir / "scores.csv", test_set, labels, scores_np)
+    artifacts["roc_figure"] = out_dir / "figures" / "roc.png"
+    figs.roc_plot(curves, artifacts["roc_figure"], title=f"ROC · {title}")
+    artifacts.update(_heatmap_figures(test_set, heat_np, scores_np, labels, cfg, out_dir / "figures", title))
+    return metrics, artifacts
+
+
+def _heatmap_figures(
+    test_set, heat_np, scores, labels, cfg: Config, fig_dir: Path, title: str
+) -> dict[str, Path]:
+    """Local and global heatmap grids over a spread of the score ranking (spec §6 figures)."""
+    size = heat_np.shape[-1]
+    images = _Lazy(len(labels), lambda i: _resize_image(test_set.raw_image(i), size))
+    masks = _Lazy(
+        len(labels), lambda i: _resize_nearest(np.asarray(test_set.full_mask(i), float), (size, size))
+    )
+    out = {}
+    for name in ("local", "global"):
+        path = fig_dir / f"heatmaps_{name}.png"
+        figs.heatmap_grid(
+            images,
+            heat_np,
+            scores,
+            labels,
+            path,
+            masks=masks if test_set.has_masks else None,
+            title=title,
+            normalisation=name,
+            q=cfg.quantile,
+            max_images=cfg.evaluation.heatmap_count,
+        )
+        out[f"heatmaps_{name}"] = path
+    return out
+
+
+class _Lazy:
+    """A sequence that loads item i only when a figure draws it (test sets can be large)."""
+
+    def __init__(self, n: int, load):
+        self.n, self.load = n, load
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return self.load(int(i))
+
+
+def _resize_nearest(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if tuple(a.shape) == tuple(shape):
+        return a.astype(np.float32, copy=False)
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=tuple(shape), mode="nearest")[0, 0].numpy()
+
+
+def _resize_image(img: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    pil = Image.fromarray(np.asarray(img, dtype=np.uint8))
+    return np.asarray(pil.convert("RGB").resize((size, size), Image.BILINEAR))
+
+
+def _write_roc(path: Path, fpr, tpr) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["fpr", "tpr"])
+        w.writerows(zip(np.round(fpr, 6), np.round(tpr, 6), strict=True))
+    return path
+
+
+def _write_scores(path: Path, test_set, labels, scores) -> Path:
+    paths = getattr(test_set, "paths", None) or [""] * len(labels)
+    defects = getattr(test_set, "defect_types", None) or [""] * len(labels)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "score", "defect_type"])
+        for p, y, s, d in zip(paths, labels, scores, defects, strict=True):
+            w.writerow([p, int(y), f"{float(s):.6g}", d])
+    return path
+
+
+def _asdict(dc) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(dc)
+
+
+def _plain(v):
+    """Config values as plain types torch.load(weights_only=True) accepts."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
