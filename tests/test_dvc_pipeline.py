@@ -1,0 +1,206 @@
+"""The DVC pipeline: data.dvc's pinned hash, the stages' outputs, and `dvc repro` end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.stages import evaluate as evaluate_stage
+from pipelines.stages import report as report_stage
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+FMNIST_FILES = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
+OE_SAMPLES = REPO.parent / "shared" / "data" / "imagenet1k_samples"
+
+
+def setup_checksums() -> dict[str, str]:
+    text = (REPO / "scripts" / "setup_data.sh").read_text()
+    return dict(re.findall(r"\[([\w.-]+\.gz)\]=([0-9a-f]{32})", text))
+
+
+def test_setup_checksums_reproduce_the_hash_data_dvc_records():
+    """DVC's directory hash is the md5 of the sorted (md5, relpath) listing: recompute it."""
+    md5 = setup_checksums()
+    assert sorted(md5) == sorted(FMNIST_FILES)
+    listing = [{"md5": md5[name], "relpath": name} for name in sorted(md5)]
+    dir_hash = hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest()
+    (out,) = yaml.safe_load((REPO / "data.dvc").read_text())["outs"]
+    assert out["path"] == "data/fashion-mnist" and out["nfiles"] == 4
+    assert out["md5"] == f"{dir_hash}.dir"
+
+
+def test_top_metrics_keep_numbers_and_drop_missing_metrics():
+    summary = {
+        "per_class": {
+            "0": {
+                "image_auc": {"mean": 0.8, "std": 0.1, "n": 2},
+                "pixel_auc": {"mean": None, "std": None, "n": 0},
+            }
+        },
+        "mean": {"image_auc": 0.8, "pixel_auc": None},
+    }
+    top = evaluate_stage.top_metrics("fmnist", summary)
+    assert top == {
+        "dataset": "fmnist",
+        "mean": {"image_auc": 0.8},
+        "per_class": {"0": {"image_auc": 0.8, "image_auc_std": 0.1, "runs": 2}},
+    }
+
+
+def test_report_lists_classes_mean_and_the_paper_figure():
+    summary = {
+        "dataset": "fmnist",
+        "quantile": 0.85,
+        "metrics": {
+            "per_class": {"6": {"image_auc": 0.7, "image_auc_std": 0.02, "runs": 2}},
+            "mean": {"image_auc": 0.7},
+        },
+        "figures": ["6_seed0_heatmaps_local.png"],
+        "config": {"train.epochs": 3},
+    }
+    text = report_stage.render(summary)
+    assert "| 6 | 0.7000 ± 0.0200 | – | – | 2 | 0.7500 |" in text  # class 6 = shirt: paper 0.75
+    assert "**0.7000**" in text and "`train.epochs`: 3" in text
+    assert "](evaluate/figures/6_seed0_heatmaps_local.png)" in text
+    assert report_stage.paper_auc("fmnist", "ankle boot") == 0.94
+    assert report_stage.paper_auc("mvtec", "grid") is None
+
+
+# ---------------------------------------------------------------- dvc repro, end to end
+
+
+def run(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", output))
+
+
+def fmnist_source() -> Path:
+    for folder in (REPO / "data" / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist")):
+        if all((folder / f).is_file() for f in FMNIST_FILES):
+            return folder
+    pytest.skip("Fashion-MNIST is not here: run scripts/setup_data.sh")
+
+
+def tiny_params(path: Path, classes: list[str]) -> None:
+    """The repository's params.yaml, cut down to seconds: few images, one epoch, no MLflow."""
+    params = yaml.safe_load(path.read_text())
+    params["data"].update(classes=classes, train_limit=128, test_limit=128, num_workers=0)
+    params["train"].update(epochs=1, threads=1, device="cpu", progress=False, batch_size=64)
+    params["evaluation"].update(heatmap_count=4, batch_size=128)
+    params["tracking"]["enabled"] = False
+    if OE_SAMPLES.is_dir():
+        params["anomalies"].update(oe_source=str(OE_SAMPLES), oe_limit=32)
+    else:  # a user's machine: no OE pool at hand; one-class training alone still trains and scores
+        params["anomalies"]["kind"] = "none"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture
+def pipeline_repo(tmp_path: Path) -> tuple[Path, dict]:
+    """A fresh git + DVC repository holding this checkout's files and the raw data."""
+    source = fmnist_source()
+    repo = tmp_path / "repo"
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for rel in listed:
+        if rel.startswith(".dvc/") or not (REPO / rel).is_file():
+            continue
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, repo / rel)
+    shutil.copytree(source, repo / "data" / "fashion-mnist")
+    tiny_params(repo / "params.yaml", ["0", "1"])
+
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",  # the stages' `python` is this venv's
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DVC_NO_ANALYTICS="1",
+        MPLBACKEND="Agg",
+        OMP_NUM_THREADS="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
+    dvc = str(VENV_BIN / "dvc")
+    run(["git", "init", "-q"], repo, env)
+    run([dvc, "init", "-q"], repo, env)
+    shutil.copy2(REPO / ".dvc" / "config", repo / ".dvc" / "config")
+    shutil.copy2(REPO / ".dvcignore", repo / ".dvcignore")
+    run([dvc, "commit", "-f", "-q", "data.dvc"], repo, env)  # the copied files match data.dvc
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-q", "-m", "tiny pipeline"], repo, env)
+    return repo, env
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_dvc_repro_tiny_pipeline(pipeline_repo):
+    repo, env = pipeline_repo
+    dvc = str(VENV_BIN / "dvc")
+
+    first = run([dvc, "repro"], repo, env)
+    assert ran_stages(first.stdout) == {"prepare", "train", "evaluate", "report"}
+
+    shown = json.loads(run([dvc, "metrics", "show", "--json"], repo, env).stdout)
+    metrics = next(iter(shown.values()))["data"]["metrics.json"]["data"]
+    assert metrics["dataset"] == "fmnist" and set(metrics["per_class"]) == {"0", "1"}
+    for entry in metrics["per_class"].values():
+        assert 0.0 <= entry["image_auc"] <= 1.0 and entry["runs"] == 1
+    assert metrics["mean"]["image_auc"] == pytest.approx(
+        sum(e["image_auc"] for e in metrics["per_class"].values()) / 2
+    )
+    summary = json.loads((repo / "outputs/prepare/summary.json").read_text())
+    assert summary["raw"]["md5"] == dict(sorted(setup_checksums().items()))
+    assert set(summary["classes"]) == {"0", "1"}
+    assert (repo / "outputs/evaluate/roc/0_seed0.csv").read_text().startswith("fpr,tpr")
+    assert any((repo / "outputs/evaluate/figures").glob("1_seed0_heatmaps*.png"))
+    assert "# FCDD on fmnist" in (repo / "outputs/report.md").read_text()
+    plots = json.loads(run([dvc, "plots", "show", "--json"], repo, env).stdout)
+    assert any("auc_per_class.csv" in name for name in plots) and any("roc" in name for name in plots)
+
+    model = repo / "runs/fmnist/0/seed0/model.pt"
+    trained_at = model.stat().st_mtime_ns
+    second = run([dvc, "repro"], repo, env)
+    assert ran_stages(second.stdout) == set()
+    assert "Data and pipelines are up to date" in run([dvc, "status"], repo, env).stdout
+
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-q", "-m", "first results"], repo, env)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["evaluation"]["quantile"] = 0.9
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    diff = json.loads(run([dvc, "params", "diff", "--json"], repo, env).stdout)
+    assert diff["params.yaml"]["evaluation.quantile"] == {"old": None, "new": 0.9}
+    third = run([dvc, "repro"], repo, env)
+    assert ran_stages(third.stdout) == {"evaluate", "report"}  # no retraining for a heatmap setting
+    assert model.stat().st_mtime_ns == trained_at
+    assert "heatmap quantile q: 0.9" in (repo / "outputs/report.md").read_text()
+
+    params["train"]["epochs"] = 2  # training changes; the data preparation does not
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(run([dvc, "status", "--json"], repo, env).stdout)
+    assert "train" in status and "prepare" not in status
