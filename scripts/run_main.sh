@@ -14,7 +14,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 PREFECT_SERVER_ANALY
 oe_source=$(python -c "from fcdd.config import load_config; print(load_config('params.yaml').anomalies.oe_source)")
 if [[ "$oe_source" != *:* && ! -e "$oe_source" ]]; then
   echo "run_main: OE source $oe_source is not here; using CIFAR-100 (download) instead"
-  dvc exp run -S anomalies.oe_source=cifar100:data/cifar100 -S data.download=true "$@"
+  dvc exp run -S anomalies.oe_source=cifar100:data/cifar100 -S ++data.download=true "$@"
 else
   dvc repro "$@"
 fi
