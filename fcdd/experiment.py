@@ -57,10 +57,10 @@ def run_experiment(cfg: Config, cls: str, seed: int, callbacks: Any = None) -> R
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
+    data = build_datasets(cfg, cls, seed)
+    cls = str(data.summary.get("class", cls))  # canonical name: '0' and 'T-shirt/top' are one class
     run_dir = run_dir_for(cfg, cls, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-
-    data = build_datasets(cfg, cls, seed)
     torch.manual_seed(seed)  # the network's initial weights
     model = build_model(cfg).to(device)
     upsampler = ReceptiveFieldUpsampler(model.receptive_field, cfg.sigma, cfg.model.input_size).to(device)
