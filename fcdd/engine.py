@@ -1,0 +1,356 @@
+"""The FCDD training loop: read ``train`` top to bottom.
+
+Repeatability: every training sample is drawn together with its own seed from one seeded generator,
+and the RNGs (torch, numpy, random) are re-seeded with it right before the dataset's ``__getitem__``.
+A sample's augmentation and anomaly injection therefore depend only on that generator, whatever
+``num_workers`` is, and a resumed run (generator state restored from the checkpoint) reproduces an
+uninterrupted one exactly on the CPU. Datasets should draw randomness from those global RNGs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from fcdd.anomaly_map import ReceptiveFieldUpsampler
+from fcdd.config import Config
+from fcdd.loss import fcdd_loss, pixel_loss, pseudo_huber
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "fcdd-checkpoint/1"
+CUDA_CHECK_EVERY = 25  # steps between loss checks on CUDA (each check waits for the GPU)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, an unusable checkpoint); the message says where."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available, else cpu; otherwise the named device, checked to exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"train.device: {name!r} is not a device name (auto, cpu, cuda, cuda:N)") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device: {name!r} requested but CUDA is not available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"train.device: {name!r} but only {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (call it before building the model, for a repeatable init)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def choose_loss(cfg: Config) -> str:
+    """'image' or 'pixel'; 'auto' is pixel when training anomalies carry real masks (semi)."""
+    if cfg.train.loss == "auto":
+        return "pixel" if cfg.anomalies.kind == "semi" else "image"
+    return cfg.train.loss
+
+
+# --- data: per-sample seeds ----------------------------------------------------------------------
+
+
+def _seed_sample(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.default_generator.manual_seed(seed)  # CPU only: no CUDA initialisation in workers
+
+
+class _SeededItems(Dataset):
+    """Wraps a dataset: item (index, seed) -> dataset[index] drawn with the RNGs seeded to seed."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        _seed_sample(seed)
+        return self.dataset[index]
+
+
+class _SeededSampler(Sampler[tuple[int, int]]):
+    """``repeats`` shuffled passes over ``n`` items, each index paired with a fresh seed."""
+
+    def __init__(self, n: int, repeats: int, generator: torch.Generator):
+        self.n, self.repeats, self.generator = n, repeats, generator
+
+    def __len__(self) -> int:
+        return self.n * self.repeats
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for _ in range(self.repeats):
+            order = torch.randperm(self.n, generator=self.generator).tolist()
+            seeds = torch.randint(0, 2**31 - 1, (self.n,), generator=self.generator).tolist()
+            yield from zip(order, seeds, strict=True)
+
+
+def _worker_init(worker_id: int) -> None:
+    # Each worker's base seed comes from the loader's seeded generator; spread it to numpy/random.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(train_set: Dataset, cfg: Config, device: torch.device, seed: int) -> DataLoader:
+    n = len(train_set)  # type: ignore[arg-type]
+    if n == 0:
+        raise TrainingError("the training set is empty")
+    sampler_gen = torch.Generator().manual_seed(seed)
+    worker_gen = torch.Generator().manual_seed(seed + 1)
+    workers = cfg.data.num_workers
+    return DataLoader(
+        _SeededItems(train_set),
+        batch_size=cfg.train.batch_size,
+        sampler=_SeededSampler(n, cfg.train.epoch_repeats, sampler_gen),
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=_worker_init if workers > 0 else None,
+        generator=worker_gen,
+    )
+
+
+# --- optimiser, schedule -------------------------------------------------------------------------
+
+
+def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    t = cfg.train
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError("the model has no trainable parameters (is everything frozen?)")
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=t.lr,
+            momentum=t.momentum,
+            nesterov=t.nesterov and t.momentum > 0,
+            weight_decay=t.weight_decay,
+        )
+    return torch.optim.Adam(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch: lambda lr*gamma^epoch, milestones lr*gamma at each, or constant."""
+    t = cfg.train
+    if t.scheduler == "milestones":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=t.milestones, gamma=t.gamma)
+    gamma = t.gamma if t.scheduler == "lambda" else 1.0
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: gamma**epoch)
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+
+def _rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise TrainingError(f"{path}: cannot read the checkpoint ({e}); delete it to start afresh") from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(
+            f"{path}: not an FCDD checkpoint ({CHECKPOINT_FORMAT}); delete it to start afresh"
+        )
+    return state
+
+
+def _restore(path: Path, state: dict, model: nn.Module, optimizer, scheduler, loader: DataLoader) -> None:
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise TrainingError(
+            f"{path}: does not fit this model/optimiser ({e}); delete it to start afresh"
+        ) from e
+    scheduler.load_state_dict(state["scheduler"])
+    loader.sampler.generator.set_state(state["sampler_rng"])  # type: ignore[attr-defined]
+    loader.generator.set_state(state["loader_rng"])  # type: ignore[union-attr]
+    _set_rng_state(state["rng"])
+
+
+def _first_nonfinite(losses: list[torch.Tensor]) -> int | None:
+    finite = torch.isfinite(torch.stack(losses)).tolist()
+    return next((i for i, ok in enumerate(finite) if not ok), None)
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+def train(
+    model: nn.Module,
+    train_set: Dataset,
+    cfg: Config,
+    device: torch.device | str,
+    run_dir: Path,
+    upsampler: ReceptiveFieldUpsampler | None = None,
+    callbacks: Any = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` on ``train_set`` (items {"image", "label", "mask", "index"}) for
+    ``cfg.train.epochs`` epochs, checkpointing to ``run_dir/checkpoint.pt`` and resuming from it.
+    ``seed`` defaults to ``cfg.train.seeds[0]``. Epochs are counted from 1: ``callbacks.on_epoch_end(
+    epoch, logs)`` gets the number of epochs completed and logs {epoch, loss, lr, images_per_s,
+    epoch_time_s}. Returns {"history": [logs per epoch], "loss_kind", "resumed_from_epoch", "checkpoint"}."""
+    t = cfg.train
+    device = torch.device(device) if isinstance(device, str) else device
+    seed = t.seeds[0] if seed is None else seed
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    loss_kind = choose_loss(cfg)
+    if loss_kind == "pixel" and upsampler is None:
+        raise TrainingError("train.loss 'pixel' needs the receptive-field upsampler; pass upsampler=")
+    use_amp = t.amp and device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+
+    model.to(device)
+    if upsampler is not None:
+        upsampler.to(device)
+    seed_everything(seed)
+    loader = make_loader(train_set, cfg, device, seed)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    history: list[dict[str, float]] = []
+    start_epoch, resumed_from = 0, None
+    checkpoint_path = run_dir / CHECKPOINT
+    if checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        _restore(checkpoint_path, state, model, optimizer, scheduler, loader)
+        history, start_epoch = list(state["history"]), int(state["epoch"])
+        resumed_from = start_epoch
+
+    steps = len(loader)
+    check_every = 1 if device.type == "cpu" else CUDA_CHECK_EVERY
+    for epoch in range(start_epoch, t.epochs):
+        model.train()
+        lr = optimizer.param_groups[0]["lr"]
+        losses: list[torch.Tensor] = []
+        images = 0
+        started = time.perf_counter()
+        # One iter() per epoch: each advances the sampler's generator (tqdm.asyncio would call it twice).
+        bar = tqdm(
+            iter(loader),
+            total=steps,
+            desc=f"epoch {epoch + 1}/{t.epochs}",
+            disable=not t.progress,
+            leave=False,
+        )
+        for step, batch in enumerate(bar):
+            x = batch["image"].to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = model(x)
+            if loss_kind == "pixel":
+                mask = batch["mask"].to(device, non_blocking=True)
+                loss = pixel_loss(upsampler(pseudo_huber(out.float())), mask)  # type: ignore[misc]
+            else:
+                loss = fcdd_loss(out, batch["label"].to(device, non_blocking=True))
+
+            # Gradient accumulation; the last group of an epoch may be shorter, so scale by its size
+            # (and never carry gradients into the next epoch: checkpoints do not hold them).
+            group_start = step - step % t.accumulate
+            group_size = min(t.accumulate, steps - group_start)
+            (loss / group_size).backward()
+            if step + 1 == group_start + group_size:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            losses.append(loss.detach())
+            images += x.shape[0]
+            if (step + 1) % check_every == 0 or step + 1 == steps:
+                bad = _first_nonfinite(losses)
+                if bad is not None:
+                    raise TrainingError(
+                        f"epoch {epoch + 1}, step {bad + 1}: loss is {losses[bad].item()} (not finite); "
+                        f"try a lower train.lr (now {lr:g})"
+                    )
+                bar.set_postfix(
+                    loss=f"{losses[-1].item():.4g}", img_s=f"{images / (time.perf_counter() - started):.0f}"
+                )
+        bar.close()
+        epoch_time = time.perf_counter() - started
+        scheduler.step()
+
+        logs = {
+            "epoch": epoch + 1,
+            "loss": torch.stack(losses).mean().item(),
+            "lr": lr,
+            "images_per_s": images / epoch_time,
+            "epoch_time_s": epoch_time,
+        }
+        history.append(logs)
+        save_checkpoint(
+            checkpoint_path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "sampler_rng": loader.sampler.generator.get_state(),  # type: ignore[attr-defined]
+                "loader_rng": loader.generator.get_state(),  # type: ignore[union-attr]
+                "rng": _rng_state(),
+                "history": history,
+                "loss_kind": loss_kind,
+            },
+        )
+        if callbacks is not None and callable(getattr(callbacks, "on_epoch_end", None)):
+            callbacks.on_epoch_end(epoch + 1, dict(logs))
+
+    model.eval()
+    return {
+        "history": history,
+        "loss_kind": loss_kind,
+        "resumed_from_epoch": resumed_from,
+        "checkpoint": str(checkpoint_path),
+    }

@@ -1,0 +1,234 @@
+"""The training loop: learning a toy problem, exact resume, schedules, accumulation, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torch.utils.data import Dataset
+
+from fcdd.anomaly_map import ReceptiveFieldUpsampler
+from fcdd.config import Config
+from fcdd.engine import CHECKPOINT, TrainingError, choose_loss, resolve_device, train
+from fcdd.loss import anomaly_scores
+from fcdd.models import CNN28
+
+torch.set_num_threads(1)
+
+
+class SquaresOnNoise(Dataset):
+    """Noise images; with probability ``p_anomaly`` a bright square (label 1, mask on the square).
+    Noise and square position are drawn per item from the global RNG, like an augmenting dataset."""
+
+    def __init__(self, n: int, size: int = 16, p_anomaly: float = 0.5, nan_at: int | None = None):
+        self.n, self.size, self.p, self.nan_at = n, size, p_anomaly, nan_at
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict:
+        s = self.size
+        image = torch.randn(1, s, s) * 0.5
+        mask = torch.zeros(1, s, s)
+        label = int(torch.rand(()) < self.p)
+        if label:
+            y, x = torch.randint(0, s - 5, (2,)).tolist()
+            image[:, y : y + 5, x : x + 5] += 3.0
+            mask[:, y : y + 5, x : x + 5] = 1.0
+        if index == self.nan_at:
+            image[0, 0, 0] = math.nan
+        return {"image": image, "label": torch.tensor(label), "mask": mask, "index": index}
+
+
+def tiny_cfg(**train) -> Config:
+    cfg = Config()
+    cfg.data.num_workers = 0
+    cfg.model.net, cfg.model.input_size = "cnn28", 16
+    t = cfg.train
+    t.epochs, t.batch_size, t.lr, t.optimizer, t.progress, t.threads = 2, 8, 0.01, "sgd", False, None
+    t.seeds = [3]
+    for k, v in train.items():
+        setattr(t, k, v)
+    return cfg
+
+
+def tiny_model(seed: int = 0) -> CNN28:
+    torch.manual_seed(seed)
+    return CNN28(in_channels=1, input_size=16, width=4)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="not a device"):
+        resolve_device("gpu please")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_loss_choice():
+    cfg = Config()
+    assert choose_loss(cfg) == "image"
+    cfg.anomalies.kind = "semi"
+    assert choose_loss(cfg) == "pixel"
+    cfg.train.loss = "image"
+    assert choose_loss(cfg) == "image"
+
+
+def _image_auc(model: nn.Module, items: list[dict]) -> float:
+    with torch.no_grad():
+        scores = anomaly_scores(model.eval()(torch.stack([t["image"] for t in items]))).image
+    return roc_auc_score([int(t["label"]) for t in items], scores.numpy())
+
+
+def test_learns_bright_squares_on_noise(tmp_path):
+    test = [SquaresOnNoise(200)[i] for i in range(200)]
+    model = tiny_model(seed=1)  # an init that ranks the squares as the most nominal (AUC ~ 0.05)
+    before = _image_auc(model, test)
+    cfg = tiny_cfg(epochs=4, batch_size=16, lr=0.01, optimizer="adam", scheduler="none")
+    result = train(model, SquaresOnNoise(256), cfg, "cpu", tmp_path)
+    assert len(result["history"]) == 4
+    assert result["history"][-1]["loss"] < result["history"][0]["loss"]
+    after = _image_auc(model, test)
+    assert after > 0.9 and after > before, (before, after)
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAfter:
+    def __init__(self, epoch: int):
+        self.epoch, self.seen = epoch, []
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        self.seen.append((epoch, logs))
+        if epoch == self.epoch:
+            raise Interrupt
+
+
+@pytest.mark.parametrize(
+    "train_cfg",
+    [
+        {"optimizer": "sgd", "scheduler": "lambda", "gamma": 0.5, "accumulate": 3},
+        {"optimizer": "adam", "scheduler": "milestones", "milestones": [2], "gamma": 0.1, "epoch_repeats": 2},
+    ],
+)
+def test_resume_after_interruption_equals_uninterrupted(tmp_path, train_cfg):
+    cfg = tiny_cfg(epochs=3, **train_cfg)
+    data = SquaresOnNoise(20)  # 20 / 8: a short last batch, and a short accumulation group
+    whole = tiny_model()
+    expected = train(whole, data, cfg, "cpu", tmp_path / "whole")
+
+    stopper = StopAfter(epoch=1)
+    with pytest.raises(Interrupt):
+        train(tiny_model(), data, cfg, "cpu", tmp_path / "cut", callbacks=stopper)
+    assert (tmp_path / "cut" / CHECKPOINT).exists()
+    resumed_model = tiny_model(seed=99)  # a different init: the checkpoint must replace it
+    resumed = train(resumed_model, data, cfg, "cpu", tmp_path / "cut")
+
+    assert resumed["resumed_from_epoch"] == 1
+    for key, value in whole.state_dict().items():
+        assert torch.equal(value, resumed_model.state_dict()[key]), key
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in expected["history"]]
+    assert [h["lr"] for h in resumed["history"]] == [h["lr"] for h in expected["history"]]
+    # A finished run resumes to nothing and returns its history.
+    again = train(tiny_model(), data, cfg, "cpu", tmp_path / "cut")
+    assert again["history"] == resumed["history"]
+
+
+def test_lr_schedules_and_callback_logs(tmp_path):
+    callback = StopAfter(epoch=-1)
+    cfg = tiny_cfg(epochs=3, lr=0.1, scheduler="lambda", gamma=0.5)
+    result = train(tiny_model(), SquaresOnNoise(8), cfg, "cpu", tmp_path / "a", callbacks=callback)
+    assert [h["lr"] for h in result["history"]] == pytest.approx([0.1, 0.05, 0.025])
+    assert [e for e, _ in callback.seen] == [1, 2, 3]
+    assert {"loss", "lr", "images_per_s", "epoch_time_s"} <= set(callback.seen[0][1])
+    assert callback.seen[0][1]["images_per_s"] > 0
+
+    cfg = tiny_cfg(epochs=4, lr=0.1, scheduler="milestones", milestones=[1, 3], gamma=0.1)
+    result = train(tiny_model(), SquaresOnNoise(8), cfg, "cpu", tmp_path / "b", callbacks=object())
+    assert [h["lr"] for h in result["history"]] == pytest.approx([0.1, 0.01, 0.01, 0.001])
+
+
+class NoBatchNorm(nn.Module):
+    """Without BatchNorm, a batch's gradient is the mean of its halves' gradients."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.LeakyReLU(), nn.Conv2d(4, 1, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
+    data = SquaresOnNoise(16)
+    big, small = NoBatchNorm(), NoBatchNorm()
+    train(big, data, tiny_cfg(epochs=2, batch_size=8, accumulate=1), "cpu", tmp_path / "big")
+    train(small, data, tiny_cfg(epochs=2, batch_size=4, accumulate=2), "cpu", tmp_path / "small")
+    for key, value in big.state_dict().items():
+        torch.testing.assert_close(small.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_epoch_repeats_iterate_the_set_several_times(tmp_path):
+    seen = []
+
+    class Recording(SquaresOnNoise):
+        def __getitem__(self, index):
+            seen.append(index)
+            return super().__getitem__(index)
+
+    train(tiny_model(), Recording(10), tiny_cfg(epochs=1, epoch_repeats=3), "cpu", tmp_path)
+    assert sorted(seen) == sorted(list(range(10)) * 3)
+
+
+def test_nan_loss_raises_with_epoch_and_step(tmp_path):
+    cfg = tiny_cfg(epochs=1, batch_size=4)
+    with pytest.raises(TrainingError, match=r"epoch 1, step \d+: loss is nan"):
+        train(tiny_model(), SquaresOnNoise(12, nan_at=5), cfg, "cpu", tmp_path)
+
+
+def test_pixel_loss_needs_the_upsampler_and_trains_with_masks(tmp_path):
+    cfg = tiny_cfg(epochs=2, loss="pixel")
+    with pytest.raises(TrainingError, match="upsampler"):
+        train(tiny_model(), SquaresOnNoise(8), cfg, "cpu", tmp_path / "a")
+    model = tiny_model()
+    up = ReceptiveFieldUpsampler.for_model(model, 1.2)
+    result = train(model, SquaresOnNoise(16), cfg, "cpu", tmp_path / "b", upsampler=up)
+    assert result["loss_kind"] == "pixel" and all(math.isfinite(h["loss"]) for h in result["history"])
+
+
+def test_checkpoint_is_atomic_and_loads_weights_only(tmp_path):
+    train(tiny_model(), SquaresOnNoise(8), tiny_cfg(epochs=1), "cpu", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT]  # no .tmp left behind
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    assert state["epoch"] == 1 and {"model", "optimizer", "scheduler", "rng", "sampler_rng"} <= set(state)
+
+
+def test_unusable_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / CHECKPOINT).write_text("garbage")
+    with pytest.raises(TrainingError, match=CHECKPOINT):
+        train(tiny_model(), SquaresOnNoise(8), tiny_cfg(epochs=1), "cpu", tmp_path)
+    other = tmp_path / "other"
+    train(NoBatchNorm(), SquaresOnNoise(8), tiny_cfg(epochs=1), "cpu", other)
+    with pytest.raises(TrainingError, match="does not fit"):
+        train(tiny_model(), SquaresOnNoise(8), tiny_cfg(epochs=2), "cpu", other)
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_result(tmp_path):
+    results = []
+    for workers in (0, 2):
+        cfg = tiny_cfg(epochs=2)
+        cfg.data.num_workers = workers
+        model = tiny_model()
+        train(model, SquaresOnNoise(16), cfg, "cpu", tmp_path / str(workers))
+        results.append(model.state_dict())
+    for key, value in results[0].items():
+        assert torch.equal(value, results[1][key]), key
