@@ -78,6 +78,7 @@ def test_report_lists_classes_mean_and_the_paper_figure():
     assert "**0.7000**" in text and "`train.epochs`: 3" in text
     assert "](evaluate/figures/6_seed0_heatmaps_local.png)" in text
     assert report_stage.paper_auc("fmnist", "ankle boot") == 0.94
+    assert report_stage.paper_auc("fmnist", "t-shirt-top") == 0.82  # fcdd.data's class slug
     assert report_stage.paper_auc("mvtec", "grid") is None
 
 
@@ -86,7 +87,9 @@ def test_report_lists_classes_mean_and_the_paper_figure():
 
 def run(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, (
+        f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
     return result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from pipelines.stages.common import EVAL_SUMMARY, FIGURES_DIR, REPORT, read_json
 
@@ -26,13 +27,19 @@ CONFIG_KEYS = (
 )  # fmt: skip
 
 
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
 def paper_auc(dataset: str, cls: str) -> float | None:
+    """The paper's figure for a Fashion-MNIST class given by index, name or slug ('t-shirt-top')."""
     if dataset != "fmnist":
         return None
-    key = cls.strip().lower()
+    key = slug(cls)
     if key.isdigit() and int(key) < len(PAPER_FMNIST):
         return PAPER_FMNIST[int(key)]
-    return PAPER_FMNIST[FMNIST_NAMES.index(key)] if key in FMNIST_NAMES else None
+    names = [slug(n) for n in FMNIST_NAMES]
+    return PAPER_FMNIST[names.index(key)] if key in names else None
 
 
 def fmt(mean, std=None) -> str:
