@@ -109,14 +109,16 @@ def protocol_for(cfg: Config, cls: str, seed: int, version: str) -> str:
 class MlflowEpochLogger:
     """Training callback: per-epoch loss, learning rate and throughput as MLflow metrics."""
 
-    def __init__(self, client: MlflowClient, run_id: str):
-        self.client, self.run_id = client, run_id
+    def __init__(self, client: MlflowClient, run_id: str, forward_to: Any = None):
+        self.client, self.run_id, self.forward_to = client, run_id, forward_to
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        numbers = {k: float(v) for k, v in logs.items() if _is_number(v)}
+        numbers = {k: float(v) for k, v in logs.items() if _is_number(v) and k != "epoch"}
         metrics = [Metric(k, v, _now(), int(epoch)) for k, v in numbers.items()]
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
+        if self.forward_to is not None and hasattr(self.forward_to, "on_epoch_end"):
+            self.forward_to.on_epoch_end(epoch, logs)
 
 
 def find_unfinished_run(client: MlflowClient, experiment_id: str, key: str, run_dir: Path) -> str | None:
@@ -133,10 +135,15 @@ def find_unfinished_run(client: MlflowClient, experiment_id: str, key: str, run_
     return None
 
 
-def tracked_experiment(cfg: Config, cls: str, seed: int, parent_run_id: str | None = None) -> dict:
-    """Run one experiment with MLflow tracking (and registration); return a plain summary dict."""
+def tracked_experiment(
+    cfg: Config, cls: str, seed: int, parent_run_id: str | None = None, callbacks: Any = None
+) -> dict:
+    """Run one experiment with MLflow tracking (and registration); return a plain summary dict.
+
+    ``callbacks`` (optional ``on_epoch_end(epoch, logs)``) also receive every epoch's logs.
+    """
     if not cfg.tracking.enabled:
-        return _summary(run_experiment(cfg, cls, seed))
+        return _summary(run_experiment(cfg, cls, seed, callbacks=callbacks))
     client, uri = _client(cfg)
     experiment_id = ensure_experiment(client, cfg)
     run_dir = run_dir_for(cfg, cls, seed).resolve()
@@ -164,7 +171,8 @@ def tracked_experiment(cfg: Config, cls: str, seed: int, parent_run_id: str | No
     _log_params(client, run_id, cfg)
 
     with mlflow.start_run(run_id=run_id):  # marks the run FAILED if anything below raises
-        result = run_experiment(cfg, cls, seed, callbacks=MlflowEpochLogger(client, run_id))
+        epoch_logger = MlflowEpochLogger(client, run_id, forward_to=callbacks)
+        result = run_experiment(cfg, cls, seed, callbacks=epoch_logger)
         _log_results(client, run_id, result)
         out = _summary(result, run_id)
         if cfg.tracking.register:
@@ -189,7 +197,7 @@ def _log_params(client: MlflowClient, run_id: str, cfg: Config) -> None:
 
 
 def _log_results(client: MlflowClient, run_id: str, result: RunResult) -> None:
-    numbers = {k: float(v) for k, v in result.metrics.items() if _is_number(v)}
+    numbers = {k: float(v) for k, v in result.metrics.items() if _is_number(v) and k != "seed"}
     client.log_batch(run_id, metrics=[Metric(k, v, _now(), 0) for k, v in numbers.items()])
     client.log_batch(run_id, tags=[RunTag("fcdd.epochs_trained", str(len(result.history)))])
     run_dir = Path(result.run_dir).resolve()

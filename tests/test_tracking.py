@@ -16,20 +16,20 @@ from fcdd.experiment import RunResult, run_dir_for  # noqa: E402
 from pipelines import tracking  # noqa: E402
 
 
+def store_overrides(tmp_path) -> list[str]:
+    return [
+        f"tracking.uri=sqlite:///{tmp_path / 'mlruns.db'}",
+        f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
+        f"train.output_dir={tmp_path / 'runs'}",
+        "train.epochs=2",
+    ]
+
+
 @pytest.fixture
 def cfg(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)  # data.dvc / git look-ups happen in the working directory
-    return load_config(
-        None,
-        overrides=[
-            f"tracking.uri=sqlite:///{tmp_path / 'mlruns.db'}",
-            f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
-            f"train.output_dir={tmp_path / 'runs'}",
-            "tracking.register=false",
-            "train.epochs=2",
-        ],
-    )
+    return load_config(None, overrides=store_overrides(tmp_path) + ["tracking.register=false"])
 
 
 class FakeExperiment:
@@ -62,10 +62,18 @@ class FakeExperiment:
         )
 
 
+@pytest.mark.slow
 def test_tracked_run_logs_params_metrics_artifacts(cfg, tmp_path, monkeypatch):
     monkeypatch.setattr(tracking, "run_experiment", FakeExperiment())
     Path("data.dvc").write_text("outs:\n- md5: abc123.dir\n  path: data\n")
-    out = tracking.tracked_experiment(cfg, "T-shirt/top", 0)
+    seen = []
+
+    class Forward:
+        def on_epoch_end(self, epoch, logs):
+            seen.append((epoch, logs["loss"]))
+
+    out = tracking.tracked_experiment(cfg, "T-shirt/top", 0, callbacks=Forward())
+    assert [e for e, _ in seen] == [0, 1]  # the caller's callbacks get every epoch too
     assert out["class"] == "T-shirt/top" and out["image_auc"] == 0.75 and out["model_version"] is None
     client = MlflowClient(cfg.tracking.uri)
     run = client.get_run(out["mlflow_run_id"])
@@ -83,6 +91,7 @@ def test_tracked_run_logs_params_metrics_artifacts(cfg, tmp_path, monkeypatch):
     assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == ["figures/roc.png"]
 
 
+@pytest.mark.slow
 def test_retry_continues_the_same_run(cfg, monkeypatch):
     fake = FakeExperiment(crash_once=True)
     monkeypatch.setattr(tracking, "run_experiment", fake)
@@ -100,6 +109,7 @@ def test_retry_continues_the_same_run(cfg, monkeypatch):
     assert tracking.tracked_experiment(cfg, "3", 1)["mlflow_run_id"] != out["mlflow_run_id"]
 
 
+@pytest.mark.slow
 def test_parent_run_and_summary(cfg, monkeypatch):
     monkeypatch.setattr(tracking, "run_experiment", FakeExperiment())
     with tracking.dataset_parent_run(cfg) as parent:
@@ -143,3 +153,39 @@ def test_protocol_depends_on_test_split(cfg):
     assert base != tracking.protocol_for(cfg, "0", 0, "v2")
     cfg.data.test_limit = 100
     assert tracking.protocol_for(cfg, "0", 0, "v1") != tracking.protocol_for(cfg, "0", 1, "v1")
+
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.slow
+def test_real_tiny_fmnist_run(cfg, tmp_path):
+    """The real run_experiment (2 epochs on 128 images) through tracking and registration."""
+    if not (FMNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"{FMNIST}: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = load_config(
+        None,
+        overrides=store_overrides(tmp_path)
+        + [
+            f"data.root={FMNIST}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.train_limit=128",
+            "data.test_limit=128",
+            "data.num_workers=0",
+            "anomalies.kind=none",
+            "train.threads=1",
+            "train.progress=false",
+            "evaluation.heatmap_count=4",
+        ],
+    )
+    out = tracking.tracked_experiment(cfg, "0", 0)
+    assert 0.0 <= out["image_auc"] <= 1.0 and out["model_version"] == "1" and out["champion"] is True
+    client = MlflowClient(cfg.tracking.uri)
+    run = client.get_run(out["mlflow_run_id"])
+    assert run.data.metrics["image_auc"] == pytest.approx(out["image_auc"])
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 2
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert "figures/roc.png" in figures
