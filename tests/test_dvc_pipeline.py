@@ -170,7 +170,7 @@ def test_dvc_repro_tiny_pipeline(pipeline_repo):
 
     shown = json.loads(run([dvc, "metrics", "show", "--json"], repo, env).stdout)
     metrics = next(iter(shown.values()))["data"]["metrics.json"]["data"]
-    assert metrics["dataset"] == "fmnist" and set(metrics["per_class"]) == {"0", "1"}
+    assert metrics["dataset"] == "fmnist" and set(metrics["per_class"]) == {"t-shirt-top", "trouser"}
     for entry in metrics["per_class"].values():
         assert 0.0 <= entry["image_auc"] <= 1.0 and entry["runs"] == 1
     assert metrics["mean"]["image_auc"] == pytest.approx(
@@ -178,14 +178,14 @@ def test_dvc_repro_tiny_pipeline(pipeline_repo):
     )
     summary = json.loads((repo / "outputs/prepare/summary.json").read_text())
     assert summary["raw"]["md5"] == dict(sorted(setup_checksums().items()))
-    assert set(summary["classes"]) == {"0", "1"}
-    assert (repo / "outputs/evaluate/roc/0_seed0.csv").read_text().startswith("fpr,tpr")
-    assert any((repo / "outputs/evaluate/figures").glob("1_seed0_heatmaps*.png"))
+    assert set(summary["classes"]) == {"t-shirt-top", "trouser"}  # classes 0 and 1, by name
+    assert (repo / "outputs/evaluate/roc/t-shirt-top_seed0.csv").read_text().startswith("fpr,tpr")
+    assert any((repo / "outputs/evaluate/figures").glob("trouser_seed0_heatmaps*.png"))
     assert "# FCDD on fmnist" in (repo / "outputs/report.md").read_text()
     plots = json.loads(run([dvc, "plots", "show", "--json"], repo, env).stdout)
     assert any("auc_per_class.csv" in name for name in plots) and any("roc" in name for name in plots)
 
-    model = repo / "runs/fmnist/0/seed0/model.pt"
+    model = repo / "runs/fmnist/t-shirt-top/seed0/model.pt"
     trained_at = model.stat().st_mtime_ns
     second = run([dvc, "repro"], repo, env)
     assert ran_stages(second.stdout) == set()

@@ -21,7 +21,6 @@ from pipelines.stages.common import (
     FIGURES_DIR,
     METRICS,
     ROC_DIR,
-    stage_classes,
     stage_config,
     write_json,
 )
@@ -29,15 +28,28 @@ from pipelines.stages.common import (
 METRIC_KEYS = ("image_auc", "image_aupr", "pixel_auc", "aupro")
 
 
-def evaluate_run(cfg, cls: str, seed: int, device: str) -> dict:
+def trained_runs(cfg) -> list[dict]:
+    """The train stage's results table: one row per (class, seed) with its run folder."""
+    path = Path(cfg.train.output_dir) / cfg.data.dataset / "results.csv"
+    if not path.is_file():
+        raise SystemExit(f"evaluate: {path} is missing; run the train stage first (dvc repro train)")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    failed = [f"{r['class']}/seed{r['seed']}" for r in rows if r.get("status") != "completed"]
+    if failed or not rows:
+        raise SystemExit(f"evaluate: {path}: runs not completed: {failed or 'none listed'}")
+    return rows
+
+
+def evaluate_run(cfg, cls: str, seed: int, run_dir: Path, device: str) -> dict:
     """One run: load its Detector, score the test set, copy its curves and figures for DVC."""
     from fcdd.data import build_datasets
     from fcdd.detector import Detector
-    from fcdd.experiment import class_slug, evaluate, run_dir_for
+    from fcdd.experiment import class_slug, evaluate
 
-    model_path = run_dir_for(cfg, cls, seed) / "model.pt"
+    model_path = run_dir / "model.pt"
     if not model_path.is_file():
-        raise SystemExit(f"evaluate: {model_path} is missing; run the train stage first (dvc repro train)")
+        raise SystemExit(f"evaluate: {model_path} is missing; run the train stage again (dvc repro -f train)")
     detector = Detector.load(model_path, device=device)
     test_set = build_datasets(cfg, cls, seed).test
     name = f"{class_slug(cls)}_seed{seed}"
@@ -95,7 +107,10 @@ def main() -> None:
     for folder in (EVAL_RUNS, ROC_DIR, FIGURES_DIR):
         folder.mkdir(parents=True, exist_ok=True)
 
-    rows = [evaluate_run(cfg, cls, seed, device) for cls in stage_classes(cfg) for seed in cfg.train.seeds]
+    rows = [
+        evaluate_run(cfg, run["class"], int(run["seed"]), Path(run["run_dir"]), device)
+        for run in trained_runs(cfg)
+    ]
     metrics = top_metrics(cfg.data.dataset, aggregate(rows, keys=METRIC_KEYS))
     write_json(METRICS, metrics)
     write_auc_bars(AUC_BARS, metrics["per_class"])

@@ -48,6 +48,7 @@ def main() -> None:
     classes: dict = {}
     for cls in stage_classes(cfg):
         bundle = build_datasets(cfg, cls, SEED)
+        cls = str(bundle.summary.get("class", cls))  # the canonical name: '0' is 't-shirt-top'
         classes[cls] = {"preprocess": bundle.preprocess, "counts": bundle.summary}
         print(f"prepare: {cfg.data.dataset} class {cls!r}: {bundle.preprocess.get('normalisation')}")
     summary["classes"] = classes
