@@ -125,12 +125,12 @@ def find_unfinished_run(client: MlflowClient, experiment_id: str, key: str, run_
     """The newest RUNNING/FAILED/KILLED run of this (dataset, class, seed) and run folder."""
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`fcdd.run_key` = '{key}' and tags.`fcdd.run_dir` = '{run_dir}'",
+        filter_string=f"tags.`fcdd.run_key` = '{key}'",  # slugs only: safe to quote
         order_by=["attributes.start_time DESC"],
-        max_results=20,
+        max_results=50,
     )
     for run in runs:
-        if run.info.status in UNFINISHED:
+        if run.info.status in UNFINISHED and run.data.tags.get("fcdd.run_dir") == str(run_dir):
             return run.info.run_id
     return None
 
@@ -170,7 +170,8 @@ def tracked_experiment(
         client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
     _log_params(client, run_id, cfg)
 
-    with mlflow.start_run(run_id=run_id):  # marks the run FAILED if anything below raises
+    # The context marks the run FAILED if anything below raises; nested if the caller has a run open.
+    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
         epoch_logger = MlflowEpochLogger(client, run_id, forward_to=callbacks)
         result = run_experiment(cfg, cls, seed, callbacks=epoch_logger)
         _log_results(client, run_id, result)
