@@ -1,0 +1,174 @@
+"""Overhead of fcdd.engine.train over a bare training step (target: ratio <= 1.15 on a CPU).
+
+For each net, times a training step through ``engine.train`` (an in-memory dict dataset,
+num_workers=0, the second epoch so warm-up is excluded) against the bare forward + backward +
+optimiser step of the same net on tensors already in memory (on the device).
+
+    python benchmarks/bench_train_overhead.py --quick            # < 2 minutes on a 2-core CPU
+    python benchmarks/bench_train_overhead.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from fcdd.config import Config
+from fcdd.engine import make_optimizer, resolve_device, seed_everything, train
+from fcdd.loss import fcdd_loss
+from fcdd.models import build_net
+
+
+@dataclass
+class Case:
+    net: str
+    input_size: int
+    batch: int
+    steps: int
+    rounds: int = 1  # timed epochs; the fastest counts (the CPU may be shared)
+
+
+class InMemory(Dataset):
+    """Items {"image", "label", "mask", "index"} from tensors in memory (half labelled anomalous)."""
+
+    def __init__(self, n: int, channels: int, size: int):
+        self.images = torch.randn(n, channels, size, size)
+        self.labels = torch.arange(n) % 2
+        self.masks = torch.zeros(n, 1, size, size)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "label": self.labels[i], "mask": self.masks[i], "index": i}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def config_for(case: Case, device: torch.device) -> Config:
+    cfg = Config()
+    cfg.model.net, cfg.model.input_size = case.net, case.input_size
+    cfg.data.num_workers = 0
+    t = cfg.train
+    t.epochs, t.batch_size, t.optimizer, t.lr = 1 + case.rounds, case.batch, "sgd", 1e-3
+    t.progress, t.device = False, str(device)
+    return cfg
+
+
+class Clock:
+    """Wall and CPU (process) time. CPU time is the fairer measure on a shared machine: other
+    users' load stretches the wall clock of whichever loop happens to run during it."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.marks: list[tuple[float, float]] = []
+
+    def mark(self) -> None:
+        _sync(self.device)
+        self.marks.append((time.perf_counter(), time.process_time()))
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:  # the engine's callback
+        self.mark()
+
+    def fastest_per_step(self, steps: int) -> tuple[float, float]:
+        """(wall, cpu) seconds per step of the fastest interval between marks."""
+        deltas = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(self.marks, self.marks[1:], strict=False)]
+        wall = min(d[0] for d in deltas) / steps
+        cpu = min(d[1] for d in deltas) / steps
+        return wall, cpu
+
+
+def time_engine(case: Case, device: torch.device) -> tuple[float, float]:
+    """(wall, cpu) seconds per step through engine.train: the fastest epoch after the first,
+    measured between epoch ends, so the per-epoch checkpoint is included."""
+    cfg = config_for(case, device)
+    seed_everything(0)
+    model = build_net(case.net, case.input_size)
+    data = InMemory(case.batch * case.steps, model.in_channels, case.input_size)
+    clock = Clock(device)
+    with tempfile.TemporaryDirectory() as run_dir:
+        train(model, data, cfg, device, Path(run_dir), callbacks=clock)
+    return clock.fastest_per_step(case.steps)
+
+
+def time_bare(case: Case, device: torch.device) -> tuple[float, float]:
+    """(wall, cpu) seconds per bare step on tensors already on the device."""
+    cfg = config_for(case, device)
+    seed_everything(0)
+    model = build_net(case.net, case.input_size).to(device).train()
+    optimizer = make_optimizer(model, cfg)
+    x = torch.randn(case.batch, model.in_channels, case.input_size, case.input_size, device=device)
+    labels = (torch.arange(case.batch) % 2).to(device)
+    amp = device.type == "cuda" and cfg.train.amp
+
+    def step() -> None:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(x)
+        fcdd_loss(out, labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up
+    clock = Clock(device)
+    clock.mark()
+    for _ in range(case.rounds):
+        for _ in range(case.steps):
+            step()
+        clock.mark()
+    return clock.fastest_per_step(case.steps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer steps and VGG at batch 4 (< 2 min on a CPU)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--bare-first", action="store_true", help="time the bare loop before the engine")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    gpu = device.type == "cuda"
+    if args.quick:
+        cases = [Case("cnn28", 28, 128, 3), Case("vgg11_bn", 224, 4, 2)]  # one timed epoch each
+    else:
+        cases = [Case("cnn28", 28, 128, 20 if gpu else 6, 2), Case("vgg11_bn", 224, 16, 20 if gpu else 3, 2)]
+
+    print(f"device {device}, torch threads {torch.get_num_threads()}")
+    header = (
+        "net",
+        "batch",
+        "steps",
+        "engine s/step",
+        "bare s/step",
+        "wall ratio",
+        "engine cpu",
+        "bare cpu",
+        "cpu ratio",
+    )
+    print("  ".join(f"{h:>13}" for h in header))
+    for case in cases:
+        if args.bare_first:
+            bare = time_bare(case, device)
+            engine = time_engine(case, device)
+        else:
+            engine = time_engine(case, device)
+            bare = time_bare(case, device)
+        row = [case.net, case.batch, case.steps, engine[0], bare[0], engine[0] / bare[0]]
+        row += [engine[1], bare[1], engine[1] / bare[1]]
+        print("  ".join(f"{v:>13.4f}" if isinstance(v, float) else f"{v!s:>13}" for v in row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
