@@ -45,6 +45,7 @@ def test_selection_metric_prefers_pixel_auc():
         registry.selection_metric({"aupro": 0.5})
 
 
+@pytest.mark.slow
 def test_champion_moves_only_when_better(store, tmp_path):
     _, client = store
     v1, champ1 = _register(store, tmp_path, {"image_auc": 0.9, "pixel_auc": 0.80})
@@ -62,6 +63,7 @@ def test_champion_moves_only_when_better(store, tmp_path):
     assert "pixel_auc=0.8500" in version.description
 
 
+@pytest.mark.slow
 def test_different_protocol_is_not_compared(store, tmp_path):
     _, client = store
     v1, _ = _register(store, tmp_path, {"image_auc": 0.7}, protocol="mvtec/grid/a")
@@ -72,6 +74,7 @@ def test_different_protocol_is_not_compared(store, tmp_path):
     assert tag.startswith("not compared: protocol")
 
 
+@pytest.mark.slow
 def test_concurrent_registrations_leave_best_champion(store, tmp_path):
     _, client = store
     _register(store, tmp_path, {"image_auc": 0.5})  # creates the model and the schema first
