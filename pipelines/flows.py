@@ -60,6 +60,22 @@ def dataset_overrides(params: str, dataset: str | None) -> list[str]:
     return [f"preset={json.dumps(chosen)}", f"data.dataset={dataset}"]
 
 
+def canonical_class(cfg: Config, cls: str) -> str:
+    """The dataset's own name of a class given by name, slug or index ('0' -> 't-shirt-top' on fmnist).
+
+    Run folders and result rows use it. A class the dataset does not know stays as given: its run
+    then fails with the data module's error, which names it.
+    """
+    from fcdd.data import class_names
+    from fcdd.data.training_set import resolve_class
+
+    try:
+        names = class_names(cfg)
+        return names[resolve_class(str(cls), names, cfg.data.dataset)]
+    except (ValueError, OSError):  # DataError is a ValueError
+        return str(cls)
+
+
 def _preset_names(params: str) -> set[str]:
     import yaml
 
@@ -89,7 +105,9 @@ class _EpochForwarder:
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         self.seen.append(int(epoch))
-        parts = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items() if k != "epoch")
+        parts = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items() if k != "epoch"
+        )
         self.logger.info("epoch %s/%s %s", epoch, self.epochs, parts)
         marker = self.run_dir / ".injected-failure"  # a file, so "once" holds across processes too
         if self.fail_after is not None and epoch == self.fail_after and not marker.exists():
@@ -174,6 +192,7 @@ def fit_class(cfg: Config, cls: str, seed: int, parent_run_id: str | None) -> di
     logger = get_run_logger()
     run_context = TaskRunContext.get()
     attempt = run_context.task_run.run_count if run_context else 1
+    cls = canonical_class(cfg, cls)
     run_dir = run_dir_for(cfg, cls, seed)
     resuming = (run_dir / "checkpoint.pt").exists()
     logger.info(
@@ -240,7 +259,7 @@ def train_class(
     )
     row = fit(cfg, str(cls), int(seed), parent_run_id)
     create_table_artifact(
-        key=result_artifact_key(cfg.data.dataset, str(cls), int(seed)),
+        key=result_artifact_key(cfg.data.dataset, row["class"], int(seed)),
         table=[_plain_row(row)],
         description=f"FCDD result: {cfg.data.dataset}, class {cls}, seed {seed}",
     )
@@ -271,7 +290,7 @@ def train_dataset(
     logger = get_run_logger()
     child_overrides = [*dataset_overrides(params, dataset), *(overrides or [])]
     cfg = load_config(params, child_overrides)
-    classes = [str(c) for c in (classes or cfg.data.classes or class_names(cfg))]
+    classes = [canonical_class(cfg, c) for c in (classes or cfg.data.classes or class_names(cfg))]
     seeds = [int(s) for s in (seeds or cfg.train.seeds)]
     jobs = [(c, s) for c in classes for s in seeds]
     logger.info(

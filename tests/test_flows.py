@@ -81,6 +81,13 @@ def test_dataset_override_swaps_the_dataset_preset():
     assert flows.dataset_overrides(PARAMS, None) == []
 
 
+def test_classes_get_the_dataset_names_and_unknown_ones_stay_as_given():
+    cfg = load_config(PARAMS)
+    assert flows.canonical_class(cfg, "0") == "t-shirt-top"
+    assert flows.canonical_class(cfg, "Trouser") == "trouser"
+    assert flows.canonical_class(cfg, "no-such-class") == "no-such-class"
+
+
 def test_results_frame_puts_the_known_columns_first_and_keeps_failures():
     rows = [
         {"dataset": "fmnist", "class": "0", "seed": 0, "status": "completed", "image_auc": 0.9, "n_test": 5},
@@ -165,7 +172,8 @@ def test_train_class_trains_evaluates_and_records_an_artifact(harness, tmp_path)
     with get_client(sync_client=True) as client:
         artifact = client.read_latest_artifacts()
     keys = {a.key for a in artifact}
-    assert flows.result_artifact_key("fmnist", "0", 0) in keys
+    assert row["class"] == "t-shirt-top"  # '0' is Fashion-MNIST's first class
+    assert flows.result_artifact_key("fmnist", "t-shirt-top", 0) in keys
 
 
 @needs_data
@@ -187,11 +195,11 @@ def test_train_dataset_reports_a_failed_class_while_others_finish(harness, tmp_p
         params=PARAMS, classes=["0", "no-such-class"], overrides=tiny_overrides(tmp_path)
     )
     by_class = {r["class"]: r for r in rows}
-    assert by_class["0"]["status"] == "completed"
+    assert by_class["t-shirt-top"]["status"] == "completed"
     assert by_class["no-such-class"]["status"] == "failed"
     assert "no-such-class" in by_class["no-such-class"]["error"]
     table = pd.read_csv(tmp_path / "fmnist" / "results.csv", dtype={"class": str})
-    assert list(table["class"]) == ["0", "no-such-class"]
+    assert list(table["class"]) == ["t-shirt-top", "no-such-class"]
     assert list(table["status"]) == ["completed", "failed"]
     with get_client(sync_client=True) as client:
         keys = {a.key for a in client.read_latest_artifacts()}
@@ -203,6 +211,22 @@ def test_train_dataset_reports_a_failed_class_while_others_finish(harness, tmp_p
 def test_local_mode_runs_classes_in_parallel_subflows(harness, tmp_path):
     overrides = [*tiny_overrides(tmp_path, classes="['0', '1']"), "orchestration.max_parallel=2"]
     rows = flows.train_dataset(params=PARAMS, overrides=overrides)
-    assert sorted(r["class"] for r in rows) == ["0", "1"]
+    assert sorted(r["class"] for r in rows) == ["t-shirt-top", "trouser"]
     assert all(r["status"] == "completed" for r in rows)
     assert len({r["run_dir"] for r in rows}) == 2
+
+
+@pytest.mark.slow
+def test_deploy_sets_up_the_pool_and_limit_named_in_params(harness):
+    from pipelines.deploy import ensure_infrastructure
+
+    cfg = load_config(
+        PARAMS, ["orchestration.work_pool=fcdd-test-pool", "orchestration.concurrency_limit=fcdd-test-slots"]
+    )
+    ensure_infrastructure(cfg, gpus=2)
+    ensure_infrastructure(cfg, gpus=3)  # again: the pool stays, the limit follows
+    with get_client(sync_client=True) as client:
+        assert client.read_work_pool("fcdd-test-pool").type == "process"
+        assert client.read_global_concurrency_limit_by_name("fcdd-test-slots").limit == 3
+    with pytest.raises(ValueError, match="gpus"):
+        ensure_infrastructure(cfg, gpus=0)

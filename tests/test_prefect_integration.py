@@ -52,6 +52,7 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
         "evaluation.heatmap_count=4",
         "train.progress=false",
         "tracking.enabled=false",
+        "orchestration.retry_delay_s=1",
         "data.classes=['0']",
         f"train.output_dir={tmp_path / 'runs'}",
         f"data.cache_dir={tmp_path / 'cache'}",
@@ -153,19 +154,19 @@ def test_deployment_run_fans_out_to_class_deployment_runs(prefect_server, tmp_pa
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n--- worker:\n{worker_log[-6000:]}"
 
     table = pd.read_csv(output / "fmnist" / "results.csv", dtype={"class": str})
-    assert list(table["class"]) == ["0"] and list(table["status"]) == ["completed"]
+    assert list(table["class"]) == ["t-shirt-top"] and list(table["status"]) == ["completed"]
     assert 0.0 <= float(table.loc[0, "image_auc"]) <= 1.0
     assert isinstance(table.loc[0, "flow_run_id"], str)  # it ran as its own deployment run
-    assert (output / "fmnist" / "0" / "seed0" / "model.pt").is_file()
+    assert (output / "fmnist" / "t-shirt-top" / "seed0" / "model.pt").is_file()
 
     flow_runs = _api_post(api, "/flow_runs/filter", {})
     states = [fr["state"]["type"] for fr in flow_runs]
     assert len(flow_runs) == 2 and states == ["COMPLETED", "COMPLETED"], flow_runs
-    child = next(fr for fr in flow_runs if fr["name"] == "fmnist-0-seed0")
+    child = next(fr for fr in flow_runs if fr["name"] == "fmnist-t-shirt-top-seed0")
     assert child["id"] == table.loc[0, "flow_run_id"]
 
     keys = {a["key"] for a in _api_post(api, "/artifacts/filter", {})}
-    assert {"fcdd-fmnist-aucs", "fcdd-fmnist-summary", "fcdd-fmnist-0-seed0"} <= keys
+    assert {"fcdd-fmnist-aucs", "fcdd-fmnist-summary", "fcdd-fmnist-t-shirt-top-seed0"} <= keys
     assert "epoch 1/1" in worker_log  # the engine's epoch log reached Prefect's run logger
 
 
