@@ -166,6 +166,15 @@ def test_fmnist_one_vs_rest_counts_labels_and_stats(tmp_path, fmnist_root):
     assert bundle.test.raw_image(0).shape == (28, 28, 3) and bundle.test.full_mask(0).shape == (28, 28)
 
 
+def test_fmnist_torchvision_raw_layout_uncompressed(tmp_path, fmnist_root):
+    raw = tmp_path / "tv" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in fmnist_root.iterdir():
+        (raw / f.name.removesuffix(".gz")).write_bytes(gzip.decompress(f.read_bytes()))
+    bundle = build_datasets(config(tmp_path, "fmnist", tmp_path / "tv", 28), "0", 0)
+    assert bundle.summary["class"] == "t-shirt-top" and len(bundle.train) == 5 and len(bundle.test) == 20
+
+
 @pytest.mark.parametrize("alias", ["ankle-boot", "Ankle boot", "9", "ANKLE_BOOT"])
 def test_fmnist_class_aliases(tmp_path, fmnist_root, alias):
     assert (

@@ -40,7 +40,7 @@ def normalise(x: torch.Tensor, normalisation: dict[str, Any]) -> torch.Tensor:
     kind = normalisation.get("kind")
     if kind == "gcn-minmax":
         lo, hi = float(normalisation["min"]), float(normalisation["max"])
-        return (gcn(x) - lo) / (hi - lo)
+        return gcn(x).sub_(lo).div_(hi - lo)
     if kind == "meanstd":
         shape = (-1, 1, 1)
         mean = torch.tensor(normalisation["mean"], dtype=x.dtype).view(shape)

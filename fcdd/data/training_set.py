@@ -1,10 +1,12 @@
 """Dataset containers: image stores, the training set with online anomaly injection, the test set.
 
-Determinism: all randomness (injection coin, anomaly generator seed, v2 augmentation) is drawn from
-torch's global generator inside ``__getitem__``. torch.utils.data.DataLoader seeds that generator in
-each worker with ``base_seed + worker_id`` where ``base_seed`` is drawn from the main process's
-generator once per epoch (per iterator), so after ``torch.manual_seed(seed)`` every epoch and every
-worker gets its own reproducible stream (same seed + same num_workers -> same batches).
+Determinism: all randomness (injection coin, the anomaly source's numpy Generator, augmentation) is
+drawn from torch's global generator inside ``__getitem__``, nothing from unseeded state.
+- fcdd.engine re-seeds that generator before every item with a per-sample seed drawn from the run's
+  seeded sampler (new seeds every epoch): items are then independent of num_workers and resumable.
+- Under a plain DataLoader, torch seeds each worker with ``base_seed + worker_id``, ``base_seed``
+  drawn from the main generator once per epoch: after ``torch.manual_seed(seed)`` each epoch and
+  worker gets its own reproducible stream (same seed and num_workers -> same batches).
 """
 
 from __future__ import annotations
@@ -33,12 +35,21 @@ class TensorStore:
 
     def __init__(self, data: np.ndarray | torch.Tensor, channels_last: bool = True):
         self.data, self.channels_last = data, channels_last
+        if not isinstance(data, np.memmap):  # in memory: one conversion to [N, C, H, W] up front
+            x = torch.tensor(np.asarray(data))  # a copy: idx arrays are read-only buffers
+            x = x.unsqueeze(-1 if channels_last else 1) if x.dim() == 3 else x
+            self.data, self.channels_last = (
+                (x.permute(0, 3, 1, 2) if channels_last else x).contiguous(),
+                False,
+            )
 
     def __len__(self) -> int:
         return len(self.data)
 
     def uint8(self, i: int) -> torch.Tensor:
-        x = torch.as_tensor(np.array(self.data[i], copy=True))
+        if isinstance(self.data, torch.Tensor):
+            return self.data[i].clone()
+        x = torch.from_numpy(np.array(self.data[i], copy=True))  # memory-mapped cache file
         if x.dim() == 2:
             x = x.unsqueeze(-1 if self.channels_last else 0)
         return x.permute(2, 0, 1).contiguous() if self.channels_last else x
