@@ -182,8 +182,13 @@ def test_dvc_repro_tiny_pipeline(pipeline_repo):
     assert (repo / "outputs/evaluate/roc/t-shirt-top_seed0.csv").read_text().startswith("fpr,tpr")
     assert any((repo / "outputs/evaluate/figures").glob("trouser_seed0_heatmaps*.png"))
     assert "# FCDD on fmnist" in (repo / "outputs/report.md").read_text()
-    plots = json.loads(run([dvc, "plots", "show", "--json"], repo, env).stdout)
-    assert any("auc_per_class.csv" in name for name in plots) and any("roc" in name for name in plots)
+    plots = json.loads(run([dvc, "plots", "show", "--json"], repo, env).stdout)["data"]
+    (bars,) = plots["outputs/evaluate/auc_per_class.csv"]
+    assert [row["class"] for row in bars["content"]["data"]["values"]] == ["t-shirt-top", "trouser"]
+    assert {
+        "outputs/evaluate/roc/trouser_seed0.csv",
+        "outputs/evaluate/figures/trouser_seed0_roc.png",
+    } <= set(plots)
 
     model = repo / "runs/fmnist/t-shirt-top/seed0/model.pt"
     trained_at = model.stat().st_mtime_ns
