@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -482,6 +483,19 @@ def test_injection_with_worker_processes_is_reproducible():
         return torch.cat([b["image"] for b in torch.utils.data.DataLoader(ts, batch_size=8, num_workers=2)])
 
     assert torch.equal(epoch(), epoch())
+
+
+def test_datasets_pickle_for_spawned_workers(tmp_path, mvtec_root, fmnist_root):
+    for bundle in (
+        build_datasets(mvtec_cfg(tmp_path, mvtec_root), "widget", 0),
+        build_datasets(config(tmp_path, "fmnist", fmnist_root, 28), "bag", 0),
+    ):
+        test = pickle.loads(pickle.dumps(bundle.test))
+        train = pickle.loads(pickle.dumps(bundle.train))
+        i = len(test) - 1
+        assert torch.equal(test[i]["image"], bundle.test[i]["image"])
+        assert np.array_equal(test.full_mask(i), bundle.test.full_mask(i))
+        assert test.raw_image(i).shape[2] == 3 and train[0]["image"].shape == bundle.train[0]["image"].shape
 
 
 def test_source_with_a_wrong_mask_is_an_error():

@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fcdd.data.errors import DataError
 from fcdd.data.folder import IMAGE_EXTENSIONS, files_key
-from fcdd.data.training_set import RawData, TensorStore, TestData, resolve_class
+from fcdd.data.training_set import RawData, TensorStore, TestData, in_memory_metadata, resolve_class
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 ALIASES = {"plane": 0, "car": 1, "aeroplane": 0}
@@ -116,13 +116,13 @@ def load_cifar10(cfg: Any, cls: str, seed: int) -> RawData:
         raise DataError(f"data.root {root}: no such file or directory")
     archive_like = root.is_file() or (root / "train").is_dir()
     train, test_x, test_y, paths = (_from_archive if archive_like else _from_torchvision)(cfg, root, c)
+    store = TensorStore(test_x)
     test = TestData(
-        images=TensorStore(test_x),
+        images=store,
         labels=(test_y != c).astype(np.int64),
         defect_types=["good" if y == c else CIFAR10_CLASSES[y] for y in test_y],
         paths=paths,
-        raw_image=lambda j: np.asarray(test_x[j]),
-        original_size=lambda j: (32, 32),
+        **in_memory_metadata(store),
     )
     return RawData(
         name="cifar10",

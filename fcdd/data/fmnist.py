@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from fcdd.data.errors import DataError
-from fcdd.data.training_set import RawData, TensorStore, TestData, resolve_class, slug
+from fcdd.data.training_set import RawData, TensorStore, TestData, in_memory_metadata, resolve_class, slug
 
 # torchvision.datasets.FashionMNIST.classes; run folders use their slugs ('t-shirt-top', 'ankle-boot').
 FMNIST_CLASSES = [
@@ -107,13 +107,13 @@ def load_fmnist(cfg: Any, cls: str, seed: int) -> RawData:
         raise DataError(f"{cfg.data.root}: empty class {slug(FMNIST_CLASSES[c])}, no training images")
     labels = (test_y != c).astype(np.int64)
     names = [slug(n) for n in FMNIST_CLASSES]
+    store = TensorStore(test_x)
     test = TestData(
-        images=TensorStore(test_x),
+        images=store,
         labels=labels,
         defect_types=["good" if y == c else names[y] for y in test_y],
         paths=[f"fmnist:test:{i}" for i in range(len(test_y))],
-        raw_image=lambda j: np.repeat(test_x[j][:, :, None], 3, axis=2),
-        original_size=lambda j: (28, 28),
+        **in_memory_metadata(store),
     )
     return RawData(
         name="fmnist",

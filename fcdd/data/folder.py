@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -138,21 +139,33 @@ def file_test_data(
     has_masks: bool,
 ) -> TestData:
     """TestData over cached arrays, reading originals lazily for full masks and figures."""
-
-    def full_mask(j: int) -> np.ndarray:
-        mp = mask_paths[j]
-        return open_mask(mp, threshold) if mp else np.zeros(image_size(paths[j]), dtype=bool)
-
     return TestData(
         images=TensorStore(images),
         labels=np.asarray(labels, dtype=np.int64),
         defect_types=defect_types,
         paths=paths,
-        raw_image=lambda j: rgb_array(paths[j]),
-        original_size=lambda j: image_size(paths[j]),
+        **file_metadata(paths),
         masks=TensorStore(masks.view(np.uint8)) if has_masks else None,
-        full_mask=full_mask if has_masks else None,
+        full_mask=partial(_full_mask, paths, mask_paths, threshold) if has_masks else None,
     )
+
+
+def _path_rgb(paths: list[str], j: int) -> np.ndarray:
+    return rgb_array(paths[j])
+
+
+def _path_size(paths: list[str], j: int) -> tuple[int, int]:
+    return image_size(paths[j])
+
+
+def _full_mask(paths: list[str], mask_paths: list[str | None], threshold: int, j: int) -> np.ndarray:
+    mp = mask_paths[j]
+    return open_mask(mp, threshold) if mp else np.zeros(image_size(paths[j]), dtype=bool)
+
+
+def file_metadata(paths: list[str]) -> dict[str, Any]:
+    """raw_image / original_size of TestData read from the original files (picklable partials)."""
+    return {"raw_image": partial(_path_rgb, paths), "original_size": partial(_path_size, paths)}
 
 
 def _expand(root: Path, entries: list[str], what: str) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from fcdd.data.errors import DataError
-from fcdd.data.folder import image_size, list_images, open_image, rgb_array
+from fcdd.data.folder import file_metadata, list_images, open_image
 from fcdd.data.training_set import FileStore, RawData, TestData, resolve_class, slug
 
 # (name, ImageNet-1k WordNet id), in the order of Hendrycks et al. (2019).
@@ -70,8 +70,7 @@ def load_imagenet30(cfg: Any, cls: str, seed: int) -> RawData:
         labels=(test_y != c).astype(np.int64),
         defect_types=["good" if y == c else NAMES[y] for y in test_y],
         paths=paths,
-        raw_image=lambda j: rgb_array(paths[j]),
-        original_size=lambda j: image_size(paths[j]),
+        **file_metadata(paths),
     )
     size = cfg.model.input_size
     return RawData(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -66,6 +67,22 @@ class FileStore:
 
     def uint8(self, i: int) -> torch.Tensor:
         return pil_to_uint8(self.opener(self.paths[i]), self.channels)
+
+
+def _store_rgb(store: ImageStore, j: int) -> np.ndarray:
+    x = store.uint8(j).permute(1, 2, 0).numpy()
+    return np.repeat(x, 3, axis=2) if x.shape[2] == 1 else x
+
+
+def _store_size(store: ImageStore, j: int) -> tuple[int, int]:
+    return tuple(store.uint8(j).shape[1:])  # type: ignore[return-value]
+
+
+def in_memory_metadata(store: ImageStore) -> dict[str, Callable]:
+    """raw_image / original_size of TestData for images kept at their original size in ``store``.
+
+    functools.partial of module functions, not lambdas: the test set must pickle (spawned workers)."""
+    return {"raw_image": partial(_store_rgb, store), "original_size": partial(_store_size, store)}
 
 
 def uint8_to_pil(x: torch.Tensor) -> Image.Image:
