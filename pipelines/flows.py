@@ -212,7 +212,7 @@ def fit_class(cfg: Config, cls: str, seed: int, parent_run_id: str | None) -> di
         first_epoch=forwarder.seen[0] if forwarder.seen else None,
         error="",
     )
-    logger.info("image AUC %.4f, pixel AUC %s", row["image_auc"], _fmt(row.get("pixel_auc")))
+    logger.info("image AUC %.4f, pixel AUC %s", row["image_auc"], _fmt(row.get("pixel_auc")) or "n/a")
     return row
 
 
@@ -492,5 +492,30 @@ def _plain_row(row: dict) -> dict:
     return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in row.items()}
 
 
-if __name__ == "__main__":  # python -m pipelines.flows: the fan-out with params.yaml, in-process
-    train_dataset()
+def main(argv: list[str] | None = None) -> None:
+    """``python -m pipelines.flows [--classes 0 1] [-o train.epochs=3]``: the fan-out, in-process."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the fcdd-train flow (orchestration.mode decides how).")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--dataset", default=None)
+    parser.add_argument("--classes", nargs="*", default=None)
+    parser.add_argument("--seeds", nargs="*", type=int, default=None)
+    parser.add_argument("-o", "--override", action="append", default=[], help="section.key=value")
+    args = parser.parse_args(argv)
+    rows = train_dataset(
+        params=args.params,
+        dataset=args.dataset,
+        classes=args.classes,
+        seeds=args.seeds,
+        overrides=args.override,
+    )
+    print(
+        results_frame(rows)[["class", "seed", "status", "image_auc", "pixel_auc", "error"]].to_string(
+            index=False
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

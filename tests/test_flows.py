@@ -230,3 +230,22 @@ def test_deploy_sets_up_the_pool_and_limit_named_in_params(harness):
         assert client.read_global_concurrency_limit_by_name("fcdd-test-slots").limit == 3
     with pytest.raises(ValueError, match="gpus"):
         ensure_infrastructure(cfg, gpus=0)
+
+
+@needs_data
+@pytest.mark.slow
+def test_train_dataset_with_mlflow_links_each_class_run(harness, tmp_path):
+    pytest.importorskip("mlflow")
+    overrides = [
+        *tiny_overrides(tmp_path),
+        "tracking.enabled=true",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlruns.db'}",
+        f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
+        "tracking.register=false",
+    ]
+    rows = flows.train_dataset(params=PARAMS, overrides=overrides)
+    (row,) = rows
+    assert row["status"] == "completed" and row["mlflow_run_id"]
+    cfg = load_config(PARAMS, overrides)
+    markdown = flows.summary_markdown(cfg, rows)
+    assert f"/runs/{row['mlflow_run_id']})" in markdown  # a link to the class's MLflow run
