@@ -159,6 +159,14 @@ def test_fmnist_one_vs_rest_counts_labels_and_stats(tmp_path, fmnist_root):
     assert item["image"].shape == (1, 28, 28) and item["label"].item() == 0 and item["mask"].sum() == 0
     norm = bundle.preprocess["normalisation"]
     assert norm["kind"] == "gcn-minmax" and norm["min"] < 0 < norm["max"]
+    from fcdd.data.fmnist import load_split
+    from fcdd.data.normalisation import gcn
+
+    x, y = load_split(config(tmp_path, "fmnist", fmnist_root, 28), "train")
+    expected = gcn(torch.from_numpy(x[y == 8]).float().unsqueeze(1) / 255)  # the nominal class only
+    assert norm["min"] == pytest.approx(expected.min().item()) and norm["max"] == pytest.approx(
+        expected.max().item()
+    )
     cache = json.loads((tmp_path / "cache" / "normalisation.json").read_text())
     assert any(k.startswith("fmnist|bag|") for k in cache)
     test_image = bundle.test[0]["image"]
@@ -342,6 +350,23 @@ def test_mvtec_truncated_image_empty_class_and_non_image(tmp_path, mvtec_root):
         f.unlink()
     with pytest.raises(DataError, match="empty class"):
         build_datasets(cfg, "widget", 0)
+
+
+def test_mvtec_confetti_injection_through_build_datasets(tmp_path, mvtec_root):
+    cfg = mvtec_cfg(tmp_path, mvtec_root)
+    cfg.anomalies.kind, cfg.anomalies.probability = "confetti", 1.0
+    bundle = build_datasets(cfg, "widget", 0)
+    torch.manual_seed(0)
+    item = bundle.train[0]
+    assert item["label"].item() == 1 and item["mask"].shape == (1, 28, 28) and item["mask"].min() == 1.0
+    assert bundle.summary["train"]["anomaly_kind"] == "confetti"
+
+
+def test_semi_needs_masks(tmp_path, fmnist_root):
+    cfg = config(tmp_path, "fmnist", fmnist_root, 28)
+    cfg.anomalies.kind = "semi"
+    with pytest.raises(DataError, match="semi needs anomalous test images with masks"):
+        build_datasets(cfg, "bag", 0)
 
 
 def test_mvtec_semi_moves_k_per_defect_type_out_of_the_test_set(tmp_path, mvtec_root):

@@ -231,7 +231,8 @@ def load_folder(cfg: Any, cls: str, seed: int) -> RawData:
         return out
 
     nominal = images_of(fc.nominal, "nominal")
-    anomalous = [f for f in images_of(fc.anomalous, "anomalous") if f not in set(nominal)]
+    nominal_set = set(nominal)
+    anomalous = [f for f in images_of(fc.anomalous, "anomalous") if f not in nominal_set]
     if len(nominal) < 2:
         raise DataError(
             f"data.folder.nominal under {root}: found {len(nominal)} nominal images, need at least 2"
@@ -266,7 +267,7 @@ def load_folder(cfg: Any, cls: str, seed: int) -> RawData:
     test = file_test_data(
         test_paths, labels, defect, test_imgs, test_m, test_masks, fc.mask_threshold, has_masks
     )
-    key = f"folder|{name}|{root.resolve()}|seed={seed}|n={len(train)}"
+    key = f"folder|{name}|{root.resolve()}|seed={seed}|files={files_key(train)}"
     return RawData(
         name="folder",
         cls=name,

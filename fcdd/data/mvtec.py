@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fcdd.data.errors import DataError
-from fcdd.data.folder import cached_arrays, file_test_data, list_images, stored_geometry
+from fcdd.data.folder import cached_arrays, file_test_data, files_key, list_images, stored_geometry
 from fcdd.data.training_set import RawData, TensorStore
 
 MVTEC_CATEGORIES = (
@@ -85,7 +85,7 @@ def load_mvtec(cfg: Any, cls: str, seed: int) -> RawData:
         test=test,
         geometry=stored_geometry(cfg),
         stats="gcn-minmax",
-        stats_key=f"mvtec|{cls}|{root.resolve()}|n={len(train)}",
+        stats_key=f"mvtec|{cls}|{root.resolve()}|files={files_key(train)}",
         source_size=size,
         stored_size=size,
         train_paths=train,
