@@ -1,11 +1,11 @@
 """Overhead of fcdd.engine.train over a bare training step (target: ratio <= 1.15 on a CPU).
 
 For each net, times a training step through ``engine.train`` (an in-memory dict dataset,
-num_workers=0, the second epoch so warm-up is excluded) against the bare forward + backward +
-optimiser step of the same net on tensors already in memory (on the device).
+num_workers=0 unless --workers; the fastest epoch after the first, checkpoint included) against the
+bare forward + backward + optimiser step of the same net on tensors already on the device.
 
     python benchmarks/bench_train_overhead.py --quick            # < 2 minutes on a 2-core CPU
-    python benchmarks/bench_train_overhead.py --device cuda
+    python benchmarks/bench_train_overhead.py --device cuda [--workers 4]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,6 +32,7 @@ class Case:
     batch: int
     steps: int
     rounds: int = 1  # timed epochs; the fastest counts (the CPU may be shared)
+    workers: int = 0  # DataLoader workers of the engine run
 
 
 class InMemory(Dataset):
@@ -57,7 +58,7 @@ def _sync(device: torch.device) -> None:
 def config_for(case: Case, device: torch.device) -> Config:
     cfg = Config()
     cfg.model.net, cfg.model.input_size = case.net, case.input_size
-    cfg.data.num_workers = 0
+    cfg.data.num_workers = case.workers
     t = cfg.train
     t.epochs, t.batch_size, t.optimizer, t.lr = 1 + case.rounds, case.batch, "sgd", 1e-3
     t.progress, t.device = False, str(device)
@@ -134,6 +135,9 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="DataLoader workers for the engine (default 0)"
+    )
     parser.add_argument("--bare-first", action="store_true", help="time the bare loop before the engine")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -145,7 +149,10 @@ def main() -> None:
     else:
         cases = [Case("cnn28", 28, 128, 20 if gpu else 6, 2), Case("vgg11_bn", 224, 16, 20 if gpu else 3, 2)]
 
-    print(f"device {device}, torch threads {torch.get_num_threads()}")
+    cases = [replace(case, workers=args.workers) for case in cases]
+    print(
+        f"device {device}, torch threads {torch.get_num_threads()}, engine DataLoader workers {args.workers}"
+    )
     header = (
         "net",
         "batch",

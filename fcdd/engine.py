@@ -1,25 +1,27 @@
 """The FCDD training loop: read ``train`` top to bottom.
 
-Repeatability: every training sample is drawn together with its own seed from one seeded generator,
-and the RNGs (torch, numpy, random) are re-seeded with it right before the dataset's ``__getitem__``.
-A sample's augmentation and anomaly injection therefore depend only on that generator, whatever
-``num_workers`` is, and a resumed run (generator state restored from the checkpoint) reproduces an
-uninterrupted one exactly on the CPU. Datasets should draw randomness from those global RNGs.
+Repeatability: every batch of indices is drawn together with its own seed from one seeded generator,
+and the RNGs (torch, numpy, random) are re-seeded with it right before the batch's items are loaded
+(once per batch: seeding costs ~25 us, too much per sample). A batch's augmentation and anomaly
+injection therefore depend only on that generator, whatever ``num_workers`` is, and a resumed run
+(generator state restored from the checkpoint) reproduces an uninterrupted one exactly on the CPU.
+Datasets should draw their randomness from those global RNGs.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from tqdm.auto import tqdm
 
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
@@ -68,14 +70,20 @@ def choose_loss(cfg: Config) -> str:
 # --- data: per-sample seeds ----------------------------------------------------------------------
 
 
-def _seed_sample(seed: int) -> None:
+def _seed_rngs(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.default_generator.manual_seed(seed)  # CPU only: no CUDA initialisation in workers
 
 
+class SeededBatch(NamedTuple):
+    seed: int
+    indices: list[int]
+
+
 class _SeededItems(Dataset):
-    """Wraps a dataset: item (index, seed) -> dataset[index] drawn with the RNGs seeded to seed."""
+    """Wraps a dataset: a SeededBatch loads its items with the RNGs seeded to its seed. The
+    DataLoader hands whole batches to ``__getitems__``, in the main process or in one worker."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -83,26 +91,40 @@ class _SeededItems(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, seed = key
-        _seed_sample(seed)
+    def __getitem__(self, index: int) -> Any:
         return self.dataset[index]
 
+    def __getitems__(self, batch: SeededBatch) -> list[Any]:
+        _seed_rngs(batch.seed)
+        return [self.dataset[i] for i in batch.indices]
 
-class _SeededSampler(Sampler[tuple[int, int]]):
-    """``repeats`` shuffled passes over ``n`` items, each index paired with a fresh seed."""
 
-    def __init__(self, n: int, repeats: int, generator: torch.Generator):
-        self.n, self.repeats, self.generator = n, repeats, generator
+class _SeededBatches(Sampler[SeededBatch]):
+    """``repeats`` shuffled passes over ``n`` items, cut into batches, each with a fresh seed."""
+
+    def __init__(self, n: int, repeats: int, batch_size: int, generator: torch.Generator):
+        self.n, self.repeats, self.batch_size, self.generator = n, repeats, batch_size, generator
 
     def __len__(self) -> int:
-        return self.n * self.repeats
+        return math.ceil(self.n * self.repeats / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        for _ in range(self.repeats):
-            order = torch.randperm(self.n, generator=self.generator).tolist()
-            seeds = torch.randint(0, 2**31 - 1, (self.n,), generator=self.generator).tolist()
-            yield from zip(order, seeds, strict=True)
+    def __iter__(self) -> Iterator[SeededBatch]:
+        order = torch.cat([torch.randperm(self.n, generator=self.generator) for _ in range(self.repeats)])
+        # Batch seeds come from a generator of their own, so the next pass's order does not depend
+        # on how many batches this one had.
+        seed_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.generator)))
+        seeds = torch.randint(0, 2**31 - 1, (len(self),), generator=seed_gen).tolist()
+        for seed, indices in zip(seeds, order.split(self.batch_size), strict=True):
+            yield SeededBatch(seed, indices.tolist())
+
+
+def _collate_keys(keys: tuple[str, ...]):
+    """Collate only what the loss uses (the masks of an image-level loss would be copied for nothing)."""
+
+    def collate(items: list[dict]) -> dict:
+        return default_collate([{k: item[k] for k in keys} for item in items])
+
+    return collate
 
 
 def _worker_init(worker_id: int) -> None:
@@ -112,7 +134,13 @@ def _worker_init(worker_id: int) -> None:
     random.seed(seed)
 
 
-def make_loader(train_set: Dataset, cfg: Config, device: torch.device, seed: int) -> DataLoader:
+def make_loader(
+    train_set: Dataset,
+    cfg: Config,
+    device: torch.device,
+    seed: int,
+    keys: tuple[str, ...] = ("image", "label"),
+) -> DataLoader:
     n = len(train_set)  # type: ignore[arg-type]
     if n == 0:
         raise TrainingError("the training set is empty")
@@ -121,8 +149,8 @@ def make_loader(train_set: Dataset, cfg: Config, device: torch.device, seed: int
     workers = cfg.data.num_workers
     return DataLoader(
         _SeededItems(train_set),
-        batch_size=cfg.train.batch_size,
-        sampler=_SeededSampler(n, cfg.train.epoch_repeats, sampler_gen),
+        batch_sampler=_SeededBatches(n, cfg.train.epoch_repeats, cfg.train.batch_size, sampler_gen),
+        collate_fn=_collate_keys(keys),
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=device.type == "cuda",
@@ -212,7 +240,7 @@ def _restore(path: Path, state: dict, model: nn.Module, optimizer, scheduler, lo
             f"{path}: does not fit this model/optimiser ({e}); delete it to start afresh"
         ) from e
     scheduler.load_state_dict(state["scheduler"])
-    loader.sampler.generator.set_state(state["sampler_rng"])  # type: ignore[attr-defined]
+    loader.batch_sampler.generator.set_state(state["sampler_rng"])  # type: ignore[attr-defined]
     loader.generator.set_state(state["loader_rng"])  # type: ignore[union-attr]
     _set_rng_state(state["rng"])
 
@@ -258,7 +286,8 @@ def train(
     if upsampler is not None:
         upsampler.to(device)
     seed_everything(seed)
-    loader = make_loader(train_set, cfg, device, seed)
+    keys = ("image", "label", "mask") if loss_kind == "pixel" else ("image", "label")
+    loader = make_loader(train_set, cfg, device, seed, keys)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
     history: list[dict[str, float]] = []
@@ -337,7 +366,7 @@ def train(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "sampler_rng": loader.sampler.generator.get_state(),  # type: ignore[attr-defined]
+                "sampler_rng": loader.batch_sampler.generator.get_state(),  # type: ignore[attr-defined]
                 "loader_rng": loader.generator.get_state(),  # type: ignore[union-attr]
                 "rng": _rng_state(),
                 "history": history,

@@ -21,21 +21,25 @@ torch.set_num_threads(1)
 
 class SquaresOnNoise(Dataset):
     """Noise images; with probability ``p_anomaly`` a bright square (label 1, mask on the square).
-    Noise and square position are drawn per item from the global RNG, like an augmenting dataset."""
+    Noise and square position are drawn per item from the global RNG, like an augmenting dataset,
+    or, with ``fixed``, from the item's index (the same item every epoch and in every batch)."""
 
-    def __init__(self, n: int, size: int = 16, p_anomaly: float = 0.5, nan_at: int | None = None):
-        self.n, self.size, self.p, self.nan_at = n, size, p_anomaly, nan_at
+    def __init__(
+        self, n: int, size: int = 16, p_anomaly: float = 0.5, nan_at: int | None = None, fixed=False
+    ):
+        self.n, self.size, self.p, self.nan_at, self.fixed = n, size, p_anomaly, nan_at, fixed
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, index: int) -> dict:
         s = self.size
-        image = torch.randn(1, s, s) * 0.5
+        rng = torch.Generator().manual_seed(index) if self.fixed else None
+        image = torch.randn(1, s, s, generator=rng) * 0.5
         mask = torch.zeros(1, s, s)
-        label = int(torch.rand(()) < self.p)
+        label = int(torch.rand((), generator=rng) < self.p)
         if label:
-            y, x = torch.randint(0, s - 5, (2,)).tolist()
+            y, x = torch.randint(0, s - 5, (2,), generator=rng).tolist()
             image[:, y : y + 5, x : x + 5] += 3.0
             mask[:, y : y + 5, x : x + 5] = 1.0
         if index == self.nan_at:
@@ -168,7 +172,7 @@ class NoBatchNorm(nn.Module):
 
 
 def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
-    data = SquaresOnNoise(16)
+    data = SquaresOnNoise(16, fixed=True)  # batches of 4 and 8 get different seeds: fix the items
     big, small = NoBatchNorm(), NoBatchNorm()
     train(big, data, tiny_cfg(epochs=2, batch_size=8, accumulate=1), "cpu", tmp_path / "big")
     train(small, data, tiny_cfg(epochs=2, batch_size=4, accumulate=2), "cpu", tmp_path / "small")
@@ -232,3 +236,17 @@ def test_worker_processes_give_the_same_result(tmp_path):
         results.append(model.state_dict())
     for key, value in results[0].items():
         assert torch.equal(value, results[1][key]), key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("loss", ["image", "pixel"])
+def test_cuda_bf16_training_learns(tmp_path, loss):
+    test = [SquaresOnNoise(200)[i] for i in range(200)]
+    cfg = tiny_cfg(epochs=4, batch_size=16, optimizer="adam", scheduler="none", loss=loss, amp=True)
+    cfg.data.num_workers = 2  # pinned memory and persistent workers on the CUDA path
+    model = tiny_model(seed=1)
+    up = ReceptiveFieldUpsampler.for_model(model, 1.2)
+    result = train(model, SquaresOnNoise(256), cfg, "cuda", tmp_path, upsampler=up)
+    assert next(model.parameters()).is_cuda
+    assert all(math.isfinite(h["loss"]) for h in result["history"])
+    assert _image_auc(model.cpu(), test) > 0.9
