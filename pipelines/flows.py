@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import fcntl
 import inspect
 import json
@@ -159,6 +160,7 @@ def gpu_pinned(cfg: Config) -> Iterator[Config]:
         yield cfg
         return
     with _claim_gpu(torch.cuda.device_count()) as index:
+        cfg = copy.deepcopy(cfg)  # a retry gets the caller's config back and claims afresh
         cfg.train.device = f"cuda:{index}"
         logger.info("pinned to GPU %d", index)
         yield cfg

@@ -249,3 +249,24 @@ def test_train_dataset_with_mlflow_links_each_class_run(harness, tmp_path):
     cfg = load_config(PARAMS, overrides)
     markdown = flows.summary_markdown(cfg, rows)
     assert f"/runs/{row['mlflow_run_id']})" in markdown  # a link to the class's MLflow run
+
+
+@pytest.mark.slow
+def test_gpu_pinning_gives_concurrent_runs_distinct_gpus_unless_the_worker_pinned_one(harness, monkeypatch):
+    import torch
+
+    # Two GPUs as torch would report them; the lock files and device strings are the real code.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    cfg = load_config(PARAMS, ["train.device=auto"])
+
+    @prefect.flow
+    def pin() -> list[str]:
+        with flows.gpu_pinned(cfg) as first, flows.gpu_pinned(cfg) as second:
+            return [first.train.device, second.train.device]
+
+    assert sorted(pin()) == ["cuda:0", "cuda:1"]
+    assert cfg.train.device == "auto"  # the caller's config is left alone (a retry claims afresh)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert pin() == ["auto", "auto"]  # the worker's pinning wins: torch sees one GPU, cuda:0
