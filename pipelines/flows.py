@@ -247,7 +247,7 @@ def _run_experiment(cfg: Config, cls: str, seed: int, parent_run_id: str | None,
 
 @flow(name="fcdd-train-class")
 def train_class(
-    cls: str,
+    cls: str | int,  # int too: `prefect deployment run ... -p cls=0` sends a JSON number
     seed: int = 0,
     params: str = "params.yaml",
     overrides: list[str] | None = None,
@@ -282,7 +282,7 @@ def result_artifact_key(dataset: str, cls: str, seed: int) -> str:
 def train_dataset(
     params: str = "params.yaml",
     dataset: str | None = None,
-    classes: list[str] | None = None,
+    classes: list[str | int] | None = None,
     seeds: list[int] | None = None,
     overrides: list[str] | None = None,
 ) -> list[dict[str, Any]]:
