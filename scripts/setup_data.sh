@@ -60,7 +60,8 @@ else
     fi
     got=$(md5sum "$DEST/$f" | cut -d' ' -f1)
     if [[ "$got" != "${MD5[$f]}" ]]; then
-      echo "setup_data: $DEST/$f has md5 $got, data.dvc expects ${MD5[$f]}" >&2
+      echo "setup_data: $DEST/$f has md5 $got, data.dvc expects ${MD5[$f]}" \
+        "(a different copy: get Debian's via apt-get or FCDD_FMNIST_MIRROR, or run dvc pull data.dvc)" >&2
       exit 1
     fi
   done

@@ -44,6 +44,41 @@ def test_setup_checksums_reproduce_the_hash_data_dvc_records():
     assert out["md5"] == f"{dir_hash}.dir"
 
 
+def run_setup_data(tmp_path: Path, mirror: Path) -> subprocess.CompletedProcess:
+    """scripts/setup_data.sh in a scratch checkout, from a given mirror, without apt or DVC."""
+    (tmp_path / "scripts").mkdir(exist_ok=True)
+    shutil.copy2(REPO / "scripts" / "setup_data.sh", tmp_path / "scripts" / "setup_data.sh")
+    env = {**os.environ, "FCDD_FMNIST_MIRROR": str(mirror), "FCDD_NO_APT": "1", "DVC": "/nonexistent"}
+    return subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "setup_data.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_setup_data_copies_a_mirror_and_rejects_other_bytes(tmp_path):
+    mirror = tmp_path / "mirror"
+    shutil.copytree(fmnist_source(), mirror)
+    done = run_setup_data(tmp_path, mirror)
+    assert done.returncode == 0, done.stderr
+    copied = tmp_path / "data" / "fashion-mnist"
+    assert {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in copied.iterdir()} == setup_checksums()
+
+    (copied / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not the labels")
+    (mirror / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not the labels")
+    failed = run_setup_data(tmp_path, mirror)
+    assert failed.returncode == 1
+    assert "data/fashion-mnist/t10k-labels-idx1-ubyte.gz has md5" in failed.stderr
+    assert "expects 0d30e22e447f3c33dab9ed536400ac01" in failed.stderr
+
+    shutil.rmtree(copied)
+    failed = run_setup_data(tmp_path, tmp_path / "no-mirror")
+    assert failed.returncode == 1 and re.search(r"fashion-mnist/[\w-]+\.gz is missing", failed.stderr)
+    assert "FCDD_FMNIST_MIRROR" in failed.stderr
+
+
 def test_top_metrics_keep_numbers_and_drop_missing_metrics():
     summary = {
         "per_class": {
