@@ -261,7 +261,7 @@ def _load_detector(ref: str, device: str):
         except ImportError as e:
             raise CLIError(
                 f"{ref}: loading MLflow models needs the pipelines extra (pip install fcdd[pipelines]): {e}"
-            )
+            ) from e
         return load_detector(ref).to(dev)
     return Detector.load(ref, device=dev)
 

@@ -319,7 +319,9 @@ def load_config(
     resolved: dict[str, Any] = {}
     for name in chosen:
         if name not in presets:
-            raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(presets)) or 'none'}")
+            raise ConfigError(
+                f"unknown preset {name!r}; known presets: {', '.join(sorted(presets)) or 'none'}"
+            )
         _deep_update(resolved, presets[name])
     _deep_update(resolved, explicit)
     resolved["preset"] = chosen
