@@ -100,7 +100,7 @@ class Detector:
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise DetectorError(f"{where}: not an FCDD model file (expected format {FORMAT!r})")
         net = dict(state["net"], pretrained=False, weights_path=None)
-        model = build_model(Config(model=ModelConfig(**net)))
+        model = build_model(Config(model=ModelConfig(**net)), in_channels=state["preprocess"]["channels"])
         try:
             model.load_state_dict(state["state_dict"])
         except RuntimeError as e:

@@ -23,7 +23,7 @@ from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import Config
 from fcdd.data import build_datasets
 from fcdd.detector import Detector
-from fcdd.engine import resolve_device, train
+from fcdd.engine import resolve_device, seed_everything, train
 from fcdd.metrics import PixelAUC, aupro, image_metrics
 from fcdd.models import build_model
 
@@ -53,7 +53,7 @@ def run_dir_for(cfg: Config, cls: str, seed: int) -> Path:
 def run_experiment(cfg: Config, cls: str, seed: int, callbacks: Any = None) -> RunResult:
     """Train (resuming from the run folder's checkpoint when there is one), evaluate, save."""
     cfg = copy.deepcopy(cfg)
-    cfg.train.seeds = [seed]  # the engine seeds everything from cfg.train.seeds[0]
+    cfg.train.seeds = [seed]  # logged parameters show this run's seed
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
@@ -61,14 +61,13 @@ def run_experiment(cfg: Config, cls: str, seed: int, callbacks: Any = None) -> R
     cls = str(data.summary.get("class", cls))  # canonical name: '0' and 'T-shirt/top' are one class
     run_dir = run_dir_for(cfg, cls, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)  # the network's initial weights
-    model = build_model(cfg).to(device)
+    seed_everything(seed)  # the network's initial weights repeat with the seed
+    model = build_model(cfg, in_channels=data.preprocess["channels"]).to(device)
     upsampler = ReceptiveFieldUpsampler(model.receptive_field, cfg.sigma, cfg.model.input_size).to(device)
     (run_dir / "data_summary.json").write_text(json.dumps(data.summary, indent=2, default=str))
 
-    history = train(model, data.train, cfg, device, run_dir, upsampler=upsampler, callbacks=callbacks)[
-        "history"
-    ]
+    fit = train(model, data.train, cfg, device, run_dir, upsampler=upsampler, callbacks=callbacks, seed=seed)
+    history = fit["history"]
 
     meta = {
         "net": _asdict(cfg.model),
