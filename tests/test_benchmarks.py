@@ -1,0 +1,237 @@
+"""Benchmarks: the pieces of bench_quality / bench_inference, and a --quick smoke run of every
+benchmark script (slow) so that none of them rots."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+BENCH = ROOT / "benchmarks"
+torch.set_num_threads(1)
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+bq = _load("bench_quality")
+bi = _load("bench_inference")
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    args = bq.parse_args([*argv, "--params", str(ROOT / "params.yaml")])
+    args.profile = args.profile or "cpu"
+    return args
+
+
+# ------------------------------------------------------------------ bench_quality, pieces
+def test_scale_epochs_keeps_the_milestone_proportions():
+    job = bq.jobs_for("cifar10", _args("--dataset", "cifar10", "--profile", "paper", "--epochs", "150"))[0]
+    cfg = bq.load_job_config(job)
+    assert (cfg.train.epochs, cfg.train.milestones) == (150, [100, 125])  # 400/500 of 600
+    bq.scale_epochs(cfg, 3)
+    assert (cfg.train.epochs, cfg.train.milestones) == (3, [2, 2])
+    with pytest.raises(bq.BenchError, match="--epochs 0"):
+        bq.scale_epochs(cfg, 0)
+
+
+def test_jobs_use_the_presets_not_the_main_jobs_sections():
+    """params.yaml's top-level sections (fmnist, 3 epochs) configure the main job, not a benchmark."""
+    job = bq.jobs_for("cifar10", _args("--dataset", "cifar10", "--profile", "paper"))[0]
+    cfg = bq.load_job_config(job)
+    assert (cfg.data.dataset, cfg.model.net, cfg.train.epochs) == ("cifar10", "cnn32", 600)
+    assert len(bq.jobs_for("cifar10", _args("--dataset", "cifar10", "--profile", "paper"))) == 10
+    assert [j.cls for j in bq.jobs_for("cifar10", _args("--dataset", "cifar10"))] == [
+        "airplane",
+        "automobile",
+    ]
+
+
+def test_mvtec_jobs_settings_presets_and_paper_values():
+    jobs = bq.jobs_for("mvtec", _args("--dataset", "mvtec"))
+    assert [(j.cls, j.setting) for j in jobs] == [
+        ("grid", "confetti"),
+        ("grid", "semi"),
+        ("hazelnut", "confetti"),
+        ("hazelnut", "semi"),
+    ]
+    assert jobs[1].presets == ["mvtec", "mvtec_semi", "cpu_mvtec"]  # cpu profile last: it wins
+    assert (jobs[0].paper_pixel, jobs[1].paper_pixel) == (0.91, 0.95)
+    assert jobs[2].paper_pixel is None and "not MVTec" in jobs[2].paper_note
+    cfg = bq.load_job_config(jobs[1])
+    assert (cfg.anomalies.kind, cfg.model.pretrained, cfg.data.classes) == ("semi", False, ["grid"])
+
+
+def test_magnetic_tile_is_a_folder_dataset_with_masks_beside_the_images():
+    (job,) = bq.jobs_for("magnetic_tile", _args("--dataset", "magnetic_tile"))
+    cfg = bq.load_job_config(job)
+    assert cfg.data.dataset == "folder"
+    assert cfg.data.folder.nominal == ["MT_Free/Imgs"] and len(cfg.data.folder.anomalous) == 5
+    assert cfg.data.folder.masks == ["MT_*/Imgs/*.png"] and cfg.data.train_limit == 48
+
+
+def test_bad_arguments_name_the_value(tmp_path):
+    with pytest.raises(bq.BenchError, match="--weights .*no such file"):
+        bq.jobs_for("mvtec", _args("--dataset", "mvtec", "--weights", str(tmp_path / "vgg.pth")))
+    with pytest.raises(bq.BenchError, match="only the VGG datasets"):
+        bq.jobs_for("fmnist", _args("--dataset", "fmnist", "--weights", str(tmp_path / "vgg.pth")))
+    with pytest.raises(bq.BenchError, match="--classes jacket"):
+        bq.jobs_for("fmnist", _args("--dataset", "fmnist", "--classes", "jacket"))
+    with pytest.raises(bq.BenchError, match="--from-runs"):
+        bq.rows_from_runs(str(tmp_path))
+
+
+def test_weights_freeze_the_first_layers_as_the_paper(tmp_path):
+    weights = tmp_path / "vgg.pth"
+    weights.write_bytes(b"x")
+    (job,) = bq.jobs_for("mvtec", _args("--dataset", "mvtec", "--classes", "grid", "--setting", "confetti",
+                                        "--weights", str(weights)))  # fmt: skip
+    cfg = bq.load_job_config(job)
+    assert (cfg.model.weights_path, cfg.model.freeze) == (str(weights), 15)
+
+
+def test_fmnist_classes_by_name_slug_or_index():
+    jobs = bq.jobs_for("fmnist", _args("--dataset", "fmnist", "--classes", "T-shirt/top", "7", "ankle-boot"))
+    assert [(j.cls, j.paper_image) for j in jobs] == [
+        ("t-shirt-top", 0.82),
+        ("sneaker", 0.99),
+        ("ankle-boot", 0.94),
+    ]
+
+
+def test_epochs_for_budget_from_the_slowest_job():
+    probe = [
+        bq.Row("cifar10", "a", "oe", wall_s=30.0, train_s=4.0, last_epoch_s=1.5),
+        bq.Row("cifar10", "b", "oe", wall_s=20.0, train_s=4.0, last_epoch_s=2.0),
+        bq.Row("cifar10", "c", "oe", error="exit status 1"),
+    ]
+    # fixed = 30 - 4 + 5 = 31 s; (0.9 * 200 - 31) / 2.0 = 74.5
+    assert bq.epochs_for_budget(probe, 200.0) == 74
+    assert bq.epochs_for_budget(probe, 20.0) == 0
+    with pytest.raises(bq.BenchError, match="probe failed"):
+        bq.epochs_for_budget(probe[2:], 200.0)
+
+
+def test_rows_from_runs_and_table(tmp_path):
+    for cls, auc in (("t-shirt-top", 0.80), ("trouser", 0.96)):
+        d = tmp_path / cls / "seed0"
+        d.mkdir(parents=True)
+        metrics = {
+            "image_auc": auc,
+            "pixel_auc": None,
+            "dataset": "fmnist",
+            "class": cls,
+            "seed": 0,
+            "epochs": 3,
+        }
+        (d / "metrics.json").write_text(json.dumps(metrics))
+    rows = bq.rows_from_runs(str(tmp_path))
+    assert [(r.cls, r.image_auc, r.paper_image) for r in rows] == [
+        ("t-shirt-top", 0.8, 0.82),
+        ("trouser", 0.96, 0.98),
+    ]
+    table = bq.format_table(rows + [bq.Row("fmnist", "bag", "seed 0", error="timed out")])
+    assert "| fmnist | trouser | seed 0 | 0.960 | 0.980 |" in table
+    assert "**mean of 2**" in table and "**0.880**" in table and "0.900" in table  # failed row left out
+    assert "failed: timed out" in table
+
+
+def test_run_children_reports_a_failing_job_without_stopping(tmp_path):
+    bad = bq.Job(
+        "fmnist", "sneaker", "oe", ["fmnist"], ["data.root=/nonexistent"], params=str(ROOT / "params.yaml")
+    )
+    (row,) = bq.run_children([bad], tmp_path, parallel=1, timeout=60)
+    assert row.error.startswith("exit status") and row.image_auc is None
+    assert "nonexistent" in next((tmp_path / "logs").glob("*.log")).read_text()
+
+
+# ------------------------------------------------------------------ bench_inference, pieces
+def test_inference_timing_counts_images_per_second():
+    det = bi.make_detector("cnn28", 28, torch.device("cpu"))
+    t = bi.bench_tensor(det, batch=4, amp=False, min_calls=3, min_seconds=0.0)
+    assert t.calls == 3 and t.seconds_per_call > 0
+    assert t.images_per_s == pytest.approx(4 / t.seconds_per_call)
+    s = bi.bench_images(det, batch=2, side=40, min_calls=1, min_seconds=0.0)
+    assert s.mode == "score(uint8 40px)" and s.images_per_s > 0
+
+
+# ------------------------------------------------------------------ smoke: every script's --quick
+def _run(cmd: list[str], timeout: int, env: dict | None = None) -> str:
+    out = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+    assert out.returncode == 0, f"{cmd} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out.stdout
+
+
+def _table_rows(text: str, header_start: str) -> list[list[str]]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+@pytest.mark.slow
+def test_bench_inference_quick_prints_its_table():
+    out = _run([sys.executable, "benchmarks/bench_inference.py", "--quick", "--threads", "2"], 180)
+    rows = _table_rows(out, "| net | device |")
+    assert [(r[0], r[3]) for r in rows] == [("vgg11_bn", "1"), ("vgg11_bn", "16"), ("vgg11_bn", "16")]
+    assert all(float(r[6]) > 0 for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")
+def test_bench_quality_quick_prints_its_table(tmp_path):
+    datasets = ["cifar10", "mvtec", "magnetic_tile"]
+    if Path("/usr/share/datasets/fashion-mnist").is_dir() or (ROOT / "data" / "fashion-mnist").is_dir():
+        datasets.insert(0, "fmnist")
+    out = _run(
+        [sys.executable, "benchmarks/bench_quality.py", "--quick", "--dataset", *datasets,
+         "--output-dir", str(tmp_path), "-o", f"data.cache_dir={ROOT / 'cache'}"],
+        300,
+    )  # fmt: skip
+    rows = _table_rows(out, "| dataset | class |")
+    assert [r[0] for r in rows] == datasets
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert all(0.0 <= r["image_auc"] <= 1.0 and not r["error"] for r in results)
+    pixel = {r["dataset"]: r["pixel_auc"] for r in results}
+    assert 0 <= pixel["mvtec"] <= 1 and 0 <= pixel["magnetic_tile"] <= 1 and pixel["cifar10"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "cifar10_jpeg.zip").is_file(), reason="../shared/data is absent")
+def test_gpu_suite_quick_runs_every_part(tmp_path):
+    """The device run's script, on this machine: same commands, tiny settings, 2 classes."""
+    device_dir = ROOT / ".device"
+    if not (device_dir / "cifar10_jpeg.zip").is_file() or not (device_dir / "oe_pool.zip").is_file():
+        pytest.skip(
+            ".device/cifar10_jpeg.zip and .device/oe_pool.zip are made by hand (benchmarks/README.md)"
+        )
+    env = {"GPU_SUITE_QUICK": "1", "OUT": str(tmp_path / "out"), "GPU_SUITE_RUNS": str(tmp_path / "runs"),
+           "PYTHON": sys.executable}  # fmt: skip
+    out = _run(["bash", "benchmarks/gpu_suite.sh"], 240, env)
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert re.search(r"inference: exit 0", summary) and re.search(r"cifar10: exit 0", summary), summary
+    assert "train_overhead: exit" in summary  # quick mode only checks that it starts (8 s timeout)
+    rows = _table_rows((tmp_path / "out" / "results.md").read_text(), "| dataset | class |")
+    assert [r[1] for r in rows][:2] == ["airplane", "automobile"]
+    assert "epochs per job" in out
