@@ -176,6 +176,8 @@ def jobs_for(dataset: str, args: argparse.Namespace) -> list[Job]:
                 raise BenchError(f"--classes {c}: the mvtec benchmark knows {', '.join(sets)}")
             for s in settings:
                 presets = ["mvtec"] + (["mvtec_semi"] if s == "semi" else []) + (["cpu_mvtec"] if cpu else [])
+                # One run folder per setting: runs/<setting>/mvtec/<class>/seed<k>.
+                out_s = json.dumps(str(Path(args.output_dir) / "runs" / s))
                 over = [f"data.root={json.dumps(sets[c])}", f"data.classes=[{c}]"]
                 paper = PAPER_PIXEL_AUC.get((c, s))
                 note = (
@@ -187,7 +189,7 @@ def jobs_for(dataset: str, args: argparse.Namespace) -> list[Job]:
                         c,
                         s,
                         presets,
-                        over + common + extra,
+                        over + common + [f"train.output_dir={out_s}"] + extra,
                         paper_pixel=paper,
                         paper_note=note,
                         **mk,
@@ -396,7 +398,8 @@ def rows_from_runs(folder: str) -> list[Row]:
             Row(ds, cls, f"seed {m.get('seed', f.parent.name[4:])}", m.get("image_auc"), m.get("pixel_auc"),
                 m.get("aupro"), PAPER_IMAGE_AUC.get(ds, {}).get(cls), epochs=m.get("epochs"), n_test=m.get("n_test"))
         )  # fmt: skip
-    return rows
+    order = {c: i for i, c in enumerate(PAPER_IMAGE_AUC.get(rows[0].dataset, {}))}
+    return sorted(rows, key=lambda r: (order.get(r.cls, len(order)), r.cls, r.setting))
 
 
 def _f(v: float | None, digits: int = 3) -> str:
@@ -431,7 +434,7 @@ def format_table(rows: list[Row]) -> str:
                 f"| **{ds}** | **mean of {len(ok)}** | {setting} | **{_f(_mean([r.image_auc for r in ok]))}** | "
                 f"{_f(_mean([r.paper_image for r in ok]))} | {_f(_mean([r.pixel_auc for r in ok]))} | "
                 f"{_f(_mean([r.paper_pixel for r in ok]))} | {_f(_mean([r.aupro for r in ok]))} | | | "
-                f"{_f(sum(r.wall_s or 0 for r in ok) / 60, 1)} |"
+                f"{_f(sum(r.wall_s for r in ok if r.wall_s) / 60 or None, 1)} |"
             )
     return "\n".join(lines)
 

@@ -75,6 +75,10 @@ def test_mvtec_jobs_settings_presets_and_paper_values():
     assert jobs[2].paper_pixel is None and "not MVTec" in jobs[2].paper_note
     cfg = bq.load_job_config(jobs[1])
     assert (cfg.anomalies.kind, cfg.model.pretrained, cfg.data.classes) == ("semi", False, ["grid"])
+    from fcdd.experiment import run_dir_for
+
+    run_dirs = {run_dir_for(bq.load_job_config(j), j.cls, 0) for j in jobs}
+    assert len(run_dirs) == 4  # confetti and semi runs of a class do not overwrite each other
 
 
 def test_magnetic_tile_is_a_folder_dataset_with_masks_beside_the_images():
@@ -235,3 +239,36 @@ def test_gpu_suite_quick_runs_every_part(tmp_path):
     rows = _table_rows((tmp_path / "out" / "results.md").read_text(), "| dataset | class |")
     assert [r[1] for r in rows][:2] == ["airplane", "automobile"]
     assert "epochs per job" in out
+
+
+@pytest.mark.slow
+def test_bench_train_overhead_quick_prints_its_table():
+    out = _run([sys.executable, "benchmarks/bench_train_overhead.py", "--quick", "--threads", "2"], 240)
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["net", "batch"])
+    rows = [line.split() for line in lines[start + 1 :]]
+    assert [r[0] for r in rows] == ["cnn28", "vgg11_bn"]
+    assert all(0.2 < float(r[5]) < 5 for r in rows)  # engine/bare wall ratio: same work, same order
+
+
+@pytest.mark.slow
+def test_bench_pixel_auc_quick_prints_its_tables():
+    out = _run([sys.executable, "benchmarks/bench_pixel_auc.py", "--quick"], 180)
+    (row,) = _table_rows(out, "| pixels | update s |")
+    assert float(row[0]) == 1e7 and 0.5 < float(row[6]) <= 1.0
+    (err,) = _table_rows(out, "| pixels | PixelAUC (float32) |")
+    assert float(err[3]) < 1e-6  # streamed AUC equals sklearn's
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (SHARED / "mvtec_ad_subset").is_dir() or not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="needs ../shared/data and Debian's Fashion-MNIST",
+)
+def test_bench_data_loading_quick_prints_its_table():
+    out = _run([sys.executable, "benchmarks/bench_data_loading.py", "--quick", "--device", "cpu"], 240)
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("case"))
+    rows = [line.split() for line in lines[start + 2 : start + 4]]
+    assert [r[0] for r in rows] == ["fmnist/cnn28", "mvtec-grid/vgg11_bn"]
+    assert all(float(r[-1]) > 0 and float(r[-2]) > 0 for r in rows)  # train and loader images/s
