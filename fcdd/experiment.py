@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from fcdd import heatmaps as figs
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import Config
 from fcdd.data import build_datasets
+from fcdd.data.training_set import slug
 from fcdd.detector import Detector
 from fcdd.engine import resolve_device, seed_everything, train
 from fcdd.metrics import PixelAUC, aupro, image_metrics
@@ -42,8 +42,7 @@ class RunResult:
 
 def class_slug(name: str) -> str:
     """'T-shirt/top' -> 't-shirt-top': safe in paths and registry names."""
-    slug = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-")
-    return slug or "class"
+    return slug(str(name)) or "class"
 
 
 def run_dir_for(cfg: Config, cls: str, seed: int) -> Path:

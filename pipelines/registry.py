@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from fcdd.config import Config
+from fcdd.data.training_set import slug as path_slug
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -39,7 +39,7 @@ DETECTOR_ARTIFACT = "detector"  # key of the Detector file in the pyfunc's artif
 
 def slugify(text: str) -> str:
     """'T-shirt/top' -> 't-shirt-top': safe inside a registered-model name and a models:/ URI."""
-    slug = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+    slug = path_slug(str(text))
     if not slug:
         raise ValueError(f"class name {text!r}: nothing left to name a model with after slugifying")
     return slug

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import re
 
+from fcdd.data.training_set import slug
 from pipelines.stages.common import EVAL_SUMMARY, FIGURES_DIR, REPORT, read_json
 
 # The paper's Fashion-MNIST image AUCs (PAPER-RESULTS.md; full protocol, 5 seeds), by class index.
@@ -25,10 +25,6 @@ CONFIG_KEYS = (
     "preset", "model.net", "train.epochs", "train.seeds", "train.optimizer", "train.lr",
     "anomalies.kind", "anomalies.oe_limit", "data.train_limit", "data.test_limit",
 )  # fmt: skip
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def paper_auc(dataset: str, cls: str) -> float | None:
