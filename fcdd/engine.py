@@ -298,6 +298,11 @@ def train(
         _restore(checkpoint_path, state, model, optimizer, scheduler, loader)
         history, start_epoch = list(state["history"]), int(state["epoch"])
         resumed_from = start_epoch
+        if start_epoch > t.epochs:
+            raise TrainingError(
+                f"{checkpoint_path}: holds {start_epoch} epochs but train.epochs is {t.epochs}; "
+                "delete the run folder to start over, or raise train.epochs"
+            )
 
     steps = len(loader)
     check_every = 1 if device.type == "cpu" else CUDA_CHECK_EVERY

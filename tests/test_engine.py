@@ -143,6 +143,9 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, train_cfg):
     # A finished run resumes to nothing and returns its history.
     again = train(tiny_model(), data, cfg, "cpu", tmp_path / "cut")
     assert again["history"] == resumed["history"]
+    # A checkpoint that trained longer than asked is not silently taken as this run's result.
+    with pytest.raises(TrainingError, match="holds 3 epochs but train.epochs is 2"):
+        train(tiny_model(), data, tiny_cfg(epochs=2, **train_cfg), "cpu", tmp_path / "cut")
 
 
 def test_lr_schedules_and_callback_logs(tmp_path):
