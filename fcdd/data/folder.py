@@ -286,6 +286,7 @@ def load_folder(cfg: Any, cls: str, seed: int) -> RawData:
 
 
 def stored_geometry(cfg: Any) -> dict[str, Any]:
-    """MVTec/folder: stored images resized to input_size x input_size (spec §4, no crop at test)."""
+    """MVTec/folder: images stored at ``stored`` px (spec §4: 240), then resized to input_size at
+    test time, no crop. ``stored`` lets inference on a user's image take the same two steps."""
     size = cfg.model.input_size
-    return {"input_size": size, "resize": size, "crop": None}
+    return {"input_size": size, "resize": size, "crop": None, "stored": int(cfg.data.stored_size)}

@@ -99,6 +99,11 @@ class TestTransform:
         return self.geometry(m, nearest=True).float()
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        stored = self.preprocess.get("stored")
+        if stored and image.size != (stored, stored):
+            # The test images went through the stored-size cache (folder.cached_arrays): same resize here,
+            # so a user's image scores exactly as the same file did in the test set.
+            image = image.convert("RGB").resize((stored, stored), Image.BILINEAR, reducing_gap=None)
         return self.from_uint8(pil_to_uint8(image, self.channels))
 
 

@@ -1,0 +1,98 @@
+"""run_experiment end to end on a tiny folder dataset with masks, and the Detector file it writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fcdd.data import build_datasets
+from fcdd.detector import Detector, DetectorError
+from fcdd.experiment import run_dir_for, run_experiment
+
+
+@pytest.fixture(scope="module")
+def trained(defect_folder, make_folder_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp")
+    cfg = make_folder_config(defect_folder, out)
+    return cfg, run_experiment(cfg, "tiles", seed=0)
+
+
+def test_run_folder_holds_model_metrics_scores_and_figures(trained):
+    cfg, result = trained
+    run = result.run_dir
+    assert run == run_dir_for(cfg, "tiles", 0)
+    for name in ("checkpoint.pt", "model.pt", "metrics.json", "scores.csv", "roc_image.csv", "roc_pixel.csv"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n_test"] == 10 + 12  # 25 % of 40 good images, all 12 defects
+    for key in ("image_auc", "pixel_auc", "aupro"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    # Bright red squares on a smooth texture: even 4 epochs find them, image- and pixel-wise.
+    assert metrics["image_auc"] > 0.8 and metrics["pixel_auc"] > 0.8, metrics
+    with open(run / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == metrics["n_test"]
+    assert {r["defect_type"] for r in rows if r["label"] == "1"} == {"defect"}
+    for fig in ("heatmaps_local", "heatmaps_global", "roc"):
+        with Image.open(run / "figures" / f"{fig}.png") as im:
+            assert im.format == "PNG" and 300 < im.width < 2500
+    assert len(result.history) == cfg.train.epochs
+
+
+def test_detector_file_loads_safely_and_reproduces_the_test_scores(trained):
+    cfg, result = trained
+    state = torch.load(result.model_path, weights_only=True)  # no pickled code in the file
+    assert state["format"] == "fcdd-detector/1"
+    det = Detector.load(result.model_path)
+    assert det.meta["class"] == "tiles" and det.meta["metrics"]["image_auc"] == result.metrics["image_auc"]
+    test = build_datasets(cfg, "tiles", 0).test
+    with open(result.run_dir / "scores.csv") as f:
+        expected = {r["path"]: float(r["score"]) for r in csv.DictReader(f)}
+    out = det.score(test.paths)  # raw files through the Detector's own preprocessing
+    got = dict(zip(test.paths, out.scores, strict=True))
+    for path, score in expected.items():
+        assert got[path] == pytest.approx(score, rel=1e-4, abs=1e-6), path
+    for path, heat in zip(test.paths, out.heatmaps, strict=True):
+        with Image.open(path) as im:
+            assert heat.shape == (im.height, im.width)
+    # bytes round trip
+    again = Detector.from_bytes(det.to_bytes())
+    assert np.allclose(again.score(test.paths[:2]).scores, out.scores[:2])
+
+
+def test_detector_refuses_foreign_and_broken_files(tmp_path):
+    bad = tmp_path / "weights.pt"
+    torch.save({"state_dict": {}}, bad)
+    with pytest.raises(DetectorError, match="not an FCDD model file"):
+        Detector.load(bad)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(DetectorError, match="junk.pt"):
+        Detector.load(junk)
+    with pytest.raises(DetectorError, match="no such model file"):
+        Detector.load(tmp_path / "missing.pt")
+
+
+def test_detector_input_checks(trained):
+    det = Detector.load(trained[1].model_path)
+    with pytest.raises(DetectorError, match="expected"):
+        det.score([np.zeros((4, 4, 2), np.uint8)])
+    with pytest.raises(DetectorError, match="no such image"):
+        det.score(["/nonexistent.png"])
+    out = det.score([np.full((40, 60, 3), 128, np.uint8), np.full((20, 20), 0.5)])
+    assert [h.shape for h in out.heatmaps] == [(40, 60), (20, 20)]
+    assert np.isfinite(out.scores).all()
+
+
+def test_resumed_experiment_does_not_retrain(trained):
+    cfg, result = trained
+    before = result.model_path.stat().st_mtime_ns
+    again = run_experiment(cfg, "tiles", seed=0)  # finished checkpoint: evaluate only
+    assert again.history == result.history
+    assert again.metrics["image_auc"] == pytest.approx(result.metrics["image_auc"])
+    assert again.model_path.stat().st_mtime_ns >= before
