@@ -1,0 +1,124 @@
+"""The `fcdd` command as a user runs it: train, info, predict, evaluate, config, and its errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from fcdd.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _params_file(tmp: Path, cfg) -> Path:
+    """A params.yaml holding exactly the resolved configuration (so the CLI reads what the test built)."""
+    path = tmp / "params.yaml"
+    data = cfg.to_dict()
+    data.pop("preset")
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(defect_folder, make_folder_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli")
+    params = _params_file(out, make_folder_config(defect_folder, out))
+    assert main(["train", "--params", str(params), "-o", "train.epochs=2"]) == 0
+    model = out / "runs" / "folder" / "tiles" / "seed0" / "model.pt"
+    assert model.is_file()
+    return out, params, model
+
+
+def test_train_writes_a_summary(trained, capsys):
+    out, _, _ = trained
+    summary = json.loads((out / "runs" / "folder" / "summary.json").read_text())
+    assert set(summary["per_class"]) == {"tiles"}
+    assert 0 <= summary["mean"]["image_auc"] <= 1
+
+
+def test_info_describes_the_model(trained, capsys):
+    assert main(["info", str(trained[2])]) == 0
+    info = yaml.safe_load(capsys.readouterr().out)
+    assert info["net"] == "cnn32" and info["class"] == "tiles" and info["dataset"] == "folder"
+    assert info["receptive_field"]["r"] == 22 and "image_auc" in info["metrics"]
+
+
+def test_predict_writes_one_row_and_one_heatmap_per_image(trained, defect_folder, tmp_path, capsys):
+    _, _, model = trained
+    images = tmp_path / "mine"
+    images.mkdir()
+    shutil.copy(defect_folder / "good" / "g00.png", images / "a.png")
+    shutil.copy(defect_folder / "defect" / "d00.png", images / "b.png")
+    Image.fromarray(np.full((30, 70, 3), 120, np.uint8)).save(images / "c.jpg")  # another size, JPEG
+    (images / "notes.txt").write_text("not an image: ignored by folder search")
+    out = tmp_path / "pred"
+    assert main(["predict", "--model", str(model), "--out", str(out), "--threshold", "0.5", str(images)]) == 0
+    with open(out / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [Path(r["path"]).name for r in rows] == ["a.png", "b.png", "c.jpg"]
+    assert all(r["label"] in ("good", "defect") for r in rows)
+    for r in rows:
+        heat = out / r["heatmap"]
+        with Image.open(heat) as h, Image.open(r["path"]) as src:
+            assert h.format == "PNG" and h.size == src.size  # at the image's own resolution
+    assert float(rows[1]["score"]) > float(rows[0]["score"])  # the red square scores higher
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_evaluate_rescores_the_test_set(trained, tmp_path, capsys):
+    out, params, model = trained
+    assert main(["evaluate", str(model), "--params", str(params), "--out", str(tmp_path / "ev")]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    trained_metrics = json.loads((model.parent / "metrics.json").read_text())
+    assert metrics["image_auc"] == pytest.approx(trained_metrics["image_auc"], abs=1e-6)
+    assert metrics["pixel_auc"] == pytest.approx(trained_metrics["pixel_auc"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["predict", "--model", "missing.pt", "x.png"], "no such file or folder"),
+        (["info", "missing.pt"], "missing.pt: no such model file"),
+        (["config", "-o", "train.nope=1"], "unknown key train.nope"),
+        (["config", "-o", "train.epochs=many"], "train.epochs: expected an integer"),
+        (["train", "--classes", "0", "-o", "data.root=/nonexistent"], "/nonexistent"),
+    ],
+)
+def test_errors_are_one_clear_line(argv, message, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+def test_unknown_class_lists_the_known_ones(capsys, monkeypatch, tmp_path):
+    fmnist = REPO / "data" / "fashion-mnist"
+    if not (fmnist / "train-labels-idx1-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST not set up (scripts/setup_data.sh)")
+    monkeypatch.chdir(REPO)
+    assert main(["train", "--classes", "socks", "-o", f"train.output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "socks" in err and "t-shirt-top" in err and "ankle-boot" in err
+
+
+def test_predict_refuses_a_non_image(trained, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG but not really")
+    assert main(["predict", "--model", str(trained[2]), "--out", str(tmp_path / "o"), str(bad)]) == 2
+    assert "broken.png: not a readable image" in capsys.readouterr().err
+
+
+def test_console_command_is_installed_and_helps():
+    exe = Path(sys.executable).with_name("fcdd")
+    for sub in ([], ["train"], ["evaluate"], ["predict"], ["info"], ["config"]):
+        res = subprocess.run([str(exe), *sub, "--help"], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0 and "usage: fcdd" in res.stdout, (sub, res.stderr)
