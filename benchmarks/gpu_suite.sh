@@ -31,7 +31,7 @@ if [ "$QUICK" = 1 ]; then
     OVERHEAD_S=8 INFERENCE_ARGS="--net cnn28 --batches 1 4" INFERENCE_S=30
     CIFAR_ARGS=(--classes airplane automobile --max-epochs 3 -o data.train_limit=200 -o data.test_limit=300
         -o anomalies.oe_limit=100 -o evaluation.heatmap_count=4)
-    CIFAR_BUDGET=60
+    CIFAR_BUDGET=${GPU_SUITE_CIFAR_S:-60}
 else
     DEVICE=${GPU_SUITE_DEVICE:-cuda}
     OVERHEAD_S=60 INFERENCE_ARGS="" INFERENCE_S=45
@@ -67,12 +67,13 @@ timeout $((budget + 10)) $PY benchmarks/bench_quality.py --dataset cifar10 --pro
     -o train.threads=1 -o train.progress=false "${CIFAR_ARGS[@]}" 2>&1 | tee "$OUT/cifar10.txt"
 status cifar10 "${PIPESTATUS[0]}"
 
-# Tables and logs (no checkpoints or models: they would not fit the transfer).
-mkdir -p "$OUT/cifar10_logs"
+# Tables, logs and metrics of the probe and the runs (no checkpoints or models: they would not fit).
 cp "$RUNS"/results.md "$RUNS"/results.json "$OUT/" 2>/dev/null
-cp "$RUNS"/logs/*.log "$RUNS"/logs/*.json "$OUT/cifar10_logs/" 2>/dev/null
-[ -d "$RUNS/probe" ] && cp "$RUNS"/probe/results.* "$OUT/cifar10_logs/" 2>/dev/null
-for m in "$RUNS"/runs/cifar10/*/seed*/metrics.json; do
-    [ -f "$m" ] && cp "$m" "$OUT/cifar10_logs/$(basename "$(dirname "$(dirname "$m")")")_metrics.json"
+for part in logs probe/logs; do
+    [ -d "$RUNS/$part" ] && mkdir -p "$OUT/cifar10_${part//\//_}" && cp "$RUNS/$part"/* "$OUT/cifar10_${part//\//_}/"
+done
+find "$RUNS" -name metrics.json | while read -r m; do
+    run=${m#"$RUNS"/}
+    mkdir -p "$OUT/cifar10_metrics" && cp "$m" "$OUT/cifar10_metrics/${run//\//_}"
 done
 echo "gpu_suite: done in $((SECONDS - start)) s; tables in $OUT" | tee -a "$OUT/summary.txt"

@@ -155,6 +155,7 @@ def test_rows_from_runs_and_table(tmp_path):
     assert "failed: timed out" in table
 
 
+@pytest.mark.slow  # a child process imports torch: ~5 s
 def test_run_children_reports_a_failing_job_without_stopping(tmp_path):
     bad = bq.Job(
         "fmnist", "sneaker", "oe", ["fmnist"], ["data.root=/nonexistent"], params=str(ROOT / "params.yaml")
@@ -239,6 +240,7 @@ def test_gpu_suite_quick_runs_every_part(tmp_path):
     rows = _table_rows((tmp_path / "out" / "results.md").read_text(), "| dataset | class |")
     assert [r[1] for r in rows][:2] == ["airplane", "automobile"]
     assert "epochs per job" in out
+    assert len(list((tmp_path / "out" / "cifar10_probe_logs").glob("*.log"))) == 2  # logs come back
 
 
 @pytest.mark.slow
