@@ -68,12 +68,8 @@ timeout $((budget + 10)) $PY benchmarks/bench_quality.py --dataset cifar10 --pro
 status cifar10 "${PIPESTATUS[0]}"
 
 # Tables, logs and metrics of the probe and the runs (no checkpoints or models: they would not fit).
+# The device returns at most 8 files from $OUT: the details travel as one archive.
 cp "$RUNS"/results.md "$RUNS"/results.json "$OUT/" 2>/dev/null
-for part in logs probe/logs; do
-    [ -d "$RUNS/$part" ] && mkdir -p "$OUT/cifar10_${part//\//_}" && cp "$RUNS/$part"/* "$OUT/cifar10_${part//\//_}/"
-done
-find "$RUNS" -name metrics.json | while read -r m; do
-    run=${m#"$RUNS"/}
-    mkdir -p "$OUT/cifar10_metrics" && cp "$m" "$OUT/cifar10_metrics/${run//\//_}"
-done
+(cd "$RUNS" && find . \( -name '*.log' -o -name '*.json' -o -name '*.md' \) -not -name checkpoint.pt -print0 |
+    tar --null -czf "$OUT/cifar10_details.tar.gz" -T -) 2>/dev/null
 echo "gpu_suite: done in $((SECONDS - start)) s; tables in $OUT" | tee -a "$OUT/summary.txt"
