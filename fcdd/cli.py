@@ -12,8 +12,6 @@ import yaml
 
 from fcdd.config import ConfigError, load_config
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
@@ -268,6 +266,8 @@ def _load_detector(ref: str, device: str):
 
 def _collect_images(inputs: list[str]) -> list[Path]:
     import glob
+
+    from fcdd.data.folder import IMAGE_EXTENSIONS as IMAGE_SUFFIXES
 
     found: list[Path] = []
     for item in inputs:

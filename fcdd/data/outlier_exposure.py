@@ -19,24 +19,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fcdd.data.cifar10 import CIFAR10_CLASSES
 from fcdd.data.errors import DataError
+from fcdd.data.fmnist import FMNIST_CLASSES
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MAX_CACHE_SIDE = 256  # decoded OE images are kept at most at max(size, min(2·size, 256)) px
 
-FMNIST_CLASSES = (
-    "T-shirt/top",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle boot",
-)
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # ImageNet-30 (spec §4) with the ImageNet-1k wnids, so that `<wnid>_<name>.jpg` files match either way.
 IMAGENET30_WNIDS = {
     "acorn": "n12267677", "airliner": "n02690373", "ambulance": "n02701002", "American alligator": "n01698640",

@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import os
 
+from fcdd.data.fmnist import FMNIST_CLASSES
 from fcdd.data.training_set import slug
 from pipelines.stages.common import EVAL_SUMMARY, FIGURES_DIR, REPORT, read_json
 
 # The paper's Fashion-MNIST image AUCs (PAPER-RESULTS.md; full protocol, 5 seeds), by class index.
 PAPER_FMNIST = [0.82, 0.98, 0.84, 0.92, 0.87, 0.90, 0.75, 0.99, 0.86, 0.94]
-FMNIST_NAMES = [
-    "t-shirt/top",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle boot",
-]
 CONFIG_KEYS = (
     "preset", "model.net", "train.epochs", "train.seeds", "train.optimizer", "train.lr",
     "anomalies.kind", "anomalies.oe_limit", "data.train_limit", "data.test_limit",
@@ -34,7 +23,7 @@ def paper_auc(dataset: str, cls: str) -> float | None:
     key = slug(cls)
     if key.isdigit() and int(key) < len(PAPER_FMNIST):
         return PAPER_FMNIST[int(key)]
-    names = [slug(n) for n in FMNIST_NAMES]
+    names = [slug(n) for n in FMNIST_CLASSES]
     return PAPER_FMNIST[names.index(key)] if key in names else None
 
 
