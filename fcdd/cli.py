@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -65,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         "masks exist, scores.csv, ROC curves and heatmap figures.",
     )
     p.add_argument("model", help="a model.pt file, or an MLflow URI such as models:/fcdd-mvtec-grid@champion")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow store for models:/ URIs (default: $MLFLOW_TRACKING_URI, else tracking.uri of ./params.yaml)",
+    )
     _add_config_args(p)
     p.add_argument("--root", help="raw data folder (default: data.root of the configuration)")
     p.add_argument("--out", default=None, help="output folder (default: evaluation/<dataset>/<class>)")
@@ -78,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("--model", required=True, help="model.pt file or MLflow URI (models:/NAME@champion)")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow store for models:/ URIs (default: $MLFLOW_TRACKING_URI, else tracking.uri of ./params.yaml)",
+    )
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     p.add_argument(
         "--threshold", type=float, help="label images with score > threshold 'defect', else 'good'"
@@ -97,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
         "info", help="what a model file holds", description="Print a model's network, data and metrics."
     )
     p.add_argument("model", help="model.pt file or MLflow URI")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow store for models:/ URIs (default: $MLFLOW_TRACKING_URI, else tracking.uri of ./params.yaml)",
+    )
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser(
@@ -145,7 +158,7 @@ def cmd_evaluate(args) -> int:
     from fcdd.data import build_datasets
     from fcdd.experiment import class_slug, evaluate
 
-    det = _load_detector(args.model, "auto")
+    det = _load_detector(args.model, "auto", args.tracking_uri)
     meta = det.meta
     extra = [f"data.dataset={meta['dataset']}"]
     extra += [
@@ -172,7 +185,7 @@ def cmd_predict(args) -> int:
     from fcdd import heatmaps as figs
 
     paths = _collect_images(args.inputs)
-    det = _load_detector(args.model, args.device)
+    det = _load_detector(args.model, args.device, args.tracking_uri)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     q = float(det.meta.get("quantile", 0.97))
@@ -222,7 +235,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_info(args) -> int:
-    det = _load_detector(args.model, "cpu")
+    det = _load_detector(args.model, "cpu", args.tracking_uri)
     m = det.meta
     rf = det.model.receptive_field
     info = {
@@ -248,19 +261,29 @@ def cmd_config(args) -> int:
 
 
 # ------------------------------------------------------------------ helpers
-def _load_detector(ref: str, device: str):
+def _load_detector(ref: str, device: str, tracking_uri: str | None = None):
     from fcdd.detector import Detector
     from fcdd.engine import resolve_device
 
     dev = resolve_device(device)
     if ref.startswith(("models:/", "runs:/")):
         try:
+            import mlflow
+
             from pipelines.registry import load_detector
         except ImportError as e:
             raise CLIError(
                 f"{ref}: loading MLflow models needs the pipelines extra (pip install fcdd[pipelines]): {e}"
             ) from e
-        return load_detector(ref).to(dev)
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri and Path("params.yaml").is_file():
+            uri = load_config("params.yaml").tracking.uri  # the store this project's runs went to
+        if uri:
+            mlflow.set_tracking_uri(uri)
+        try:
+            return load_detector(ref).to(dev)
+        except ValueError as e:
+            raise CLIError(f"{e} (tracking URI: {mlflow.get_tracking_uri()})") from e
     return Detector.load(ref, device=dev)
 
 

@@ -122,3 +122,49 @@ def test_console_command_is_installed_and_helps():
     for sub in ([], ["train"], ["evaluate"], ["predict"], ["info"], ["config"]):
         res = subprocess.run([str(exe), *sub, "--help"], capture_output=True, text=True, timeout=60)
         assert res.returncode == 0 and "usage: fcdd" in res.stdout, (sub, res.stderr)
+
+
+def test_predict_and_info_from_the_registry(trained, defect_folder, tmp_path, capsys):
+    """`fcdd predict --model models:/NAME@champion`: the user's path to a registered model."""
+    mlflow = pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    from pipelines import pyfunc, registry
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    exp = client.create_experiment("cli", artifact_location=(tmp_path / "art").as_uri())
+    with mlflow.start_run(experiment_id=exp):
+        info = pyfunc.log_detector_model(trained[2])
+    registry.register_version(
+        client, uri, "fcdd-folder-tiles", info.model_uri, {"image_auc": 0.9}, "folder/tiles"
+    )
+    image = defect_folder / "defect" / "d01.png"
+    args = ["--tracking-uri", uri]
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                "models:/fcdd-folder-tiles@champion",
+                *args,
+                "--out",
+                str(tmp_path / "p"),
+                str(image),
+            ]
+        )
+        == 0
+    )
+    with open(tmp_path / "p" / "scores.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    from fcdd.detector import Detector
+
+    assert float(row["score"]) == pytest.approx(
+        float(Detector.load(trained[2]).score([image]).scores[0]), rel=1e-5
+    )
+    capsys.readouterr()
+    assert main(["info", "models:/fcdd-folder-tiles@champion", *args]) == 0
+    assert "tiles" in capsys.readouterr().out
+    assert main(["info", "models:/no-such-model@champion", *args]) == 2
+    assert "no-such-model" in capsys.readouterr().err
