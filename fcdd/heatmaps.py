@@ -149,6 +149,29 @@ def spread_indices(scores: Sequence[float] | np.ndarray, k: int) -> np.ndarray:
     return order[positions]
 
 
+def balanced_spread_indices(
+    scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray, k: int
+) -> np.ndarray:
+    """k picks, half nominal and half anomalous where both exist, each half spread over its own
+    score ranking, returned from most nominal to most anomalous score.
+
+    A one-vs-rest test set is 90 % anomalous: spreading over the whole ranking alone would show
+    almost no nominal image, and a figure should show what the model finds normal too.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels).ravel()
+    groups = [np.flatnonzero(y == v) for v in np.unique(y)]
+    if len(groups) < 2:
+        return spread_indices(s, k)
+    nominal, anomalous = groups[0], groups[-1]
+    k_anomalous = min(anomalous.size, k - min(nominal.size, k // 2))
+    k_nominal = min(nominal.size, k - k_anomalous)
+    picks = np.concatenate(
+        [nominal[spread_indices(s[nominal], k_nominal)], anomalous[spread_indices(s[anomalous], k_anomalous)]]
+    )
+    return picks[np.argsort(s[picks], kind="stable")]
+
+
 def _thumbnail(image: np.ndarray, size: int = _CELL_PX, nearest: bool = False) -> np.ndarray:
     """Resize so the longer side is ``size`` px (keeps the aspect ratio)."""
     h, w = image.shape[:2]
@@ -177,7 +200,8 @@ def heatmap_grid(
     Rows per band of up to 8 columns: the input, the heatmap over it, and the ground-truth mask when
     ``masks`` is given. ``images`` are uint8 (h, w[, 3]) at any size (each may differ); ``heatmaps``
     (n, H, W) are normalised over all n (``"local"``: each map alone; ``"global"``: one scale from a
-    label-balanced subset) before ``max_images`` columns spread over the ranking are picked.
+    label-balanced subset) before ``max_images`` columns are picked: half nominal, half anomalous, each
+    spread over its own score ranking (:func:`balanced_spread_indices`).
     """
     n = len(images)
     heat = _as_stack(heatmaps)
@@ -197,7 +221,7 @@ def heatmap_grid(
     else:
         raise ValueError(f"normalisation: {normalisation!r} is not one of local, global")
 
-    chosen = spread_indices(s, max_images)
+    chosen = balanced_spread_indices(s, y, max_images)
     row_names = ["input", "heatmap"] + (["ground truth"] if masks is not None else [])
     n_rows = len(row_names)
     columns = min(_COLUMNS, chosen.size)

@@ -6,6 +6,7 @@ from PIL import Image
 
 from fcdd.heatmaps import (
     auc_bar_plot,
+    balanced_spread_indices,
     colorize,
     heatmap_grid,
     normalise_global,
@@ -170,3 +171,20 @@ def test_roc_and_bar_plots(tmp_path):
     assert 600 <= width <= 2000 and height == 450
     with pytest.raises(ValueError, match="2 fpr and 3 tpr"):
         roc_plot({"bad": ([0, 1], [0, 0.5, 1], 0.5)}, tmp_path / "bad.png", "x")
+
+
+def test_balanced_picks_show_both_labels_sorted_by_score():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(100), np.ones(900)].astype(int)  # one-vs-rest: 10 % nominal
+    scores = rng.normal(labels * 2.0, 1.0)
+    idx = balanced_spread_indices(scores, labels, 16)
+    assert len(set(idx.tolist())) == 16
+    assert (labels[idx] == 0).sum() == 8 and (labels[idx] == 1).sum() == 8
+    assert np.all(np.diff(scores[idx]) >= 0)
+    # each half spans its own label's extremes
+    assert scores[idx].min() == scores.min() or scores[labels == 0].min() in scores[idx]
+    assert scores[labels == 1].max() in scores[idx]
+    # few nominal images: the anomalous ones fill the rest; one label: plain spread
+    few = np.r_[np.zeros(3), np.ones(50)].astype(int)
+    assert (few[balanced_spread_indices(rng.random(53), few, 16)] == 0).sum() == 3
+    assert len(balanced_spread_indices(rng.random(20), np.ones(20, int), 16)) == 16
