@@ -24,6 +24,7 @@ prefect = pytest.importorskip("prefect")
 from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+from shared_fixtures import TINY_RUN  # noqa: E402
 
 from pipelines import flows  # noqa: E402
 
@@ -36,16 +37,7 @@ SHARED_OE = REPO.parent / "shared" / "data" / "imagenet1k_samples"
 def tiny_overrides(output_dir: Path, classes: str = "['0']", epochs: int = 1) -> list[str]:
     return [
         f"train.epochs={epochs}",
-        "train.batch_size=32",
-        "data.train_limit=64",
-        "data.test_limit=64",
-        "anomalies.oe_limit=32",
-        "train.threads=1",
-        "data.num_workers=0",
-        "train.device=cpu",
-        "evaluation.heatmap_count=4",
-        "train.progress=false",
-        "tracking.enabled=false",
+        *TINY_RUN,
         "orchestration.retries=0",
         "orchestration.retry_delay_s=0",
         f"data.classes={classes}",

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from shared_fixtures import TINY_RUN
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = str(REPO / "params.yaml")
@@ -42,16 +43,7 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
     return [
         "orchestration.mode=deployments",
         "train.epochs=1",
-        "train.batch_size=32",
-        "data.train_limit=64",
-        "data.test_limit=64",
-        "anomalies.oe_limit=32",
-        "train.threads=1",
-        "data.num_workers=0",
-        "train.device=cpu",
-        "evaluation.heatmap_count=4",
-        "train.progress=false",
-        "tracking.enabled=false",
+        *TINY_RUN,
         "orchestration.retry_delay_s=1",
         "data.classes=['0']",
         f"train.output_dir={tmp_path / 'runs'}",

@@ -10,9 +10,9 @@ import pytest
 mlflow = pytest.importorskip("mlflow")
 torch = pytest.importorskip("torch")
 
-from detector_fixtures import PREPROCESS, images, tiny_detector  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
+from shared_fixtures import PREPROCESS, images, tiny_detector  # noqa: E402
 
 from fcdd.config import load_config  # noqa: E402
 from fcdd.experiment import RunResult, run_dir_for  # noqa: E402

@@ -18,8 +18,8 @@ import pytest
 mlflow = pytest.importorskip("mlflow")
 torch = pytest.importorskip("torch")
 
-from detector_fixtures import images, tiny_detector  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
+from shared_fixtures import images, tiny_detector  # noqa: E402
 
 from pipelines import pyfunc, registry  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""A tiny untrained Detector and test images, shared by the MLflow pyfunc and serving tests."""
+"""Shared test material: a tiny untrained Detector, test images, and the overrides of a seconds-long run."""
 
 from __future__ import annotations
 
@@ -39,3 +39,18 @@ def tiny_detector(seed: int = 0) -> Detector:
 def images(n: int = 2) -> list[np.ndarray]:
     rng = np.random.default_rng(1)
     return [rng.integers(0, 256, (28 + 6 * i, 28 + 3 * i), dtype=np.uint8) for i in range(n)]
+
+
+# One epoch on 64 Fashion-MNIST images on the CPU, tracking off: seconds of real training (flow tests).
+TINY_RUN = [
+    "train.batch_size=32",
+    "data.train_limit=64",
+    "data.test_limit=64",
+    "anomalies.oe_limit=32",
+    "train.threads=1",
+    "data.num_workers=0",
+    "train.device=cpu",
+    "evaluation.heatmap_count=4",
+    "train.progress=false",
+    "tracking.enabled=false",
+]
