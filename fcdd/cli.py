@@ -36,6 +36,13 @@ def _config(args, extra: list[str] = ()):
     return load_config(params, [*args.override, *extra], preset=args.preset)
 
 
+def _add_tracking_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow store for models:/ URIs (default: $MLFLOW_TRACKING_URI, else tracking.uri of ./params.yaml)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fcdd",
@@ -66,10 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "masks exist, scores.csv, ROC curves and heatmap figures.",
     )
     p.add_argument("model", help="a model.pt file, or an MLflow URI such as models:/fcdd-mvtec-grid@champion")
-    p.add_argument(
-        "--tracking-uri",
-        help="MLflow store for models:/ URIs (default: $MLFLOW_TRACKING_URI, else tracking.uri of ./params.yaml)",
-    )
+    _add_tracking_arg(p)
     _add_config_args(p)
     p.add_argument("--root", help="raw data folder (default: data.root of the configuration)")
     p.add_argument("--out", default=None, help="output folder (default: evaluation/<dataset>/<class>)")
@@ -83,10 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("--model", required=True, help="model.pt file or MLflow URI (models:/NAME@champion)")
-    p.add_argument(
-        "--tracking-uri",
-        help="MLflow store for models:/ URIs (default: $MLFLOW_TRACKING_URI, else tracking.uri of ./params.yaml)",
-    )
+    _add_tracking_arg(p)
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     p.add_argument(
         "--threshold", type=float, help="label images with score > threshold 'defect', else 'good'"
@@ -106,10 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "info", help="what a model file holds", description="Print a model's network, data and metrics."
     )
     p.add_argument("model", help="model.pt file or MLflow URI")
-    p.add_argument(
-        "--tracking-uri",
-        help="MLflow store for models:/ URIs (default: $MLFLOW_TRACKING_URI, else tracking.uri of ./params.yaml)",
-    )
+    _add_tracking_arg(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser(

@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from fcdd.anomaly_map import ReceptiveFieldUpsampler
+from fcdd.anomaly_map import ReceptiveFieldUpsampler, resize_nearest
 from fcdd.config import Config, ModelConfig
 from fcdd.data.transforms import test_transform
 from fcdd.loss import pseudo_huber
@@ -136,7 +135,7 @@ class Detector:
             maps.append(a.float().cpu().numpy())
             for im, h in zip(chunk, up, strict=True):
                 # Spec §1: pixel scores are the upsampled map resized (nearest) to the image's own size.
-                full = F.interpolate(h[None, None].float(), size=(im.height, im.width), mode="nearest")
+                full = resize_nearest(h[None, None].float(), (im.height, im.width))
                 heatmaps.append(full[0, 0].cpu().numpy())
         if not pil:
             u = self.model.output_size

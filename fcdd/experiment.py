@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from fcdd import heatmaps as figs
-from fcdd.anomaly_map import ReceptiveFieldUpsampler
+from fcdd.anomaly_map import ReceptiveFieldUpsampler, resize_nearest
 from fcdd.config import Config
 from fcdd.data import build_datasets
 from fcdd.data.training_set import slug
@@ -184,7 +183,7 @@ def _resize_nearest(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if tuple(a.shape) == tuple(shape):
         return a.astype(np.float32, copy=False)
     t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
-    return F.interpolate(t, size=tuple(shape), mode="nearest")[0, 0].numpy()
+    return resize_nearest(t, shape)[0, 0].numpy()
 
 
 def _resize_image(img: np.ndarray, size: int) -> np.ndarray:
