@@ -202,6 +202,7 @@ def test_dvc_repro_tiny_pipeline(pipeline_repo):
 
     first = run([dvc, "repro"], repo, env)
     assert ran_stages(first.stdout) == {"prepare", "train", "evaluate", "report"}
+    assert first.stdout.count("as the train stage evaluated it") == 2  # same settings: not scored twice
 
     shown = json.loads(run([dvc, "metrics", "show", "--json"], repo, env).stdout)
     metrics = next(iter(shown.values()))["data"]["metrics.json"]["data"]
@@ -240,6 +241,7 @@ def test_dvc_repro_tiny_pipeline(pipeline_repo):
     assert diff["params.yaml"]["evaluation.quantile"] == {"old": None, "new": 0.9}
     third = run([dvc, "repro"], repo, env)
     assert ran_stages(third.stdout) == {"evaluate", "report"}  # no retraining for a heatmap setting
+    assert third.stdout.count("scored again") == 2
     assert model.stat().st_mtime_ns == trained_at
     assert "heatmap quantile q: 0.9" in (repo / "outputs/report.md").read_text()
 

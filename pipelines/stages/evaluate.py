@@ -1,7 +1,8 @@
 """DVC stage `evaluate`: re-evaluate every trained run with the current ``evaluation.*`` settings.
 
-Each run's Detector (``model.pt``) scores its test set again (so a new heatmap quantile, heatmap
-count or AUPRO setting needs no retraining); then the stage writes
+Each run's Detector (``model.pt``) scores its test set again when ``evaluation.*`` differs from the
+settings the train stage evaluated it with (so a new heatmap quantile, heatmap count or AUPRO setting
+needs no retraining); with the same settings it takes the run folder's own results. Then it writes
 - metrics.json: per class mean/std over seeds, and the mean over classes (``dvc metrics show``),
 - outputs/evaluate/auc_per_class.csv, roc/<class>_seed<k>.csv, figures/*.png (``dvc plots show``),
 - outputs/evaluate/summary.json for the report.
@@ -10,6 +11,7 @@ count or AUPRO setting needs no retraining); then the stage writes
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -51,23 +53,53 @@ def evaluate_run(cfg, cls: str, seed: int, run_dir: Path, device: str) -> dict:
     if not model_path.is_file():
         raise SystemExit(f"evaluate: {model_path} is missing; run the train stage again (dvc repro -f train)")
     detector = Detector.load(model_path, device=device)
-    test_set = build_datasets(cfg, cls, seed).test
     name = f"{class_slug(cls)}_seed{seed}"
     out_dir = EVAL_RUNS / class_slug(cls) / f"seed{seed}"
-    metrics, artifacts = evaluate(
-        detector, test_set, cfg, out_dir, title=f"{cfg.data.dataset} · {cls} · seed {seed}"
-    )
+    reuse = _evaluation_settings(detector.meta.get("config", {})) == _evaluation_settings(cfg.flat())
+    if reuse:
+        # The train stage evaluated this run with the same settings: take its results, don't score twice.
+        metrics, artifacts = _copy_run_evaluation(run_dir, out_dir)
+    else:
+        test_set = build_datasets(cfg, cls, seed).test
+        metrics, artifacts = evaluate(
+            detector, test_set, cfg, out_dir, title=f"{cfg.data.dataset} · {cls} · seed {seed}"
+        )
     shutil.copyfile(artifacts["roc_image"], ROC_DIR / f"{name}.csv")
     for path in artifacts.values():
         if Path(path).suffix == ".png":
             shutil.copyfile(path, FIGURES_DIR / f"{name}_{Path(path).stem}.png")
-    print(f"evaluate: {cfg.data.dataset} class {cls!r} seed {seed}: image AUC {metrics['image_auc']:.4f}")
+    how = "as the train stage evaluated it" if reuse else "scored again"
+    print(
+        f"evaluate: {cfg.data.dataset} class {cls!r} seed {seed}: image AUC {metrics['image_auc']:.4f} ({how})"
+    )
     return {
         "class": cls,
         "seed": seed,
         **{k: metrics.get(k) for k in METRIC_KEYS},
         "n_test": metrics.get("n_test"),
     }
+
+
+def _evaluation_settings(flat_config: dict) -> dict:
+    return {k: v for k, v in flat_config.items() if k.startswith("evaluation.")}
+
+
+def _copy_run_evaluation(run_dir: Path, out_dir: Path) -> tuple[dict, dict]:
+    """The run folder's own metrics, scores, ROC points and figures, as `evaluate` would write them."""
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise SystemExit(
+            f"evaluate: {metrics_path} is missing; run the train stage again (dvc repro -f train)"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = ["metrics.json", "scores.csv", "roc_image.csv", "roc_pixel.csv"]
+    for name in names:
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, out_dir / name)
+    shutil.copytree(run_dir / "figures", out_dir / "figures", dirs_exist_ok=True)
+    artifacts = {"roc_image": out_dir / "roc_image.csv"}
+    artifacts.update({f.stem: f for f in sorted((out_dir / "figures").glob("*.png"))})
+    return json.loads(metrics_path.read_text()), artifacts
 
 
 def top_metrics(dataset: str, summary: dict) -> dict:
