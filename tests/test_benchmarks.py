@@ -223,6 +223,36 @@ def test_bench_quality_quick_prints_its_table(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "mvtec_ad_subset").is_dir(), reason="../shared/data is absent")
+def test_bench_quality_trains_from_a_local_weights_file(tmp_path):
+    """--weights: the pretrained path of the MVTec benchmark, with a torchvision-format VGG11-BN
+    file this test writes (no real ImageNet weights exist here): the first 15 modules keep the
+    file's values through training, the rest train."""
+    from fcdd.detector import Detector
+    from fcdd.models.vgg import vgg11_bn_features
+
+    torch.manual_seed(3)
+    features = vgg11_bn_features()
+    for p in features.parameters():
+        p.data.normal_(0, 0.05)  # values a fresh init would never produce
+    weights = tmp_path / "vgg11_bn.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, weights)
+    _run(
+        [sys.executable, "benchmarks/bench_quality.py", "--quick", "--dataset", "mvtec", "--classes", "grid",
+         "--setting", "confetti", "--weights", str(weights), "--output-dir", str(tmp_path / "out"),
+         "-o", f"data.cache_dir={ROOT / 'cache'}"],
+        240,
+    )  # fmt: skip
+    (model_file,) = (tmp_path / "out").rglob("model.pt")
+    trained = list(Detector.load(model_file).model.features.children())
+    loaded = list(features.children())
+    for i in range(15):  # frozen: weights and BatchNorm statistics exactly as in the file
+        for k, v in loaded[i].state_dict().items():
+            assert torch.equal(trained[i].state_dict()[k], v), f"module {i} {k} changed"
+    assert not torch.equal(trained[15].weight, loaded[15].weight)  # the 4th conv block trained
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "cifar10_jpeg.zip").is_file(), reason="../shared/data is absent")
 def test_gpu_suite_quick_runs_every_part(tmp_path):
     """The device run's script, on this machine: same commands, tiny settings, 2 classes."""
@@ -249,8 +279,11 @@ def test_bench_train_overhead_quick_prints_its_table():
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["net", "batch"])
     rows = [line.split() for line in lines[start + 1 :]]
-    assert [r[0] for r in rows] == ["cnn28", "vgg11_bn"]
+    assert [r[0] for r in rows] == ["cnn28", "cnn32", "vgg11_bn"]
     assert all(0.2 < float(r[5]) < 5 for r in rows)  # engine/bare wall ratio: same work, same order
+    for r in rows:  # images/s = batch / (s/step); s/step is printed to 4 decimals only
+        assert float(r[10]) == pytest.approx(int(r[1]) / float(r[3]), rel=0.02)
+        assert float(r[11]) == pytest.approx(int(r[1]) / float(r[4]), rel=0.02)
 
 
 @pytest.mark.slow
