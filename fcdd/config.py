@@ -88,7 +88,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     threads: int | None = None  # torch CPU threads; None: torch's default
     output_dir: str = "runs"  # one folder per (dataset, class, seed)
-    progress: bool = True
+    progress: bool = True  # tqdm bar per epoch, shown only when stderr is a terminal
 
 
 @dataclass

@@ -317,7 +317,8 @@ def train(
             iter(loader),
             total=steps,
             desc=f"epoch {epoch + 1}/{t.epochs}",
-            disable=not t.progress,
+            # None: only on a terminal; in logs (DVC, Prefect workers, CI) the per-epoch line says it all.
+            disable=None if t.progress else True,
             leave=False,
         )
         for step, batch in enumerate(bar):

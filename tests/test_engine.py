@@ -253,3 +253,24 @@ def test_cuda_bf16_training_learns(tmp_path, loss):
     assert next(model.parameters()).is_cuda
     assert all(math.isfinite(h["loss"]) for h in result["history"])
     assert _image_auc(model.cpu(), test) > 0.9
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch):
+    """Logs (DVC, Prefect workers, CI) are not terminals: no bar redrawn hundreds of times there;
+    the per-epoch summary goes through the callbacks and loggers instead."""
+    import io
+    import sys
+
+    class Stream(io.StringIO):
+        def __init__(self, tty: bool):
+            super().__init__()
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    for tty in (False, True):
+        stream = Stream(tty)
+        monkeypatch.setattr(sys, "stderr", stream)
+        train(tiny_model(), SquaresOnNoise(16), tiny_cfg(epochs=1, progress=True), "cpu", tmp_path / str(tty))
+        assert ("epoch 1/1" in stream.getvalue()) is tty, stream.getvalue()[:200]
