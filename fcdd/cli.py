@@ -121,6 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------ commands
+class EpochLine:
+    """One stderr line per finished epoch: the progress bar shows only on a terminal, and a
+    redirected `fcdd train` should still say how far it is."""
+
+    def __init__(self, run: str, epochs: int):
+        self.run, self.epochs = run, epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        print(
+            f"{self.run}: epoch {epoch}/{self.epochs} loss {logs['loss']:.4g}, lr {logs['lr']:.3g}, "
+            f"{logs['images_per_s']:.0f} images/s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def cmd_train(args) -> int:
     from fcdd.data import class_names
     from fcdd.experiment import class_slug, run_experiment
@@ -137,7 +153,9 @@ def cmd_train(args) -> int:
     rows = []
     for cls in classes:
         for seed in seeds:
-            result = run_experiment(cfg, cls, seed)
+            result = run_experiment(
+                cfg, cls, seed, callbacks=EpochLine(f"{cls} seed {seed}", cfg.train.epochs)
+            )
             m = result.metrics
             rows.append(
                 {"class": cls, "seed": seed, **{k: m.get(k) for k in ("image_auc", "pixel_auc", "aupro")}}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import shutil
 import subprocess
@@ -32,9 +34,13 @@ def _params_file(tmp: Path, cfg) -> Path:
 def trained(defect_folder, make_folder_config, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli")
     params = _params_file(out, make_folder_config(defect_folder, out))
-    assert main(["train", "--params", str(params), "-o", "train.epochs=2"]) == 0
+    log = io.StringIO()
+    with contextlib.redirect_stderr(log):  # not a terminal: no progress bar, one line per epoch
+        assert main(["train", "--params", str(params), "-o", "train.epochs=2"]) == 0
     model = out / "runs" / "folder" / "tiles" / "seed0" / "model.pt"
     assert model.is_file()
+    epoch_lines = [line for line in log.getvalue().splitlines() if line.startswith("tiles seed 0: epoch")]
+    assert [line.split()[4] for line in epoch_lines] == ["1/2", "2/2"], log.getvalue()[-500:]
     return out, params, model
 
 
