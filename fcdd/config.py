@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -176,6 +178,9 @@ class Config:
         return out
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_type(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if hint is Any:
@@ -200,6 +205,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         (item,) = typing.get_args(hint)
         return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if hint is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)  # PyYAML reads `1e-4` (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -331,36 +338,133 @@ def load_config(
 
 
 def validate(cfg: Config) -> None:
-    """Value checks that types alone cannot express."""
+    """Value checks that types alone cannot express: every field of every section, at load time,
+    so that no setting is found wrong after hours of training."""
 
     def one_of(where: str, value: str, choices: tuple[str, ...]) -> None:
         if value not in choices:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
 
-    one_of("data.dataset", cfg.data.dataset, DATASETS)
-    one_of("model.net", cfg.model.net, ("cnn28", "cnn32", "vgg11_bn"))
-    one_of("train.optimizer", cfg.train.optimizer, ("sgd", "adam"))
-    one_of("train.scheduler", cfg.train.scheduler, ("lambda", "milestones", "none"))
-    one_of("train.loss", cfg.train.loss, ("auto", "image", "pixel"))
-    one_of("anomalies.kind", cfg.anomalies.kind, ("oe", "confetti", "semi", "none"))
-    one_of("anomalies.confetti_gt", cfg.anomalies.confetti_gt, ("ones", "changed"))
-    one_of("orchestration.mode", cfg.orchestration.mode, ("local", "deployments"))
-    positive = {
-        "train.epochs": cfg.train.epochs,
-        "train.batch_size": cfg.train.batch_size,
-        "train.accumulate": cfg.train.accumulate,
-        "train.epoch_repeats": cfg.train.epoch_repeats,
-        "model.input_size": cfg.model.input_size,
-        "evaluation.batch_size": cfg.evaluation.batch_size,
+    def check(where: str, ok: bool, rule: str, value: Any) -> None:
+        if not ok:
+            raise ConfigError(f"{where}: must be {rule}, got {value!r}")
+
+    _check_finite(cfg, "")
+    d, m, t, a, e, tr, o = (
+        cfg.data,
+        cfg.model,
+        cfg.train,
+        cfg.anomalies,
+        cfg.evaluation,
+        cfg.tracking,
+        cfg.orchestration,
+    )
+    one_of("data.dataset", d.dataset, DATASETS)
+    one_of("model.net", m.net, ("cnn28", "cnn32", "vgg11_bn"))
+    one_of("train.optimizer", t.optimizer, ("sgd", "adam"))
+    one_of("train.scheduler", t.scheduler, ("lambda", "milestones", "none"))
+    one_of("train.loss", t.loss, ("auto", "image", "pixel"))
+    one_of("anomalies.kind", a.kind, ("oe", "confetti", "semi", "none"))
+    one_of("anomalies.confetti_gt", a.confetti_gt, ("ones", "changed"))
+    one_of("orchestration.mode", o.mode, ("local", "deployments"))
+    at_least = {
+        1: {
+            "train.epochs": t.epochs,
+            "train.batch_size": t.batch_size,
+            "train.accumulate": t.accumulate,
+            "train.epoch_repeats": t.epoch_repeats,
+            "model.input_size": m.input_size,
+            "data.stored_size": d.stored_size,
+            "data.train_limit": d.train_limit,
+            "data.test_limit": d.test_limit,
+            "anomalies.oe_limit": a.oe_limit,
+            "anomalies.semi_k": a.semi_k,
+            "evaluation.batch_size": e.batch_size,
+            "evaluation.heatmap_count": e.heatmap_count,
+            "orchestration.timeout_s": o.timeout_s,
+            "orchestration.max_parallel": o.max_parallel,
+        },
+        0: {
+            "data.num_workers": d.num_workers,
+            "train.threads": t.threads,
+            "model.freeze": m.freeze,
+            "orchestration.retries": o.retries,
+            "orchestration.retry_delay_s": o.retry_delay_s,
+        },
     }
-    for where, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{where}: must be at least 1, got {value}")
-    if not 0.0 <= cfg.anomalies.probability <= 1.0:
-        raise ConfigError(f"anomalies.probability: must be in [0, 1], got {cfg.anomalies.probability}")
-    if not 0.0 < cfg.data.folder.test_ratio < 1.0:
-        raise ConfigError(f"data.folder.test_ratio: must be in (0, 1), got {cfg.data.folder.test_ratio}")
-    if cfg.train.lr <= 0:
-        raise ConfigError(f"train.lr: must be positive, got {cfg.train.lr}")
-    if not cfg.train.seeds:
+    for low, values in at_least.items():
+        for where, value in values.items():
+            if value is not None and value < low:
+                raise ConfigError(f"{where}: must be at least {low}, got {value}")
+    check("data.folder.test_ratio", 0.0 < d.folder.test_ratio < 1.0, "in (0, 1)", d.folder.test_ratio)
+    mt = d.folder.mask_threshold
+    check("data.folder.mask_threshold", 0 <= mt < 255, "in [0, 254] (mask pixel > threshold: anomalous)", mt)
+    for where, value in {
+        "data.root": d.root,
+        "data.cache_dir": d.cache_dir,
+        "train.output_dir": t.output_dir,
+    }.items():
+        check(where, bool(value.strip()), "a non-empty path", value)
+    if a.kind == "oe":
+        check(
+            "anomalies.oe_source",
+            bool(a.oe_source.strip()),
+            "a folder, zip or cifar100:/emnist: root",
+            a.oe_source,
+        )
+    check("model.sigma", m.sigma is None or m.sigma > 0, "positive (or null: per dataset)", m.sigma)
+
+    check("train.lr", t.lr > 0, "positive", t.lr)
+    check("train.momentum", t.momentum >= 0, "at least 0", t.momentum)
+    check("train.weight_decay", t.weight_decay >= 0, "at least 0", t.weight_decay)
+    check("train.gamma", t.gamma > 0, "positive", t.gamma)
+    check("train.betas", len(t.betas) == 2, "two numbers [beta1, beta2]", t.betas)
+    for i, beta in enumerate(t.betas):
+        check(f"train.betas[{i}]", 0.0 <= beta < 1.0, "in [0, 1)", beta)
+    for i, milestone in enumerate(t.milestones):
+        check(f"train.milestones[{i}]", milestone >= 1, "an epoch number of at least 1", milestone)
+    if not t.seeds:
         raise ConfigError("train.seeds: give at least one seed")
+    for i, seed in enumerate(t.seeds):
+        check(f"train.seeds[{i}]", 0 <= seed < 2**63 - 1, "in [0, 2^63 - 1)", seed)
+    dup = sorted({s for s in t.seeds if t.seeds.count(s) > 1})
+    check("train.seeds", not dup, f"distinct (repeated: {dup})", t.seeds)
+    check("train.device", DEVICE_NAME.fullmatch(t.device) is not None, "auto, cpu, cuda or cuda:N", t.device)
+
+    check("anomalies.probability", 0.0 <= a.probability <= 1.0, "in [0, 1]", a.probability)
+    q = e.quantile
+    check("evaluation.quantile", q is None or 0.0 < q <= 1.0, "in (0, 1] (or null: per dataset)", q)
+    check("evaluation.aupro_max_fpr", 0.0 < e.aupro_max_fpr <= 1.0, "in (0, 1]", e.aupro_max_fpr)
+
+    for where, value in {
+        "tracking.uri": tr.uri,
+        "tracking.artifact_location": tr.artifact_location,
+        "tracking.experiment_prefix": tr.experiment_prefix,
+        "orchestration.work_pool": o.work_pool,
+        "orchestration.concurrency_limit": o.concurrency_limit,
+    }.items():
+        check(where, bool(value.strip()), "non-empty", value)
+    try:
+        name = tr.model_name.format(dataset="d", cls="c")
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(
+            f"tracking.model_name: {tr.model_name!r} is not a name template with only {{dataset}} and {{cls}} ({err})"
+        ) from None
+    check("tracking.model_name", bool(name.strip()), "a non-empty name template", tr.model_name)
+    flow, _, deployment = o.deployment.partition("/")
+    check("orchestration.deployment", bool(flow and deployment), "FLOW_NAME/DEPLOYMENT_NAME", o.deployment)
+
+
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _check_finite(node: Any, where: str) -> None:
+    """No NaN or infinity anywhere (YAML reads `.nan` and `.inf` as numbers)."""
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            _check_finite(getattr(node, f.name), f"{where}.{f.name}" if where else f.name)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_finite(v, f"{where}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{where}: must be a finite number, got {node}")

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from tqdm.auto import tqdm
 
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
-from fcdd.config import Config
+from fcdd.config import Config, ConfigError
 from fcdd.loss import fcdd_loss, pixel_loss, pseudo_huber
 
 CHECKPOINT = "checkpoint.pt"
@@ -44,12 +44,14 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as e:
-        raise ValueError(f"train.device: {name!r} is not a device name (auto, cpu, cuda, cuda:N)") from e
+        raise ConfigError(f"train.device: {name!r} is not a device name (auto, cpu, cuda, cuda:N)") from e
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"train.device: {name!r} requested but CUDA is not available here")
+            raise ConfigError(
+                f"train.device: {name!r} requested but CUDA is not available here; use cpu or auto"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"train.device: {name!r} but only {torch.cuda.device_count()} CUDA device(s)")
+            raise ConfigError(f"train.device: {name!r} but only {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 

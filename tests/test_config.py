@@ -111,3 +111,58 @@ def test_params_edited_by_dvc_exp_run_set_param(tmp_path):
     assert cfg.train.epochs == 1 and cfg.quantile == 0.9
     assert cfg.data.classes == ["0", "3"] and cfg.anomalies.oe_limit == 64
     assert cfg.train.batch_size == 128  # presets still apply underneath
+
+
+BAD_VALUES = [
+    ("evaluation.quantile=0", r"evaluation\.quantile: must be in \(0, 1\]"),
+    ("evaluation.quantile=1.5", r"evaluation\.quantile: must be in \(0, 1\]"),
+    ("evaluation.heatmap_count=0", r"evaluation\.heatmap_count: must be at least 1"),
+    ("evaluation.aupro_max_fpr=0", r"evaluation\.aupro_max_fpr: must be in \(0, 1\]"),
+    ("train.lr=.nan", r"train\.lr: must be a finite number, got nan"),
+    ("train.lr=.inf", r"train\.lr: must be a finite number, got inf"),
+    ("train.momentum=-0.1", r"train\.momentum: must be at least 0"),
+    ("train.weight_decay=-1e-4", r"train\.weight_decay: must be at least 0"),
+    ("train.betas=[0.9, 1.0]", r"train\.betas\[1\]: must be in \[0, 1\)"),
+    ("train.betas=[0.9]", r"train\.betas: must be two numbers"),
+    ("train.gamma=0", r"train\.gamma: must be positive"),
+    ("train.threads=-1", r"train\.threads: must be at least 0"),
+    ("data.num_workers=-2", r"data\.num_workers: must be at least 0"),
+    ("train.seeds=[0, -1]", r"train\.seeds\[1\]: must be in \[0, 2\^63 - 1\)"),
+    ("train.seeds=[3, 3]", r"train\.seeds: must be distinct \(repeated: \[3\]\)"),
+    ("train.milestones=[0]", r"train\.milestones\[0\]: must be an epoch number"),
+    ("train.device=gpu", r"train\.device: must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ("data.train_limit=0", r"data\.train_limit: must be at least 1"),
+    ("data.test_limit=-5", r"data\.test_limit: must be at least 1"),
+    ("anomalies.oe_limit=0", r"anomalies\.oe_limit: must be at least 1"),
+    ("anomalies.semi_k=0", r"anomalies\.semi_k: must be at least 1"),
+    ("anomalies.probability=1.2", r"anomalies\.probability: must be in \[0, 1\]"),
+    ("model.sigma=0", r"model\.sigma: must be positive"),
+    ("model.freeze=-1", r"model\.freeze: must be at least 0"),
+    ("data.stored_size=0", r"data\.stored_size: must be at least 1"),
+    ("data.folder.mask_threshold=255", r"data\.folder\.mask_threshold: must be in \[0, 254\]"),
+    ("data.folder.test_ratio=.nan", r"data\.folder\.test_ratio: must be a finite number"),
+    ("data.root=''", r"data\.root: must be a non-empty path"),
+    ("evaluation.threshold=.nan", r"evaluation\.threshold: must be a finite number"),
+    ("tracking.model_name=fcdd-{class}", r"tracking\.model_name: 'fcdd-\{class\}' is not a name template"),
+    ("orchestration.deployment=nameonly", r"orchestration\.deployment: must be FLOW_NAME/DEPLOYMENT_NAME"),
+    ("orchestration.retries=-1", r"orchestration\.retries: must be at least 0"),
+    ("orchestration.max_parallel=0", r"orchestration\.max_parallel: must be at least 1"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD_VALUES, ids=[o for o, _ in BAD_VALUES])
+def test_every_value_is_checked_when_the_config_loads(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(PARAMS, overrides=[override])
+
+
+def test_every_preset_passes_validation():
+    presets = yaml.safe_load(PARAMS.read_text())["presets"]
+    for name in presets:
+        load_config(PARAMS, preset=[name])
+
+
+def test_exponent_without_a_dot_is_a_number():
+    """PyYAML reads `1e-4` as a string; a float setting takes it as the number it means."""
+    assert load_config(None, overrides=["train.lr=1e-4"]).train.lr == 1e-4
+    assert load_config(None, overrides=["train.weight_decay=5E-6"]).train.weight_decay == 5e-6
