@@ -22,6 +22,7 @@ import torch
 from fcdd.config import load_config
 from fcdd.data import build_datasets
 from fcdd.engine import make_loader, make_optimizer, resolve_device
+from fcdd.hardware import machine_line
 from fcdd.loss import fcdd_loss
 from fcdd.models import build_model
 
@@ -118,6 +119,7 @@ def main() -> None:
         for name, presets, overrides, cls in cases(args, cache):
             rows.append(time_epoch(name, presets, overrides, cls, args.device))
     head = f"{'case':<22}{'device':<8}{'workers':>8}{'images':>8}{'epoch s':>9}{'1st s':>7}{'wait s':>8}{'wait %':>8}{'train img/s':>12}{'loader img/s':>13}"
+    print(machine_line(resolve_device(args.device)))
     print(head)
     print("-" * len(head))
     for r in rows:

@@ -21,6 +21,7 @@ import torch
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.detector import Detector
 from fcdd.engine import resolve_device, seed_everything
+from fcdd.hardware import machine_line
 from fcdd.models import build_net
 
 IMAGENET_NORM = {"kind": "meanstd", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         min_calls, min_seconds = min_calls * 5, min_seconds
     det = make_detector(args.net, size, device)
     name = torch.cuda.get_device_name(device) if gpu else f"{torch.get_num_threads()} torch threads"
+    print(machine_line(device))
     print(f"Detector inference, {args.net} at {size} px, device {device} ({name}), torch {torch.__version__}")
     rows = []
     for amp in [False, True] if gpu else [False]:

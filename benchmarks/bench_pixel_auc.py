@@ -20,6 +20,8 @@ import time
 import numpy as np
 from PIL import Image
 
+from fcdd.hardware import machine_line
+
 SIDE = 1000
 
 
@@ -118,6 +120,7 @@ def main() -> None:
 
     n_images, n_error = (10, 1) if args.quick else (100, 10)
     s = _run_worker("stream", n_images)
+    print(machine_line())
     print(
         f"PixelAUC, {n_images} images of {SIDE}x{SIDE} fed one at a time ({s['anomalous']:,} anomalous pixels)"
     )

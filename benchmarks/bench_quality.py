@@ -510,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
         f"bench_quality {' '.join(args.dataset)}: profile {args.profile}, device {device}, "
         f"{'quick, ' if args.quick else ''}{time.strftime('%Y-%m-%d %H:%M')}, {time.perf_counter() - start:.0f} s"
     )
+    from fcdd.hardware import machine_line
+
+    header += "\n" + machine_line(device)
     write_results(rows, Path(args.output_dir), header)
     print(header)
     print(format_table(rows))

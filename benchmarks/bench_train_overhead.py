@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from fcdd.config import Config
 from fcdd.engine import make_optimizer, resolve_device, seed_everything, train
+from fcdd.hardware import machine_line
 from fcdd.loss import fcdd_loss
 from fcdd.models import build_net
 
@@ -160,6 +161,7 @@ def main() -> None:
         ]
 
     cases = [replace(case, workers=args.workers) for case in cases]
+    print(machine_line(device))
     print(
         f"device {device}, torch threads {torch.get_num_threads()}, engine DataLoader workers {args.workers}"
     )

@@ -214,6 +214,31 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+def checkpoint_state(
+    epoch: int,
+    model_state: dict,
+    optimizer_state: dict,
+    scheduler_state: dict,
+    loader: DataLoader,
+    history: list[dict],
+    loss_kind: str,
+    cfg: Config,
+) -> dict[str, Any]:
+    """Everything a resume needs, as plain tensors and types (the packed trainer writes the same)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "model": model_state,
+        "optimizer": optimizer_state,
+        "scheduler": scheduler_state,
+        "sampler_rng": loader.batch_sampler.generator.get_state(),  # type: ignore[attr-defined]
+        "loader_rng": loader.generator.get_state(),  # type: ignore[union-attr]
+        "rng": _rng_state(),
+        "history": history,
+        "loss_kind": loss_kind,
+    }
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
     tmp = path.with_name(path.name + ".tmp")
@@ -368,18 +393,16 @@ def train(
         history.append(logs)
         save_checkpoint(
             checkpoint_path,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "sampler_rng": loader.batch_sampler.generator.get_state(),  # type: ignore[attr-defined]
-                "loader_rng": loader.generator.get_state(),  # type: ignore[union-attr]
-                "rng": _rng_state(),
-                "history": history,
-                "loss_kind": loss_kind,
-            },
+            checkpoint_state(
+                epoch + 1,
+                model.state_dict(),
+                optimizer.state_dict(),
+                scheduler.state_dict(),
+                loader,
+                history,
+                loss_kind,
+                cfg,
+            ),
         )
         if callbacks is not None and callable(getattr(callbacks, "on_epoch_end", None)):
             callbacks.on_epoch_end(epoch + 1, dict(logs))
