@@ -1,0 +1,113 @@
+"""Packed training vs K separate models: aggregate training images/s, in one run.
+
+For each K, times K bare training steps one after another (forward + FCDD loss + backward + SGD
+step, one model each, tensors in memory) against one packed step of the K models
+(``fcdd.packed.PackedModel``), alternating the two for ``--rounds`` rounds and taking medians, so
+that load from elsewhere hits both alike.
+
+    python benchmarks/bench_packed.py --quick                         # CNN28, K 1 3, CPU
+    python benchmarks/bench_packed.py --device cuda --k 1 5 10 --net cnn28 cnn32
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from types import SimpleNamespace
+
+import torch
+
+from fcdd.config import Config
+from fcdd.engine import make_optimizer, resolve_device, seed_everything
+from fcdd.hardware import machine_line
+from fcdd.loss import fcdd_loss
+from fcdd.models import build_net
+from fcdd.packed import PackedModel
+
+SIZES = {"cnn28": (28, 1, 128), "cnn32": (32, 3, 200), "vgg11_bn": (224, 3, 16)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(net: str, k: int, device: torch.device, steps: int, rounds: int) -> dict:
+    size, channels, batch = SIZES[net]
+    cfg = Config()
+    cfg.train.lr = 1e-3
+    models = []
+    for i in range(k):
+        seed_everything(i)
+        models.append(build_net(net, size, channels).to(device).train())
+    x = torch.randn(k, batch, channels, size, size, device=device)
+    y = (torch.arange(batch, device=device) % 2).expand(k, batch)
+    opts = [make_optimizer(m, cfg) for m in models]
+    packed = PackedModel(models)
+    trainable = packed.trainable()
+    popt = make_optimizer(SimpleNamespace(parameters=lambda: trainable), cfg)  # type: ignore[arg-type]
+
+    def separate() -> None:
+        for m, o, xi, yi in zip(models, opts, x, y, strict=True):
+            fcdd_loss(m(xi), yi).backward()
+            o.step()
+            o.zero_grad(set_to_none=True)
+
+    def together() -> None:
+        out = packed(x)
+        torch.stack([fcdd_loss(out[i], y[i]) for i in range(k)]).sum().backward()
+        popt.step()
+        popt.zero_grad(set_to_none=True)
+
+    times: dict[str, list[float]] = {"separate": [], "packed": []}
+    for fn in (separate, together):  # warm-up
+        fn()
+    for _ in range(rounds):
+        for name, fn in (("separate", separate), ("packed", together)):
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            _sync(device)
+            times[name].append((time.perf_counter() - start) / steps)
+    sep, pack = statistics.median(times["separate"]), statistics.median(times["packed"])
+    return {
+        "net": net,
+        "K": k,
+        "batch": batch,
+        "separate img/s": k * batch / sep,
+        "packed img/s": k * batch / pack,
+        "packed/separate": sep / pack,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--net", nargs="+", default=["cnn28"], choices=sorted(SIZES))
+    p.add_argument("--k", nargs="+", type=int, default=[1, 3, 10])
+    p.add_argument("--steps", type=int, default=None, help="steps per timed round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="K 1 3, 2 steps, 2 rounds")
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    if args.quick:
+        args.k, args.rounds = [1, 3], 2
+    steps = args.steps or (2 if args.quick or device.type == "cpu" else 20)
+    print(machine_line(device))
+    print(f"packed vs separate training steps, device {device}, {steps} steps x {args.rounds} rounds (medians)")
+    print("| net | K | batch | separate img/s | packed img/s | packed/separate |")
+    print("|---|---|---|---|---|---|")
+    for net in args.net:
+        for k in args.k:
+            r = bench(net, k, device, steps, args.rounds)
+            print(
+                f"| {r['net']} | {r['K']} | {r['batch']} | {r['separate img/s']:.1f} | {r['packed img/s']:.1f} "
+                f"| {r['packed/separate']:.2f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
