@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> None:
         args.k, args.rounds = [1, 3], 2
     steps = args.steps or (2 if args.quick or device.type == "cpu" else 20)
     print(machine_line(device))
-    print(f"packed vs separate training steps, device {device}, {steps} steps x {args.rounds} rounds (medians)")
+    print(
+        f"packed vs separate training steps, device {device}, {steps} steps x {args.rounds} rounds (medians)"
+    )
     print("| net | K | batch | separate img/s | packed img/s | packed/separate |")
     print("|---|---|---|---|---|---|")
     for net in args.net:

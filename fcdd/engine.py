@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import Config, ConfigError
+from fcdd.hardware import cpu_info
 from fcdd.loss import fcdd_loss, pixel_loss, pseudo_huber
 
 CHECKPOINT = "checkpoint.pt"
@@ -53,6 +55,34 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(f"train.device: {name!r} but only {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def autocast_bf16(device: torch.device, amp: bool) -> bool:
+    """Whether ``train.amp`` means bf16 autocast here: on CUDA with bf16 support, and on CPUs with
+    native bf16 matmuls (AMX or AVX-512-BF16: 2-3x faster steps). Elsewhere bf16 would be emulated
+    and slower than fp32, so the run stays in fp32 and says so once."""
+    if not amp:
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        if cpu_info().bf16:
+            return True
+        _say_once(f"train.amp: {cpu_info().model} has no native bf16 (AMX / AVX-512-BF16): training in fp32")
+    return False
+
+
+def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
+_said: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        print(message, file=sys.stderr, flush=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -305,11 +335,13 @@ def train(
     loss_kind = choose_loss(cfg)
     if loss_kind == "pixel" and upsampler is None:
         raise TrainingError("train.loss 'pixel' needs the receptive-field upsampler; pass upsampler=")
-    use_amp = t.amp and device.type == "cuda"
+    use_amp = autocast_bf16(device, t.amp)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
 
     model.to(device)
+    if t.channels_last:
+        model.to(memory_format=torch.channels_last)
     if upsampler is not None:
         upsampler.to(device)
     seed_everything(seed)
@@ -349,7 +381,7 @@ def train(
             leave=False,
         )
         for step, batch in enumerate(bar):
-            x = batch["image"].to(device, non_blocking=True)
+            x = to_memory_format(batch["image"].to(device, non_blocking=True), t.channels_last)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = model(x)
             if loss_kind == "pixel":
@@ -407,6 +439,7 @@ def train(
         if callbacks is not None and callable(getattr(callbacks, "on_epoch_end", None)):
             callbacks.on_epoch_end(epoch + 1, dict(logs))
 
+    model.to(memory_format=torch.contiguous_format)  # scoring, export and saving see the usual layout
     model.eval()
     return {
         "history": history,

@@ -33,6 +33,7 @@ from fcdd.engine import (
     _first_nonfinite,
     _rng_state,
     _set_rng_state,
+    autocast_bf16,
     checkpoint_state,
     choose_loss,
     load_checkpoint,
@@ -144,7 +145,7 @@ def train_packed(
     loss_kind = choose_loss(cfg)
     if loss_kind == "pixel" and upsampler is None:
         raise TrainingError("train.loss 'pixel' needs the receptive-field upsampler; pass upsampler=")
-    use_amp = t.amp and device.type == "cuda"
+    use_amp = autocast_bf16(device, t.amp)
     keys = ("image", "label", "mask") if loss_kind == "pixel" else ("image", "label")
 
     loaders = []

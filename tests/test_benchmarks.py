@@ -277,13 +277,19 @@ def test_gpu_suite_quick_runs_every_part(tmp_path):
 def test_bench_train_overhead_quick_prints_its_table():
     out = _run([sys.executable, "benchmarks/bench_train_overhead.py", "--quick", "--threads", "2"], 240)
     lines = out.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["net", "batch"])
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["net", "freeze"])
     rows = [line.split() for line in lines[start + 1 :]]
-    assert [r[0] for r in rows] == ["cnn28", "cnn32", "vgg11_bn"]
-    assert all(0.2 < float(r[5]) < 5 for r in rows)  # engine/bare wall ratio: same work, same order
+    assert [(r[0], r[1]) for r in rows] == [
+        ("cnn28", "0"),
+        ("cnn32", "0"),
+        ("vgg11_bn", "15"),
+        ("vgg11_bn", "0"),
+    ]
+    assert all(0.2 < float(r[7]) < 5 for r in rows)  # plain engine/bare wall ratio: same work, same order
     for r in rows:  # images/s = batch / (s/step); s/step is printed to 4 decimals only
-        assert float(r[10]) == pytest.approx(int(r[1]) / float(r[3]), rel=0.02)
-        assert float(r[11]) == pytest.approx(int(r[1]) / float(r[4]), rel=0.02)
+        for s_col, img_col in ((4, 10), (5, 11), (6, 12)):
+            assert float(r[img_col]) == pytest.approx(int(r[2]) / float(r[s_col]), rel=0.02)
+        assert float(r[8]) == pytest.approx(float(r[4]) / float(r[6]), rel=0.02)
 
 
 @pytest.mark.slow

@@ -54,6 +54,9 @@ def tiny_cfg(**train) -> Config:
     t = cfg.train
     t.epochs, t.batch_size, t.lr, t.optimizer, t.progress, t.threads = 2, 8, 0.01, "sgd", False, None
     t.seeds = [3]
+    t.amp = (
+        False  # fp32: the equivalence tests compare float results closely (the fast path has its own test)
+    )
     for k, v in train.items():
         setattr(t, k, v)
     return cfg
@@ -274,3 +277,43 @@ def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch):
         monkeypatch.setattr(sys, "stderr", stream)
         train(tiny_model(), SquaresOnNoise(16), tiny_cfg(epochs=1, progress=True), "cpu", tmp_path / str(tty))
         assert ("epoch 1/1" in stream.getvalue()) is tty, stream.getvalue()[:200]
+
+
+def test_fast_cpu_path_follows_the_eager_fp32_loss_trajectory(tmp_path):
+    """bf16 autocast (where the CPU has native bf16) and channels-last change rounding, not the
+    result: the loss trajectory stays close to the plain fp32 run's, and resume stays exact."""
+    histories = {}
+    for name, fast in (("eager", False), ("fast", True)):
+        cfg = tiny_cfg(epochs=3, amp=fast, channels_last=fast)
+        histories[name] = [
+            h["loss"] for h in train(tiny_model(), SquaresOnNoise(48), cfg, "cpu", tmp_path / name)["history"]
+        ]
+    assert histories["fast"] == pytest.approx(histories["eager"], rel=0.05)
+    assert histories["fast"][-1] < histories["fast"][0]  # it still learns
+
+    cfg = tiny_cfg(epochs=3, amp=True, channels_last=True)
+    train(
+        tiny_model(),
+        SquaresOnNoise(48),
+        tiny_cfg(epochs=1, amp=True, channels_last=True),
+        "cpu",
+        tmp_path / "r",
+    )
+    resumed = train(tiny_model(), SquaresOnNoise(48), cfg, "cpu", tmp_path / "r")["history"]
+    assert [h["loss"] for h in resumed] == histories["fast"]
+
+
+def test_autocast_bf16_only_where_the_hardware_has_it(monkeypatch, capsys):
+    import fcdd.engine as engine
+    from fcdd.hardware import CPUInfo
+
+    cpu = torch.device("cpu")
+    assert not engine.autocast_bf16(cpu, amp=False)
+    monkeypatch.setattr(engine, "cpu_info", lambda: CPUInfo("AMX box", 2, ("avx512f", "amx_bf16"), "AVX512"))
+    assert engine.autocast_bf16(cpu, amp=True)
+    monkeypatch.setattr(engine, "cpu_info", lambda: CPUInfo("Old AMD", 2, ("avx2", "fma"), "AVX2"))
+    monkeypatch.setattr(engine, "_said", set())
+    assert not engine.autocast_bf16(cpu, amp=True)
+    assert not engine.autocast_bf16(cpu, amp=True)
+    err = capsys.readouterr().err
+    assert err.count("no native bf16") == 1 and "Old AMD" in err
