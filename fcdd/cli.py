@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=float, help="label images with score > threshold 'defect', else 'good'"
     )
     p.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="false-alarm level of calibrated decisions: anomalous = p_value <= alpha; a binary mask "
+        "PNG per anomalous image (default 0.01; needs a model trained with evaluation.calibration)",
+    )
+    p.add_argument(
         "--normalisation",
         choices=("global", "local"),
         default="global",
@@ -200,8 +207,10 @@ def cmd_predict(args) -> int:
 
     from fcdd import heatmaps as figs
 
+    alpha = _check_cli_alpha(args.alpha)
     paths = _collect_images(args.inputs)
     det = _load_detector(args.model, args.device, args.tracking_uri)
+    calibration = _predict_calibration(det, args.model, args.alpha, alpha)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     q = float(det.meta.get("quantile", 0.97))
@@ -213,6 +222,8 @@ def cmd_predict(args) -> int:
             row = {"path": str(p), "score": float(s)}
             if args.threshold is not None:
                 row["label"] = "defect" if s > args.threshold else "good"
+            if calibration:
+                row.update(_calibrated_decision(calibration, s, h, alpha, out, len(rows), p))
             rows.append(row)
             if not args.no_heatmaps:
                 all_heat.append((p, h))
@@ -235,6 +246,7 @@ def cmd_predict(args) -> int:
     fields = (
         ["path", "score"]
         + (["label"] if args.threshold is not None else [])
+        + (["p_value", "normalised_score", "anomalous", "mask"] if calibration else [])
         + (["heatmap"] if all_heat else [])
     )
     with open(out / "scores.csv", "w", newline="") as f:
@@ -242,7 +254,15 @@ def cmd_predict(args) -> int:
         w.writeheader()
         w.writerows(rows)
     for r in rows:
-        print(f"{r['score']:.5f}  {r.get('label', ''):6s} {r['path']}")
+        decision = (
+            f"p={r['p_value']:.4f} {'ANOMALOUS' if r['anomalous'] else 'nominal':9s} " if calibration else ""
+        )
+        print(f"{r['score']:.5f}  {decision}{r.get('label', ''):6s} {r['path']}")
+    if calibration:
+        flagged = sum(r["anomalous"] for r in rows)
+        print(
+            f"{flagged} of {len(rows)} images anomalous at alpha {alpha:g} (p_value <= alpha; masks beside)"
+        )
     print(
         f"wrote {out / 'scores.csv'} ({len(rows)} images)"
         + (f" and {len(all_heat)} heatmaps" if all_heat else "")
@@ -251,6 +271,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_info(args) -> int:
+    from fcdd import calibration as conformal
+
     det = _load_detector(args.model, "cpu", args.tracking_uri)
     m = det.meta
     rf = det.model.receptive_field
@@ -266,6 +288,7 @@ def cmd_info(args) -> int:
         "preprocess": det.preprocess,
         "parameters": sum(p.numel() for p in det.model.parameters()),
         "metrics": m.get("metrics", {}),
+        "calibration": conformal.summary(m.get("calibration")),
     }
     print(yaml.safe_dump(info, sort_keys=False).rstrip())
     return 0
@@ -277,6 +300,53 @@ def cmd_config(args) -> int:
 
 
 # ------------------------------------------------------------------ helpers
+def _check_cli_alpha(value: float | None) -> float:
+    from fcdd import calibration as conformal
+
+    if value is None:
+        return conformal.DEFAULT_ALPHA
+    try:
+        return conformal.check_alpha(value, "--alpha")
+    except conformal.CalibrationError as e:
+        raise CLIError(str(e)) from None
+
+
+def _predict_calibration(det, ref: str, given: float | None, alpha: float) -> dict | None:
+    """The model's calibration, or None (a note) for models trained without one."""
+    from fcdd import calibration as conformal
+
+    calibration = det.meta.get("calibration")
+    if not calibration:
+        if given is not None:
+            raise CLIError(
+                f"{ref}: the model has no calibration (trained without evaluation.calibration), so "
+                "--alpha cannot be used; retrain with evaluation.calibration or use --threshold"
+            )
+        print(f"note: {ref} has no calibration: no p-values or masks (use --threshold)", file=sys.stderr)
+        return None
+    if alpha < conformal.min_alpha(calibration):
+        print(
+            f"warning: alpha {alpha:g} is below 1/(n+1) = {conformal.min_alpha(calibration):.4g} for "
+            f"n = {calibration['n']} calibration images: no image can be flagged",
+            file=sys.stderr,
+        )
+    return calibration
+
+
+def _calibrated_decision(calibration: dict, score, heatmap, alpha: float, out: Path, i: int, path) -> dict:
+    """p-value, normalised score, decision; a mask PNG beside the overlay for anomalous images."""
+    from fcdd import calibration as conformal
+
+    p = float(conformal.p_values(calibration["image_scores"], [score])[0])
+    row = {"p_value": p, "normalised_score": float(conformal.normalised_score(p)), "anomalous": p <= alpha}
+    row["mask"] = ""
+    if row["anomalous"]:
+        name = f"{i:04d}_{Path(path).stem}_mask.png"
+        (out / name).write_bytes(conformal.mask_png(conformal.defect_mask(heatmap, calibration, alpha)))
+        row["mask"] = name
+    return row
+
+
 def _load_detector(ref: str, device: str, tracking_uri: str | None = None):
     from fcdd.detector import Detector
     from fcdd.engine import resolve_device

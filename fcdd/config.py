@@ -112,6 +112,9 @@ class EvaluationConfig:
     aupro: bool = True  # per-region overlap, where masks exist
     aupro_max_fpr: float = 0.3
     threshold: float | None = None  # image-score threshold for good/defect labels in predict
+    # Nominal training images held out for conformal calibration (fcdd/calibration.py), never trained
+    # on: a fraction in (0, 1) (raised to 20 images where the data allows) or a count; 0/null: off.
+    calibration: int | float | None = None
 
 
 @dataclass
@@ -435,6 +438,13 @@ def validate(cfg: Config) -> None:
     check("anomalies.probability", 0.0 <= a.probability <= 1.0, "in [0, 1]", a.probability)
     q = e.quantile
     check("evaluation.quantile", q is None or 0.0 < q <= 1.0, "in (0, 1] (or null: per dataset)", q)
+    c = e.calibration
+    check(
+        "evaluation.calibration",
+        c is None or (c >= 0 and (c < 1 or float(c).is_integer())),
+        "a fraction in (0, 1), a whole number of images, or 0/null (off)",
+        c,
+    )
     check("evaluation.aupro_max_fpr", 0.0 < e.aupro_max_fpr <= 1.0, "in (0, 1]", e.aupro_max_fpr)
 
     for where, value in {

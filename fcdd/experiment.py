@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from fcdd import calibration as conformal
 from fcdd import heatmaps as figs
 from fcdd.anomaly_map import ReceptiveFieldUpsampler, resize_nearest
 from fcdd.config import Config
@@ -77,6 +78,9 @@ def run_experiment(cfg: Config, cls: str, seed: int, callbacks: Any = None) -> R
         "config": {k: _plain(v) for k, v in cfg.flat().items()},
     }
     detector = Detector(model, upsampler, data.preprocess, meta)
+    detector.meta["calibration"] = conformal.score_calibration(
+        detector, data.calibration, cfg.evaluation.batch_size
+    )
     metrics, artifacts = evaluate(
         detector, data.test, cfg, run_dir, title=f"{cfg.data.dataset} · {cls} · seed {seed}"
     )
@@ -112,18 +116,30 @@ def evaluate(
     artifacts["roc_image"] = _write_roc(out_dir / "roc_image.csv", im["fpr"], im["tpr"])
     curves = {f"image (AUC {im['auc']:.3f})": (im["fpr"], im["tpr"], im["auc"])}
 
+    calibration = detector.meta.get("calibration")
+    metrics.update(conformal.decision_metrics(labels, scores_np, calibration))
+
     metrics["pixel_auc"] = metrics["aupro"] = None
     if test_set.has_masks:
         pix = PixelAUC()
+        masks_scored = (
+            conformal.MaskScorer(calibration, float(heat_np.min()), float(heat_np.max()))
+            if calibration
+            else None
+        )
         full_masks, full_maps = [], []
         for i in range(len(labels)):
             mask = np.asarray(test_set.full_mask(i), dtype=bool)
             full = _resize_nearest(heat_np[i], mask.shape)
             pix.update(full, mask)
+            if masks_scored is not None:
+                masks_scored.update(full, mask)
             if cfg.evaluation.aupro:  # AUPRO needs every map at once (its thresholds span all images)
                 full_masks.append(mask)
                 full_maps.append(full)
         metrics["pixel_auc"] = float(pix.compute())
+        if masks_scored is not None:
+            metrics.update(masks_scored.compute())
         fpr, tpr = pix.roc_curve()
         artifacts["roc_pixel"] = _write_roc(out_dir / "roc_pixel.csv", fpr, tpr)
         curves[f"pixel (AUC {metrics['pixel_auc']:.3f})"] = (fpr, tpr, metrics["pixel_auc"])

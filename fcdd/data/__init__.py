@@ -47,6 +47,7 @@ class DataBundle:
     summary: dict[str, Any]
     classes: list[str]
     name: str
+    calibration: Any = None  # fcdd.calibration.CalibrationSet of held-out nominal images, or None
 
 
 def class_names(cfg: Any) -> list[str]:
@@ -104,6 +105,8 @@ def _stats(cfg: Any, raw: RawData, keep: np.ndarray, geometry: dict[str, Any], s
 
     compute = gcn_minmax_stats if raw.stats == "gcn-minmax" else meanstd_stats
     limit = f"limit={cfg.data.train_limit},seed={seed}" if len(keep) < len(raw.train) else "all"
+    if cfg.evaluation.calibration:  # the calibration images are not part of the statistics
+        limit += f",calibration={cfg.evaluation.calibration}"
     key = f"{raw.stats_key}|size={geometry['input_size']}|{limit}"
     return cached_stats(cfg.data.cache_dir, key, lambda: compute(batches()))
 
@@ -137,6 +140,10 @@ def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
     real, moved = _semi(cfg, raw, seed) if kind == "semi" else (None, [])
     raw.test.keep = stratified_subset(raw.test.keep, np.asarray(raw.test.labels), cfg.data.test_limit, seed)
     train_keep = seeded_subset(len(raw.train), cfg.data.train_limit, seed)
+    from fcdd.calibration import CalibrationSet, split_calibration  # fcdd.calibration imports fcdd.data
+
+    groups = [str(Path(p).parent) for p in raw.train_paths] if len(raw.train_paths) == len(raw.train) else None
+    train_keep, cal_keep = split_calibration(train_keep, cfg.evaluation.calibration, seed, groups)
     preprocess = {
         **raw.geometry,
         "channels": raw.channels,
@@ -157,6 +164,7 @@ def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
         seed=seed,
     )
     test = TestSet(raw.test, test_transform(preprocess))
+    calibration = CalibrationSet(raw.train, cal_keep, test_transform(preprocess)) if len(cal_keep) else None
     summary = {
         "dataset": name,
         "class": raw.cls,
@@ -164,6 +172,7 @@ def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
         "train": {
             "nominal": len(train),
             "nominal_available": len(raw.train),
+            "calibration": len(cal_keep),  # held out of training, scored for p-values
             "real_anomalies": len(moved),
             "anomaly_kind": kind,
             "anomaly_probability": train.probability,
@@ -179,5 +188,11 @@ def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
         "skipped": raw.skipped,
     }
     return DataBundle(
-        train=train, test=test, preprocess=preprocess, summary=summary, classes=raw.classes, name=name
+        train=train,
+        test=test,
+        preprocess=preprocess,
+        summary=summary,
+        classes=raw.classes,
+        name=name,
+        calibration=calibration,
     )
