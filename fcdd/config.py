@@ -55,6 +55,9 @@ class DataConfig:
     stored_size: int = 240  # MVTec/folder images are cached at this size (spec §4)
     train_limit: int | None = None  # keep a seeded subset of N nominal training images
     test_limit: int | None = None  # keep a seeded, label-stratified subset of N test images
+    batch_augment: bool = (
+        True  # Fashion-MNIST/CIFAR-10: augment whole batches with tensor ops (same distributions)
+    )
     strict: bool = False  # a non-image file in a folder is an error instead of a warning
     folder: FolderConfig = field(default_factory=FolderConfig)
 

@@ -16,6 +16,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -182,7 +183,9 @@ def make_loader(
     return DataLoader(
         _SeededItems(train_set),
         batch_sampler=_SeededBatches(n, cfg.train.epoch_repeats, cfg.train.batch_size, sampler_gen),
-        collate_fn=_collate_keys(keys),
+        collate_fn=partial(train_set.collate, keys=keys)
+        if hasattr(train_set, "collate")
+        else _collate_keys(keys),
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=device.type == "cuda",

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fcdd.data.batch_augment import batch_augment
 from fcdd.data.cifar10 import CIFAR10_CLASSES, load_cifar10
 from fcdd.data.errors import DataError
 from fcdd.data.fmnist import FMNIST_CLASSES, load_fmnist
@@ -162,6 +163,7 @@ def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
         probability=cfg.anomalies.probability if source is not None else 0.0,
         keep=train_keep,
         seed=seed,
+        batch_transform=batch_augment(name, preprocess) if cfg.data.batch_augment else None,
     )
     test = TestSet(raw.test, test_transform(preprocess))
     calibration = CalibrationSet(raw.train, cal_keep, test_transform(preprocess)) if len(cal_keep) else None

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from fcdd.data.errors import DataError
 from fcdd.data.transforms import TestTransform, TrainTransform, pil_to_uint8
@@ -164,8 +164,11 @@ class TrainingSet(Dataset):
         probability: float = 0.0,
         keep: np.ndarray | None = None,
         seed: int = 0,
+        batch_transform: Callable | None = None,
     ):
         self.images, self.transform, self.channels = images, transform, channels
+        # With a batch transform, items stay uint8 and ``collate`` augments the whole batch at once.
+        self.batch_transform = batch_transform
         self.source, self.probability, self.seed = source, probability, seed
         self.keep = np.arange(len(images)) if keep is None else np.asarray(keep)
 
@@ -194,8 +197,21 @@ class TrainingSet(Dataset):
         if self.source is not None and self.probability > 0 and torch.rand(()).item() < self.probability:
             image, mask = self._inject(image)
             label = 1
+        if self.batch_transform is not None:
+            return {"image": image, "label": torch.tensor(label, dtype=torch.int64), "mask": mask, "index": i}
         x, m = self.transform(image, mask)
         return {"image": x, "label": torch.tensor(label, dtype=torch.int64), "mask": m, "index": i}
+
+    def collate(self, items: list[dict[str, Any]], keys: tuple[str, ...] = ("image", "label", "mask")) -> dict:
+        """A batch of items; with a batch transform, augmented here (in the loader's worker, right
+        after the items were drawn, so with the batch's seeded RNG state)."""
+        batch = default_collate([{k: item[k] for k in (*keys, "image")} for item in items])
+        if self.batch_transform is not None:
+            masks = torch.stack([item["mask"] for item in items]) if "mask" in keys else None
+            batch["image"], m = self.batch_transform(batch["image"], masks)
+            if m is not None:
+                batch["mask"] = m
+        return batch
 
 
 class TestSet(Dataset):

@@ -1,0 +1,158 @@
+"""Spec §4 augmentation of the small-image datasets (Fashion-MNIST, CIFAR-10) on a whole batch.
+
+The per-sample path (fcdd.data.transforms) spends most of a CIFAR-10 epoch in Python dispatch:
+torchvision's ColorJitter alone costs ~0.4 ms per 32-px image. Here the same random operations run
+as tensor ops over the batch [B, C, H, W]: per-sample parameters drawn in one call each, the same
+distributions as torchvision's (uniform factors, a random order of the four colour ops, crop offsets
+uniform over the padded image, flip with probability 1/2). The ops are device-agnostic: the engine
+can run them on the GPU as well as in a DataLoader worker.
+
+Randomness comes from ``generator`` (default: torch's global generator, which fcdd.engine seeds per
+batch), so a batch's augmentation depends only on its seed: exact resume and num_workers-independence
+hold as on the per-sample path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fcdd.data.normalisation import normalise
+
+GREY = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
+
+
+def _uniform(n: int, lo: float, hi: float, like: torch.Tensor, generator) -> torch.Tensor:
+    u = torch.rand(n, generator=generator, device=generator.device if generator is not None else "cpu")
+    return (lo + (hi - lo) * u).to(like.device, like.dtype).view(n, 1, 1, 1)
+
+
+def grey(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    return (GREY[0] * r + GREY[1] * g + GREY[2] * b).unsqueeze(1)
+
+
+def _brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return (x * f).clamp_(0, 1)
+
+
+def _contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    mean = grey(x).mean(dim=(1, 2, 3), keepdim=True)
+    return (f * x + (1 - f) * mean).clamp_(0, 1)
+
+
+def _saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return (f * x + (1 - f) * grey(x)).clamp_(0, 1)
+
+
+def _hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue by ``shift`` (a fraction of the circle), through HSV as torchvision does."""
+    r, g, b = x.unbind(1)
+    maxc, _ = x.max(1)
+    minc, _ = x.min(1)
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
+    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
+    h = (h + shift.view(-1, 1, 1)) % 1.0
+    v = maxc
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.to(torch.int64) % 6
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    out = torch.zeros_like(x)
+    for k, (cr, cg, cb) in enumerate(choices):
+        sel = (i == k).unsqueeze(1)
+        out = torch.where(sel, torch.stack([cr, cg, cb], 1), out)
+    return out
+
+
+class BatchColorJitter:
+    """torchvision ColorJitter(b, c, s, h) per sample, over a float batch in [0, 1]."""
+
+    def __init__(self, brightness: float, contrast: float, saturation: float, hue: float):
+        self.ranges = [(1 - brightness, 1 + brightness), (1 - contrast, 1 + contrast), (1 - saturation, 1 + saturation)]
+        self.hue = hue
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        n = x.shape[0]
+        gen_device = generator.device if generator is not None else "cpu"
+        # torchvision: one random order of the four ops per call (here: per sample), then factors.
+        order = torch.argsort(torch.rand(n, 4, generator=generator, device=gen_device), dim=1).to(x.device)
+        factors = [_uniform(n, lo, hi, x, generator) for lo, hi in self.ranges]
+        shift = _uniform(n, -self.hue, self.hue, x, generator).view(n)
+        ops = [
+            lambda y, idx: _brightness(y, factors[0][idx]),
+            lambda y, idx: _contrast(y, factors[1][idx]),
+            lambda y, idx: _saturation(y, factors[2][idx]),
+            lambda y, idx: _hue(y, shift[idx]),
+        ]
+        x = x.clone()
+        for position in range(4):
+            for k, op in enumerate(ops):
+                idx = (order[:, position] == k).nonzero().flatten()
+                if len(idx):
+                    x[idx] = op(x[idx], idx)
+        return x
+
+
+def pad_crop_flip(
+    x: torch.Tensor, masks: torch.Tensor | None, padding: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per sample: zero-pad by ``padding``, crop back to H x W at a uniform offset, flip with p 1/2
+    (torchvision RandomCrop(size, padding) + RandomHorizontalFlip()); the masks move along."""
+    n, _, h, w = x.shape
+    gen_device = generator.device if generator is not None else "cpu"
+    top = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=gen_device).to(x.device)
+    left = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=gen_device).to(x.device)
+    flip = (torch.rand(n, generator=generator, device=gen_device) < 0.5).to(x.device)
+    rows = top[:, None] + torch.arange(h, device=x.device)  # [n, h]
+    cols = left[:, None] + torch.arange(w, device=x.device)  # [n, w]
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    b = torch.arange(n, device=x.device)[:, None, None]
+
+    def crop(t: torch.Tensor) -> torch.Tensor:
+        padded = torch.nn.functional.pad(t, (padding,) * 4)
+        return padded[b, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # [n, C, h, w]
+
+    return crop(x), (crop(masks) if masks is not None else None)
+
+
+class BatchAugment:
+    """(uint8 images [B, C, H, W], bool masks [B, 1, H, W] or None) -> (normalised float images,
+    float masks): colour jitter, crop + flip, noise, normalisation, in the per-sample path's order."""
+
+    def __init__(
+        self,
+        padding: int,
+        normalisation: dict[str, Any],
+        colour: BatchColorJitter | None = None,
+        noise: float | None = None,
+    ):
+        self.padding, self.normalisation, self.colour, self.noise = padding, normalisation, colour, noise
+
+    def __call__(
+        self, images: torch.Tensor, masks: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = images.float().div_(255)
+        if self.colour is not None and x.shape[1] == 3:
+            x = self.colour(x, generator)
+        x, masks = pad_crop_flip(x, masks.float() if masks is not None else None, self.padding, generator)
+        if self.noise:
+            gen_device = generator.device if generator is not None else "cpu"
+            x = x + self.noise * torch.randn(x.shape, generator=generator, device=gen_device).to(x.device)
+        return normalise(x, self.normalisation), masks
+
+
+def batch_augment(dataset: str, preprocess: dict[str, Any]) -> BatchAugment | None:
+    """The batched spec §4 augmentation of ``dataset``, or None where there is none (large images)."""
+    norm = preprocess["normalisation"]
+    if dataset == "fmnist":
+        return BatchAugment(2, norm)
+    if dataset == "cifar10":
+        return BatchAugment(4, norm, BatchColorJitter(0.01, 0.01, 0.01, 0.01), noise=0.001)
+    return None
