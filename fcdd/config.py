@@ -94,6 +94,10 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU (oneDNN) and GPU
     threads: int | None = None  # torch CPU threads; None: torch's default
     output_dir: str = "runs"  # one folder per (dataset, class, seed)
+    # Shared copy of every epoch's checkpoint (fsspec URI: /nfs/ckpt, s3://bucket/ckpt, ...), so a
+    # run resumes on any worker; None: the run folder only.
+    checkpoint_uri: str | None = None
+    checkpoint_keep: int = 2  # newest shared checkpoints kept per run (older ones pruned)
     progress: bool = True  # tqdm bar per epoch, shown only when stderr is a terminal
 
 
@@ -467,6 +471,23 @@ def validate(cfg: Config) -> None:
     check("tracking.model_name", bool(name.strip()), "a non-empty name template", tr.model_name)
     flow, _, deployment = o.deployment.partition("/")
     check("orchestration.deployment", bool(flow and deployment), "FLOW_NAME/DEPLOYMENT_NAME", o.deployment)
+    _check_checkpoint_store(t)
+
+
+def _check_checkpoint_store(t: TrainConfig) -> None:
+    """A shared checkpoint folder fsspec cannot open fails now, not after the first epoch."""
+    if t.checkpoint_keep < 1:
+        raise ConfigError(f"train.checkpoint_keep: must be at least 1, got {t.checkpoint_keep}")
+    if t.checkpoint_uri is None:
+        return
+    if not t.checkpoint_uri.strip():
+        raise ConfigError("train.checkpoint_uri: must be a folder URI or null (run folder only), got ''")
+    from fcdd.checkpoint_store import CheckpointStoreError, check_uri
+
+    try:
+        check_uri(t.checkpoint_uri)
+    except CheckpointStoreError as err:
+        raise ConfigError(str(err)) from None
 
 
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")

@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from tqdm.auto import tqdm
 
+from fcdd import checkpoint_store
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import Config, ConfigError
 from fcdd.hardware import cpu_info
@@ -355,6 +356,7 @@ def train(
     history: list[dict[str, float]] = []
     start_epoch, resumed_from = 0, None
     checkpoint_path = run_dir / CHECKPOINT
+    checkpoint_store.pull(cfg, run_dir, checkpoint_path)  # a later epoch from another worker, if any
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
         _restore(checkpoint_path, state, model, optimizer, scheduler, loader)
@@ -439,6 +441,7 @@ def train(
                 cfg,
             ),
         )
+        checkpoint_store.push(cfg, run_dir, checkpoint_path, epoch + 1)
         if callbacks is not None and callable(getattr(callbacks, "on_epoch_end", None)):
             callbacks.on_epoch_end(epoch + 1, dict(logs))
 

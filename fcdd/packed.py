@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from fcdd import checkpoint_store
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import Config
 from fcdd.engine import (
@@ -170,6 +171,8 @@ def train_packed(
     optimizer = make_optimizer(SimpleNamespace(parameters=lambda: trainable), cfg)  # type: ignore[arg-type]
     scheduler = make_scheduler(optimizer, cfg)
     histories: list[list[dict]] = [[] for _ in models]
+    for d in run_dirs:  # later epochs another worker left in the shared folder, if any
+        checkpoint_store.pull(cfg, d, d / CHECKPOINT)
     start_epoch, resumed_from = _resume(run_dirs, packed, optimizer, scheduler, loaders, shapes, t.epochs)
     if resumed_from is not None:
         histories = [list(load_checkpoint(d / CHECKPOINT)["history"]) for d in run_dirs]
@@ -239,6 +242,7 @@ def train_packed(
                     cfg,
                 ),
             )
+            checkpoint_store.push(cfg, run_dirs[k], run_dirs[k] / CHECKPOINT, epoch + 1)
             cb = callbacks[k] if callbacks else None
             if cb is not None and callable(getattr(cb, "on_epoch_end", None)):
                 cb.on_epoch_end(epoch + 1, dict(logs))
