@@ -206,6 +206,7 @@ def cmd_predict(args) -> int:
     from PIL import Image
 
     from fcdd import heatmaps as figs
+    from fcdd.data.image_io import read_image
 
     alpha = _check_cli_alpha(args.alpha)
     paths = _collect_images(args.inputs)
@@ -239,7 +240,7 @@ def cmd_predict(args) -> int:
                 h01 = figs.normalise_local(h[None], q)[0]
             else:
                 h01 = np.clip((h - lo) / (hi if hi > 0 else 1.0), 0, 1)
-            image = np.asarray(Image.open(p).convert("RGB"))
+            image = np.asarray(read_image(p).convert("RGB"))
             name = f"{i:04d}_{Path(p).stem}_heatmap.png"
             Image.fromarray(figs.overlay(image, h01)).save(out / name)
             rows[i]["heatmap"] = name

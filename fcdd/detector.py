@@ -18,12 +18,14 @@ from PIL import Image
 
 from fcdd.anomaly_map import ReceptiveFieldUpsampler, resize_nearest
 from fcdd.config import Config, ModelConfig
+from fcdd.data import image_io
+from fcdd.data.errors import DataError
+from fcdd.data.image_io import array_to_8bit, read_image, to_8bit
 from fcdd.data.transforms import test_transform
 from fcdd.loss import pseudo_huber
 from fcdd.models import build_model
 
 FORMAT = "fcdd-detector/1"
-MAX_PIXELS = 50_000_000  # a single input image larger than this is refused (decompression bombs)
 
 ImageLike = Image.Image | np.ndarray | str | Path
 
@@ -143,37 +145,32 @@ class Detector:
         return DetectorOutput(np.concatenate(scores), heatmaps, np.concatenate(maps))
 
 
-def to_pil(image: ImageLike) -> Image.Image:
-    """Accept a path, a PIL image or a uint8/float array (h,w), (h,w,1), (h,w,3) or (h,w,4)."""
-    if isinstance(image, Image.Image):
-        im = image
-    elif isinstance(image, (str, Path)):
-        path = Path(image)
-        if not path.is_file():
-            raise DetectorError(f"{path}: no such image file")
+def to_pil(image: ImageLike, max_pixels: int | None = None) -> Image.Image:
+    """A path, a PIL image or an array (h,w), (h,w,1), (h,w,3) or (h,w,4) of any numeric dtype ->
+    8-bit "L"/"RGB" image, scaled by the one set of rules of fcdd.data.image_io (16-bit, float, ...)."""
+    if isinstance(image, (str, Path)):
         try:
-            im = Image.open(path)
-            im.load()
-        except Exception as e:  # noqa: BLE001 - PIL raises many types for broken files
-            raise DetectorError(f"{path}: not a readable image ({e})") from e
-    elif isinstance(image, np.ndarray):
-        arr = image
-        if arr.ndim == 3 and arr.shape[2] == 1:
-            arr = arr[:, :, 0]
+            return read_image(image, max_pixels=max_pixels)
+        except DataError as e:
+            raise DetectorError(str(e)) from e
+    if isinstance(image, Image.Image):
+        _check_pixels(image.width, image.height, max_pixels)
+        return to_8bit(image)
+    if isinstance(image, np.ndarray):
+        arr = image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
         if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
             raise DetectorError(
                 f"image array of shape {image.shape}: expected (h, w), (h, w, 3) or (h, w, 4)"
             )
-        if arr.dtype != np.uint8:
-            if not np.issubdtype(arr.dtype, np.number):
-                raise DetectorError(f"image array of dtype {arr.dtype}: expected numbers")
-            hi = 1.0 if arr.size and float(np.nanmax(arr)) <= 1.0 else 255.0
-            arr = np.clip(np.nan_to_num(arr.astype(np.float64)) / hi * 255.0, 0, 255).astype(np.uint8)
-        im = Image.fromarray(arr)
-    else:
-        raise DetectorError(f"unsupported image input of type {type(image).__name__}")
-    if im.width * im.height > MAX_PIXELS:
-        raise DetectorError(
-            f"image of {im.width}x{im.height} pixels is larger than the limit of {MAX_PIXELS}"
-        )
-    return im
+        _check_pixels(arr.shape[1], arr.shape[0], max_pixels)
+        try:
+            return to_8bit(Image.fromarray(array_to_8bit(arr)))
+        except DataError as e:
+            raise DetectorError(str(e)) from e
+    raise DetectorError(f"unsupported image input of type {type(image).__name__}")
+
+
+def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    max_pixels = image_io.MAX_PIXELS if max_pixels is None else max_pixels
+    if width * height > max_pixels:
+        raise DetectorError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels")

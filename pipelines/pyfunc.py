@@ -114,17 +114,15 @@ def _open_path(value: str, max_pixels: int, row: int) -> Image.Image:
 
 
 def _open_bytes(data: io.BytesIO, max_pixels: int, where: str) -> Image.Image:
+    """Decoded through fcdd's one image loader (16-bit / float images scaled, not clipped); the
+    size check reads the header only, before decoding."""
+    from fcdd.data.errors import DataError
+    from fcdd.data.image_io import read_image
+
     try:
-        im = Image.open(data)  # reads the header only: the size check comes before decoding
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for non-images
-        raise _invalid(f"{where}: not a readable image (PNG, JPEG, ...): {e}") from e
-    if im.width * im.height > max_pixels:
-        raise _invalid(f"{where}: image of {im.width}x{im.height} pixels exceeds the limit of {max_pixels}")
-    try:
-        im.load()
-    except Exception as e:  # noqa: BLE001
-        raise _invalid(f"{where}: broken image data: {e}") from e
-    return im
+        return read_image(data, where, max_pixels=max_pixels)
+    except DataError as e:
+        raise _invalid(str(e)) from e
 
 
 def _as_images(model_input: Any, max_pixels: int) -> list:

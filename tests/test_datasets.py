@@ -258,7 +258,7 @@ def test_cifar_bad_zip_and_bad_jpeg(tmp_path, cifar_zip):
     with zipfile.ZipFile(cifar_zip) as src, zipfile.ZipFile(broken, "w") as dst:
         for n in src.namelist():
             dst.writestr(n, src.read(n)[:50] if n == "test/dog/0001.jpg" else src.read(n))
-    with pytest.raises(DataError, match="test/dog/0001.jpg: unreadable or truncated"):
+    with pytest.raises(DataError, match="test/dog/0001.jpg: not a readable image .unreadable or truncated"):
         build_datasets(config(tmp_path, "cifar10", broken, 32), "cat", 0)
 
 
@@ -344,7 +344,7 @@ def test_mvtec_truncated_image_empty_class_and_non_image(tmp_path, mvtec_root):
     (good / "notes.txt").unlink()
     first = good / "000.png"
     first.write_bytes(first.read_bytes()[:60])
-    with pytest.raises(DataError, match="000.png: unreadable or truncated image"):
+    with pytest.raises(DataError, match="000.png: not a readable image .unreadable or truncated"):
         build_datasets(cfg, "widget", 0)
     for f in good.iterdir():
         f.unlink()

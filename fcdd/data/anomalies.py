@@ -16,6 +16,7 @@ from PIL import Image
 from fcdd.config import Config
 from fcdd.data.confetti import Confetti, apply_confetti
 from fcdd.data.errors import DataError
+from fcdd.data.image_io import array_to_8bit, to_8bit
 from fcdd.data.outlier_exposure import OutlierExposure, oe_exclusions
 
 __all__ = [
@@ -63,14 +64,14 @@ class RealAnomalies:
             if len(pair) != 2:
                 raise DataError(f"real anomaly {i}: expected an (image, mask) pair")
             image, mask = pair
-            image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+            image = to_8bit(image) if isinstance(image, Image.Image) else Image.fromarray(array_to_8bit(image))
             mask = _as_mask(mask, f"real anomaly {i}")
             if mask.shape != (image.height, image.width):
                 raise DataError(
                     f"real anomaly {i}: mask {mask.shape} does not match image {(image.height, image.width)}"
                 )
             self.images.append(
-                np.asarray(image.convert("RGB" if image.mode not in ("L", "RGB") else image.mode))
+                np.asarray(image)
             )
             self.masks.append(mask)
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fcdd.data.errors import DataError
+from fcdd.data.image_io import read_image
 from fcdd.data.folder import IMAGE_EXTENSIONS, files_key
 from fcdd.data.training_set import RawData, TensorStore, TestData, in_memory_metadata, resolve_class
 
@@ -52,11 +53,7 @@ class _Archive:
 def _decode(archive: _Archive, names: list[str]) -> np.ndarray:
     out = np.zeros((len(names), 32, 32, 3), dtype=np.uint8)
     for i, n in enumerate(names):
-        try:
-            im = Image.open(io.BytesIO(archive.read(n)))
-            im.load()
-        except (OSError, UnidentifiedImageError, SyntaxError) as e:
-            raise DataError(f"{archive.root}:{n}: unreadable or truncated image ({e})") from e
+        im = read_image(archive.read(n), f"{archive.root}:{n}")
         if im.size != (32, 32):
             raise DataError(f"{archive.root}:{n}: expected a 32x32 image, got {im.size[0]}x{im.size[1]}")
         out[i] = np.asarray(im.convert("RGB"))

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fcdd.data.errors import DataError
+from fcdd.data.image_io import image_size, read_image
 from fcdd.data.training_set import RawData, TensorStore, TestData, slug
 
 log = logging.getLogger(__name__)
@@ -30,29 +31,14 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 
 
 def open_image(path: str | Path) -> Image.Image:
-    """Fully decoded PIL image; DataError naming the file when it is unreadable or truncated."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: unreadable or truncated image ({e})") from e
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(h, w) from the header, without decoding."""
-    try:
-        with Image.open(path) as im:
-            return im.size[1], im.size[0]
-    except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"{path}: unreadable image ({e})") from e
+    """Fully decoded 8-bit "L"/"RGB" image (fcdd.data.image_io rules); DataError naming the file."""
+    return read_image(path)
 
 
 def open_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
-    """bool (h, w): pixel > threshold (first channel of colour masks)."""
-    im = open_image(path)
-    a = np.asarray(im.convert("L") if im.mode not in ("L", "1", "I", "I;16") else im)
-    return a > (0 if im.mode == "1" else threshold)
+    """bool (h, w): pixel > threshold on the 8-bit scale (16-bit masks scale first; colour masks
+    are converted to grey)."""
+    return np.asarray(read_image(path).convert("L")) > threshold
 
 
 def rgb_array(path: str | Path) -> np.ndarray:

@@ -17,10 +17,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fcdd.data.cifar10 import CIFAR10_CLASSES
 from fcdd.data.errors import DataError
+from fcdd.data.image_io import read_image, to_8bit
 from fcdd.data.fmnist import FMNIST_CLASSES
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -94,10 +95,7 @@ def _seeded_subset(count: int, limit: int | None, seed: int) -> np.ndarray:
 
 
 def _to_pixels(image: Image.Image, channels: int, side: int) -> np.ndarray:
-    mode = "L" if channels == 1 else "RGB"
-    if image.format == "JPEG":
-        image.draft(mode, (side, side))  # decode at a reduced scale when the JPEG is much larger
-    image = image.convert(mode)
+    image = to_8bit(image).convert("L" if channels == 1 else "RGB")
     if image.size != (side, side):
         image = image.resize((side, side), Image.BILINEAR)
     pixels = np.asarray(image, dtype=np.uint8)
@@ -241,14 +239,15 @@ def _load_files(
         images, names = [], []
         for name in chosen:
             try:
-                with Image.open(io.BytesIO(read(name))) as image:
-                    images.append(_to_pixels(image, channels, side))
+                # draft: a JPEG much larger than the cache side decodes at a reduced scale
+                mode = "L" if channels == 1 else "RGB"
+                image = read_image(read(name), f"OE source {path}: {name}", draft=(mode, (side, side)))
+                images.append(_to_pixels(image, channels, side))
                 names.append(name)
-            except (UnidentifiedImageError, OSError) as e:
-                message = f"OE source {path}: {name} is not a readable image ({e})"
+            except (DataError, OSError) as e:
                 if strict:
-                    raise DataError(message) from e
-                warnings.warn(message, stacklevel=2)
+                    raise DataError(str(e)) from e
+                warnings.warn(str(e), stacklevel=2)
     finally:
         if archive is not None:
             archive.close()

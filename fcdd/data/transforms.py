@@ -21,6 +21,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from fcdd.data.errors import DataError
+from fcdd.data.image_io import to_8bit
 from fcdd.data.normalisation import normalise
 
 MODES = {1: "L", 3: "RGB"}
@@ -28,17 +29,12 @@ PREPROCESS_KEYS = ("input_size", "channels", "resize", "crop", "normalisation")
 
 
 def to_mode(image: Image.Image, channels: int) -> Image.Image:
-    """Convert any PIL image (L, RGB, RGBA, P, I;16, ...) to 1 or 3 channels."""
+    """Convert any PIL image (L, RGB, RGBA, P, I;16, F, ...) to 1 or 3 8-bit channels
+    (high bit depths scaled by the rules of fcdd.data.image_io)."""
     if channels not in MODES:
         raise DataError(f"channels must be 1 or 3, got {channels!r}")
     mode = MODES[channels]
-    if image.mode == mode:
-        return image
-    if image.mode in ("I", "I;16", "I;16B", "F"):  # 16-bit/float greyscale: scale to 8 bits first
-        a = np.asarray(image, dtype=np.float64)
-        span = max(a.max() - a.min(), 1e-12)
-        image = Image.fromarray(((a - a.min()) / span * 255).round().astype(np.uint8), "L")
-    return image.convert(mode)
+    return image if image.mode == mode else to_8bit(image).convert(mode)
 
 
 def pil_to_uint8(image: Image.Image, channels: int) -> torch.Tensor:
@@ -103,7 +99,7 @@ class TestTransform:
         if stored and image.size != (stored, stored):
             # The test images went through the stored-size cache (folder.cached_arrays): same resize here,
             # so a user's image scores exactly as the same file did in the test set.
-            image = image.convert("RGB").resize((stored, stored), Image.BILINEAR, reducing_gap=None)
+            image = to_mode(image, 3).resize((stored, stored), Image.BILINEAR, reducing_gap=None)
         return self.from_uint8(pil_to_uint8(image, self.channels))
 
 
