@@ -1,0 +1,102 @@
+"""CPU training levers, side by side in one run: bf16 autocast, channels-last, torch.compile.
+
+Each variant times the bare training step (forward, FCDD loss, backward, SGD-Nesterov step) of
+the same net on in-memory tensors; rounds alternate between variants and medians are reported,
+with the ratio to the plain fp32 eager step measured beside them.
+
+    python benchmarks/bench_cpu_levers.py                       # CNN28 b128 and VGG11-BN b16
+    python benchmarks/bench_cpu_levers.py --net cnn28 --compile # also torch.compile (slow to build)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from fcdd.hardware import cpu_info, machine_line
+from fcdd.loss import fcdd_loss
+from fcdd.models import build_net
+
+NETS = {"cnn28": (28, 1, 128), "cnn32": (32, 3, 200), "vgg11_bn": (224, 3, 16)}
+
+
+def variants(compile_too: bool) -> dict[str, dict]:
+    out = {
+        "fp32 eager": {"bf16": False, "cl": False},
+        "channels-last": {"bf16": False, "cl": True},
+        "bf16 autocast": {"bf16": True, "cl": False},
+        "bf16 + channels-last": {"bf16": True, "cl": True},
+    }
+    if compile_too:
+        out["bf16 + cl + compile"] = {"bf16": True, "cl": True, "compile": "default"}
+        out["bf16 + cl + compile max-autotune"] = {
+            "bf16": True,
+            "cl": True,
+            "compile": "max-autotune-no-cudagraphs",
+        }
+    return out
+
+
+def make_step(net: str, bf16: bool, cl: bool, compile: str | None = None):
+    size, channels, batch = NETS[net]
+    torch.manual_seed(0)
+    model = build_net(net, size, channels).train()
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    x = torch.randn(batch, channels, size, size).contiguous(memory_format=fmt)
+    y = torch.arange(batch) % 2
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+    forward = torch.compile(model, mode=None if compile == "default" else compile) if compile else model
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = forward(x)
+        fcdd_loss(out, y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, batch
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--net", nargs="+", default=["cnn28", "vgg11_bn"], choices=sorted(NETS))
+    p.add_argument(
+        "--steps", type=int, default=None, help="steps per round (default 5 for small nets, 1 for VGG)"
+    )
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--compile", action="store_true", help="also torch.compile variants (minutes to build)")
+    args = p.parse_args(argv)
+    print(machine_line("cpu"))
+    if not cpu_info().bf16:
+        print("note: no native bf16 on this CPU: the bf16 rows are emulated (the engine uses fp32 here)")
+    print("| net | lever | images/s | ratio to fp32 eager | first step s |")
+    print("|---|---|---|---|---|")
+    for net in args.net:
+        steps = args.steps or (1 if net == "vgg11_bn" else 5)
+        runs = {}
+        for name, v in variants(args.compile).items():
+            step, batch = make_step(net, v["bf16"], v["cl"], v.get("compile"))
+            t = time.perf_counter()
+            step()  # warm-up (compilation for the compiled variants)
+            runs[name] = {"step": step, "first": time.perf_counter() - t, "times": []}
+        for _ in range(args.rounds):
+            for run in runs.values():
+                t = time.perf_counter()
+                for _ in range(steps):
+                    run["step"]()
+                run["times"].append((time.perf_counter() - t) / steps)
+        base = statistics.median(runs["fp32 eager"]["times"])
+        for name, run in runs.items():
+            med = statistics.median(run["times"])
+            print(
+                f"| {net} b{batch} | {name} | {batch / med:.1f} | {base / med:.2f} | {run['first']:.1f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
