@@ -313,3 +313,24 @@ def test_bench_data_loading_quick_prints_its_table():
     rows = [line.split() for line in lines[start + 2 : start + 4]]
     assert [r[0] for r in rows] == ["fmnist/cnn28", "mvtec-grid/vgg11_bn"]
     assert all(float(r[-1]) > 0 and float(r[-2]) > 0 for r in rows)  # train and loader images/s
+
+
+@pytest.mark.slow
+def test_bench_cpu_levers_prints_every_lever_with_its_ratio():
+    out = _run(
+        [sys.executable, "benchmarks/bench_cpu_levers.py", "--net", "cnn28", "--steps", "1", "--rounds", "1"],
+        240,
+    )
+    assert "CPU: " in out
+    rows = _table_rows(out, "| net | lever")
+    assert [r[1] for r in rows] == ["fp32 eager", "channels-last", "bf16 autocast", "bf16 + channels-last"]
+    assert float(rows[0][3]) == 1.0 and all(float(r[2]) > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_bench_packed_quick_compares_packed_and_separate():
+    out = _run([sys.executable, "benchmarks/bench_packed.py", "--quick"], 240)
+    rows = _table_rows(out, "| net | K")
+    assert [(r[0], r[1]) for r in rows] == [("cnn28", "1"), ("cnn28", "3")]
+    for r in rows:  # the ratio column is packed img/s over separate img/s
+        assert float(r[5]) == pytest.approx(float(r[4]) / float(r[3]), rel=0.02)
