@@ -357,24 +357,62 @@ def _run_as_deployments(
         cls, seed = job
         parameters = {"cls": cls, "seed": seed, "params": params, "overrides": overrides}
         parameters["parent_run_id"] = parent_run_id
-        run = run_deployment(
-            name=orch.deployment,
-            parameters=parameters,
-            timeout=orch.timeout_s,
-            flow_run_name=f"{cfg.data.dataset}-{cls}-seed{seed}",
+        run, crashed = resubmit_crashed(
+            lambda attempt: run_deployment(
+                name=orch.deployment,
+                parameters=parameters,
+                timeout=orch.timeout_s,
+                flow_run_name=f"{cfg.data.dataset}-{cls}-seed{seed}"
+                + (f"-resubmit{attempt - 1}" if attempt > 1 else ""),
+            ),
+            orch.retries,
+            f"{cfg.data.dataset} class {cls} seed {seed}",
         )
+        extra = {"flow_run_id": str(run.id), "resubmissions": crashed}
         if run.state is not None and run.state.is_completed():
             row = _row_from_artifact(run.id)
             if row is not None:
-                row["flow_run_id"] = str(run.id)
-                return row
-            return failed_row(cfg, cls, seed, f"flow run {run.id} completed without its result artifact")
+                return {**row, **extra}
+            return {
+                **failed_row(cfg, cls, seed, f"flow run {run.id} completed without its result artifact"),
+                **extra,
+            }
         message = run.state.message if run.state is not None else "no state"
         state_name = run.state.name if run.state is not None else "unknown"
-        return {**failed_row(cfg, cls, seed, f"{state_name}: {message}"), "flow_run_id": str(run.id)}
+        return {**failed_row(cfg, cls, seed, one_line(f"{state_name}: {message}")), **extra}
 
     # Each thread only waits on the API; the workers and the concurrency limit bound real work.
     return _map_in_threads(one, jobs, len(jobs))
+
+
+def resubmit_crashed(submit: Callable[[int], Any], retries: int, what: str) -> tuple[Any, int]:
+    """Run ``submit(attempt)`` (a class deployment run, waited for) again while its flow run ends
+    Crashed, at most ``retries`` more times. Crashed is Prefect's verdict on a lost run: the worker
+    reports a killed process; the zombie automation (docs/orchestration.md) marks a run whose
+    heartbeats stopped, e.g. its host vanished. A Failed run already had its in-process retries.
+    The new run resumes from the shared checkpoint (train.checkpoint_uri). Returns (last run,
+    number of crashed runs)."""
+    logger = get_run_logger()
+    crashed = 0
+    while True:
+        run = submit(crashed + 1)
+        if run.state is None or not run.state.is_crashed() or crashed >= retries:
+            return run, crashed
+        crashed += 1
+        logger.warning(
+            "%s: flow run %s crashed (%s); resubmitting (%d of %d)",
+            what,
+            run.id,
+            one_line(run.state.message or "no message"),
+            crashed,
+            retries,
+        )
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """A state message fit for one results.csv cell and one UI line."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _map_in_threads(fn: Callable[[Any], dict], items: list, max_workers: int) -> list[dict]:

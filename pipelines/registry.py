@@ -4,12 +4,11 @@ Every trained run adds a version; ``challenger`` always points at the newest ver
 ``champion`` moves only when the new version beats the current champion on the *same* test
 protocol (pixel AUC where masks exist, else image AUC).
 
-Concurrency: two runs finishing at once are serialised by an ``fcntl`` file lock placed beside a
-local store (SQLite file or file store); the champion is re-read inside the lock right before it
-is moved. With a remote tracking server there is no shared file to lock: the champion is still
-re-read right before the alias is set, which narrows but does not close the race (two writers may
-both move the alias; the last one wins). Run one registering process per model there, or use a
-server-side lock.
+Concurrency: two runs finishing at once are serialised, and the champion is re-read inside the
+guard right before it is moved. A local store (SQLite file or file store) is guarded by an
+``fcntl`` file lock beside it. A remote tracking server (workers on several hosts) is guarded by
+the Prefect global concurrency limit ``fcdd-registry`` with one slot, created on first use; its
+slot is a lease, so a worker killed while promoting frees it when the lease runs out.
 """
 
 from __future__ import annotations
@@ -75,12 +74,18 @@ def local_store_path(tracking_uri: str) -> Path | None:
     return None
 
 
+PROMOTION_LIMIT = "fcdd-registry"  # Prefect global concurrency limit: one promotion at a time
+PROMOTION_LEASE_S = 60.0  # a holder that dies frees the slot after this long
+
+
 @contextlib.contextmanager
 def registry_lock(tracking_uri: str) -> Iterator[None]:
-    """Exclusive lock for alias updates on a local store; a no-op for remote servers."""
+    """Exclusive lock for registrations and alias updates: a file lock beside a local store, the
+    Prefect global concurrency limit ``fcdd-registry`` (1 slot) for a remote tracking server."""
     store = local_store_path(tracking_uri)
     if store is None:
-        yield
+        with promotion_slot(tracking_uri):
+            yield
         return
     lock_path = store.parent / f".{store.name}.registry.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +95,36 @@ def registry_lock(tracking_uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def promotion_slot(tracking_uri: str, name: str = PROMOTION_LIMIT) -> Iterator[None]:
+    """Hold the one slot of Prefect global concurrency limit ``name``; create it when missing.
+
+    Needs a shared Prefect API (PREFECT_API_URL, set on every worker). Without one, each process
+    would get its own ephemeral server and the guard would guard nothing: refuse with one line.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise RuntimeError(
+            f"tracking server {tracking_uri}: champion promotion needs a shared Prefect API to guard it "
+            "(set PREFECT_API_URL), or a local tracking store"
+        )
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            except Exception:  # another worker created it first: 409, or 500 from a SQLite server
+                client.read_global_concurrency_limit_by_name(name)
+    with concurrency(name, occupy=1, strict=True, lease_duration=PROMOTION_LEASE_S):
+        yield
 
 
 def _alias_version(client: MlflowClient, name: str, alias: str):

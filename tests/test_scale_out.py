@@ -1,0 +1,158 @@
+"""Scale-out pieces: crashed class runs are resubmitted; champion promotion is guarded across
+processes against a remote MLflow tracking server by a Prefect global concurrency limit."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from types import SimpleNamespace
+
+import pytest
+from prefect.client.schemas.objects import State, StateType
+
+from pipelines import flows, registry
+
+
+def _run(kind: StateType, n: int):
+    return SimpleNamespace(id=f"run-{n}", state=State(type=kind, message=f"{kind.value} #{n}"))
+
+
+@pytest.fixture
+def no_prefect_logger(monkeypatch):
+    monkeypatch.setattr(flows, "get_run_logger", lambda: logging.getLogger("test"))
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "retries", "submissions", "final"),
+    [
+        ([StateType.CRASHED, StateType.CRASHED, StateType.COMPLETED], 2, 3, StateType.COMPLETED),
+        ([StateType.CRASHED, StateType.CRASHED, StateType.COMPLETED], 1, 2, StateType.CRASHED),
+        ([StateType.FAILED, StateType.COMPLETED], 2, 1, StateType.FAILED),  # had its own retries
+        ([StateType.COMPLETED], 0, 1, StateType.COMPLETED),
+    ],
+)
+def test_crashed_class_runs_are_resubmitted_up_to_retries(
+    no_prefect_logger, outcomes, retries, submissions, final
+):
+    attempts: list[int] = []
+
+    def submit(attempt: int):
+        attempts.append(attempt)
+        return _run(outcomes[attempt - 1], attempt)
+
+    run, crashed = flows.resubmit_crashed(submit, retries, "fmnist class 0 seed 0")
+    assert attempts == list(range(1, submissions + 1))
+    assert run.state.type == final
+    assert crashed == submissions - 1  # resubmissions made
+
+
+def test_state_messages_become_one_line():
+    assert flows.one_line("Crashed:\n  worker\tgone ") == "Crashed: worker gone"
+    assert len(flows.one_line("x" * 1000)) == 300
+
+
+# --------------------------------------------------- promotions against a remote tracking server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server (SQLite backend here; PostgreSQL in the rehearsal) with
+    artifacts proxied by the server: clients speak HTTP only."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((root / "server.log").read_text()[-2000:]) from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.mark.slow
+def test_concurrent_promotions_against_a_tracking_server_elect_the_best(mlflow_server, harness, monkeypatch):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    # Widen the race window: every promotion waits after reading the champion, before moving it.
+    # Unguarded, all four read "no champion" and the last writer wins whatever its score.
+    read_champion = registry._alias_version
+
+    def slow_read(*args, **kwargs):
+        found = read_champion(*args, **kwargs)
+        time.sleep(0.4)
+        return found
+
+    monkeypatch.setattr(registry, "_alias_version", slow_read)
+    scores = [0.61, 0.93, 0.72, 0.85]
+    experiment_id = client.create_experiment("fcdd-test-concurrent")
+    name = "fcdd-test-concurrent"
+    results: dict[float, tuple[str, bool]] = {}
+    errors: list[BaseException] = []
+
+    def register(score: float) -> None:
+        try:
+            run_id = client.create_run(experiment_id).info.run_id
+            results[score] = registry.register_version(
+                client, mlflow_server, name, f"runs:/{run_id}/model", {"image_auc": score}, "p1", run_id
+            )
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=register, args=(s,)) for s in scores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    champion = client.get_model_version_by_alias(name, registry.CHAMPION)
+    assert float(champion.tags[registry.TAG_SCORE]) == max(scores)
+    assert len(client.search_model_versions(f"name='{name}'")) == len(scores)
+    newest = max(int(v) for v, _ in results.values())
+    assert int(client.get_model_version_by_alias(name, registry.CHALLENGER).version) == newest
+
+
+def test_remote_promotion_without_a_shared_prefect_api_is_refused(monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: None}):
+        with pytest.raises(RuntimeError, match="needs a shared Prefect API"):
+            with registry.registry_lock("http://tracking.example:5000"):
+                pass
