@@ -171,8 +171,9 @@ def train_packed(
     optimizer = make_optimizer(SimpleNamespace(parameters=lambda: trainable), cfg)  # type: ignore[arg-type]
     scheduler = make_scheduler(optimizer, cfg)
     histories: list[list[dict]] = [[] for _ in models]
-    for d in run_dirs:  # later epochs another worker left in the shared folder, if any
-        checkpoint_store.pull(cfg, d, d / CHECKPOINT)
+    run_cfgs = [_run_cfg(cfg, s) for s in seeds]  # each checkpoint records its own run's settings
+    for run_cfg, d in zip(run_cfgs, run_dirs, strict=True):
+        checkpoint_store.pull(run_cfg, d, d / CHECKPOINT)  # later epochs another worker left, if any
     start_epoch, resumed_from = _resume(run_dirs, packed, optimizer, scheduler, loaders, shapes, t.epochs)
     if resumed_from is not None:
         histories = [list(load_checkpoint(d / CHECKPOINT)["history"]) for d in run_dirs]
@@ -239,10 +240,10 @@ def train_packed(
                     loaders[k],
                     histories[k],
                     loss_kind,
-                    cfg,
+                    run_cfgs[k],
                 ),
             )
-            checkpoint_store.push(cfg, run_dirs[k], run_dirs[k] / CHECKPOINT, epoch + 1)
+            checkpoint_store.push(run_cfgs[k], run_dirs[k], run_dirs[k] / CHECKPOINT, epoch + 1)
             cb = callbacks[k] if callbacks else None
             if cb is not None and callable(getattr(cb, "on_epoch_end", None)):
                 cb.on_epoch_end(epoch + 1, dict(logs))
@@ -259,6 +260,48 @@ def train_packed(
         }
         for k in range(k_models)
     ]
+
+
+def _run_cfg(cfg: Config, seed: int) -> Config:
+    """The configuration of one run of the pack, as run_experiment makes it (its seed only)."""
+    run = copy.deepcopy(cfg)
+    run.train.seeds = [seed]
+    return run
+
+
+def train_pack(cfg: Config, jobs: list[tuple[str, int]], callbacks: list[Any] | None = None) -> list[Path]:
+    """The training half of ``fcdd.experiment.run_experiment`` for K (class, seed) runs at once.
+
+    Each run's data and initial weights are built exactly as run_experiment builds them; the pack
+    trains them together and leaves every run folder's checkpoint at the last epoch, so that
+    run_experiment on each job afterwards finds its training complete and only evaluates and saves
+    (with its own tracking, registry version and metrics). Returns the run folders."""
+    from fcdd.anomaly_map import ReceptiveFieldUpsampler
+    from fcdd.data import build_datasets
+    from fcdd.engine import resolve_device
+    from fcdd.experiment import run_dir_for
+    from fcdd.models import build_model
+
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    models, train_sets, run_dirs, seeds, upsampler = [], [], [], [], None
+    for cls, seed in jobs:
+        run_cfg = _run_cfg(cfg, seed)
+        data = build_datasets(run_cfg, cls, seed)
+        cls = str(data.summary.get("class", cls))
+        seed_everything(seed)  # the same initial weights as a run of its own
+        model = build_model(run_cfg, in_channels=data.preprocess["channels"]).to(device)
+        if upsampler is None:
+            upsampler = ReceptiveFieldUpsampler(model.receptive_field, cfg.sigma, cfg.model.input_size).to(
+                device
+            )
+        models.append(model)
+        train_sets.append(data.train)
+        run_dirs.append(run_dir_for(run_cfg, cls, seed))
+        seeds.append(seed)
+    train_packed(models, train_sets, cfg, device, run_dirs, seeds, upsampler=upsampler, callbacks=callbacks)
+    return run_dirs
 
 
 def _resume(run_dirs, packed, optimizer, scheduler, loaders, shapes, epochs) -> tuple[int, int | None]:

@@ -132,3 +132,39 @@ def test_packed_errors(tmp_path):
         train_packed(
             [tiny_model(0), tiny_model(1)], sets, cfg, "cpu", [tmp_path / "y0", tmp_path / "y1"], [0, 1]
         )
+
+
+def test_train_pack_then_run_experiment_equals_separate_experiments(tmp_path):
+    """The pipeline's use: train_pack trains K Fashion-MNIST runs together, then run_experiment on
+    each only evaluates; scores and AUCs match K experiments of their own."""
+    pytest.importorskip("fcdd.experiment")
+    from pathlib import Path
+
+    from fcdd.config import load_config
+    from fcdd.experiment import run_experiment
+    from fcdd.packed import train_pack
+    from tests.shared_fixtures import TINY_RUN
+
+    if not Path("data/fashion-mnist/train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST is not in data/fashion-mnist (scripts/setup_data.sh)")
+    overrides = [
+        *TINY_RUN,
+        "train.epochs=2",
+        "train.amp=false",
+        "anomalies.kind=none",
+        "evaluation.calibration=0",
+    ]
+    jobs = [("bag", 0), ("sneaker", 0), ("bag", 1)]
+    separate = load_config("params.yaml", [*overrides, f"train.output_dir={tmp_path / 'sep'}"])
+    packed = load_config("params.yaml", [*overrides, f"train.output_dir={tmp_path / 'pack'}"])
+    dirs = train_pack(packed, jobs)
+    assert [d.name for d in dirs] == ["seed0", "seed0", "seed1"]
+    for (cls, seed), run_dir in zip(jobs, dirs, strict=True):
+        alone = run_experiment(separate, cls, seed)
+        after_pack = run_experiment(packed, cls, seed)
+        assert after_pack.run_dir == run_dir
+        assert [h["epoch"] for h in after_pack.history] == [1, 2]
+        assert after_pack.metrics["image_auc"] == pytest.approx(alone.metrics["image_auc"], abs=2e-3)
+        assert [h["loss"] for h in after_pack.history] == pytest.approx(
+            [h["loss"] for h in alone.history], rel=1e-3
+        )
