@@ -147,3 +147,12 @@ def push(cfg, run_dir: Path, local: Path, epoch: int) -> None:
     store = store_for(cfg, run_dir)
     if store is not None:
         store.publish(local, epoch)
+
+
+def discard(cfg, run_dir: Path) -> None:
+    """``fcdd train --restart``: remove this run's shared checkpoints, so a fresh start is not
+    resumed from them by the next ``pull``."""
+    store = store_for(cfg, run_dir)
+    if store is not None:
+        for epoch in store.epochs():
+            store.fs.rm(store._rel(epoch))

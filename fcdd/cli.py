@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train and evaluate one model per class and seed",
         description="Train FCDD one-vs-rest for each class and seed, evaluate it on the test set and write "
         "runs/<dataset>/<class>/seed<k>/ (model.pt, metrics.json, scores.csv, figures/). "
-        "A run folder with a checkpoint resumes where it stopped.",
+        "A run folder with a checkpoint of the same settings resumes where it stopped; one of other "
+        "settings is an error (--restart discards it).",
     )
     _add_config_args(p)
     p.add_argument(
@@ -64,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="raw data folder or zip (overrides data.root)")
     p.add_argument("--classes", nargs="+", help="classes to train (default: data.classes, else all)")
     p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: train.seeds)")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard what earlier runs left in the run folders (checkpoint, model, metrics) and train "
+        "from scratch; without it a checkpoint resumes only when it was made with the same settings",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -161,7 +168,11 @@ def cmd_train(args) -> int:
     for cls in classes:
         for seed in seeds:
             result = run_experiment(
-                cfg, cls, seed, callbacks=EpochLine(f"{cls} seed {seed}", cfg.train.epochs)
+                cfg,
+                cls,
+                seed,
+                callbacks=EpochLine(f"{cls} seed {seed}", cfg.train.epochs),
+                restart=args.restart,
             )
             m = result.metrics
             rows.append(
@@ -417,18 +428,41 @@ def _fmt_metrics(m: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     from fcdd.data.errors import DataError
     from fcdd.detector import DetectorError
+    from fcdd.engine import TrainingError
+    from fcdd.runlock import RunFolderBusy
 
     args = build_parser().parse_args(argv)
+    # Warnings as one line each ("fcdd train: warning: ..."), not file:line and source.
+    show = warnings.showwarning
+    warnings.showwarning = lambda message, *_a, **_k: print(
+        f"fcdd {args.command}: warning: {message}", file=sys.stderr
+    )
     try:
         return args.func(args)
-    except (CLIError, ConfigError, DataError, DetectorError, FileNotFoundError) as e:
-        print(f"fcdd {args.command}: error: {e}", file=sys.stderr)
+    except (
+        CLIError,
+        ConfigError,
+        DataError,
+        DetectorError,
+        TrainingError,
+        RunFolderBusy,
+        FileNotFoundError,
+    ) as e:
+        print(f"fcdd {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fcdd {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from fcdd.models import build_model
 FORMAT = "fcdd-detector/1"
 
 ImageLike = Image.Image | np.ndarray | str | Path
+# What from_state needs, and the type each must have (a damaged file gets a one-line error naming them).
+REQUIRED_KEYS = {"net": dict, "state_dict": dict, "sigma": (int, float), "preprocess": dict, "meta": dict}
 
 
 class DetectorError(ValueError):
@@ -93,22 +95,43 @@ class Detector:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unpickling failure means: not our file
-            raise DetectorError(f"{path}: not an FCDD model file ({type(e).__name__}: {e})") from e
+            # torch's text runs to several lines of advice; its first line says what failed.
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise DetectorError(f"{path}: not an FCDD model file ({type(e).__name__}: {first})") from None
         return cls.from_state(state, device, str(path))
 
     @classmethod
     def from_state(cls, state: dict, device: str | torch.device, where: str) -> Detector:
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise DetectorError(f"{where}: not an FCDD model file (expected format {FORMAT!r})")
-        net = dict(state["net"], pretrained=False, weights_path=None)
-        model = build_model(Config(model=ModelConfig(**net)), in_channels=state["preprocess"]["channels"])
+        missing = [k for k in REQUIRED_KEYS if not isinstance(state.get(k), REQUIRED_KEYS[k])]
+        if missing:
+            raise DetectorError(
+                f"{where}: damaged FCDD model file: {', '.join(missing)} missing or of the wrong type"
+            )
+        sigma = state["sigma"]
+        if isinstance(sigma, bool) or not (sigma > 0 and sigma < float("inf")):
+            raise DetectorError(
+                f"{where}: damaged FCDD model file: sigma is {sigma!r}, not a positive number"
+            )
+        try:
+            net = dict(state["net"], pretrained=False, weights_path=None)
+            model = build_model(Config(model=ModelConfig(**net)), in_channels=state["preprocess"]["channels"])
+        except (TypeError, KeyError, ValueError) as e:
+            raise DetectorError(
+                f"{where}: damaged FCDD model file: net/preprocess unusable ({e!r})"
+            ) from None
         try:
             model.load_state_dict(state["state_dict"])
         except RuntimeError as e:
-            raise DetectorError(f"{where}: weights do not fit the {net['net']} network: {e}") from e
-        upsampler = ReceptiveFieldUpsampler(model.receptive_field, state["sigma"], net["input_size"])
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise DetectorError(f"{where}: weights do not fit the {net['net']} network: {first}") from None
+        upsampler = ReceptiveFieldUpsampler(model.receptive_field, sigma, net["input_size"])
         meta = dict(state["meta"], net=state["net"])
-        return cls(model.to(device), upsampler.to(device), state["preprocess"], meta)
+        try:
+            return cls(model.to(device), upsampler.to(device), state["preprocess"], meta)
+        except (TypeError, KeyError, ValueError) as e:
+            raise DetectorError(f"{where}: damaged FCDD model file: preprocess unusable ({e!r})") from None
 
     # ---------------------------------------------------------------- scoring
     @property

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from fcdd import checkpoint_store
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import Config, ConfigError
+from fcdd.fingerprint import fingerprint, mismatch
 from fcdd.hardware import cpu_info
 from fcdd.loss import fcdd_loss, pixel_loss, pseudo_huber
 
@@ -257,8 +258,10 @@ def checkpoint_state(
     history: list[dict],
     loss_kind: str,
     cfg: Config,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything a resume needs, as plain tensors and types (the packed trainer writes the same)."""
+    """Everything a resume needs, as plain tensors and types (the packed trainer writes the same);
+    ``settings``: the run's fingerprint, checked by :func:`check_resumable` on resume."""
     return {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
@@ -270,6 +273,7 @@ def checkpoint_state(
         "rng": _rng_state(),
         "history": history,
         "loss_kind": loss_kind,
+        "settings": settings,
     }
 
 
@@ -284,12 +288,30 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise TrainingError(f"{path}: cannot read the checkpoint ({e}); delete it to start afresh") from e
+        raise TrainingError(
+            f"{path}: cannot read the checkpoint ({_first_line(e)}); train with --restart to start afresh"
+        ) from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(
-            f"{path}: not an FCDD checkpoint ({CHECKPOINT_FORMAT}); delete it to start afresh"
+            f"{path}: not an FCDD checkpoint ({CHECKPOINT_FORMAT}); train with --restart to start afresh"
         )
     return state
+
+
+def check_resumable(where: Path | str, state: dict[str, Any], settings: dict[str, Any], epochs: int) -> None:
+    """A checkpoint resumes only a run of the same settings and at most ``epochs`` long; storage-agnostic."""
+    differs = mismatch(state.get("settings"), settings)
+    if differs is not None:
+        raise TrainingError(
+            f"{where}: made with other settings ({differs}); "
+            f"train with --restart to start over, or choose another train.output_dir"
+        )
+    done = int(state.get("epoch", 0))
+    if done > epochs:
+        raise TrainingError(
+            f"{where}: holds {done} epochs but train.epochs is {epochs}; "
+            "raise train.epochs, or train with --restart to start over"
+        )
 
 
 def _restore(path: Path, state: dict, model: nn.Module, optimizer, scheduler, loader: DataLoader) -> None:
@@ -298,12 +320,18 @@ def _restore(path: Path, state: dict, model: nn.Module, optimizer, scheduler, lo
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
         raise TrainingError(
-            f"{path}: does not fit this model/optimiser ({e}); delete it to start afresh"
+            f"{path}: does not fit this model/optimiser ({_first_line(e)}); train with --restart to start afresh"
         ) from e
     scheduler.load_state_dict(state["scheduler"])
     loader.batch_sampler.generator.set_state(state["sampler_rng"])  # type: ignore[attr-defined]
     loader.generator.set_state(state["loader_rng"])  # type: ignore[union-attr]
     _set_rng_state(state["rng"])
+
+
+def _first_line(e: BaseException) -> str:
+    """torch's unpickling errors run to several lines of advice; the first says what is wrong."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _first_nonfinite(losses: list[torch.Tensor]) -> int | None:
@@ -323,15 +351,19 @@ def train(
     upsampler: ReceptiveFieldUpsampler | None = None,
     callbacks: Any = None,
     seed: int | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``train_set`` (items {"image", "label", "mask", "index"}) for
     ``cfg.train.epochs`` epochs, checkpointing to ``run_dir/checkpoint.pt`` and resuming from it.
     ``seed`` defaults to ``cfg.train.seeds[0]``. Epochs are counted from 1: ``callbacks.on_epoch_end(
     epoch, logs)`` gets the number of epochs completed and logs {epoch, loss, lr, images_per_s,
-    epoch_time_s}. Returns {"history": [logs per epoch], "loss_kind", "resumed_from_epoch", "checkpoint"}."""
+    epoch_time_s}. ``settings`` is the run's :func:`fcdd.fingerprint.fingerprint` (default: from ``cfg``
+    and ``seed``): stored in the checkpoint, and a checkpoint made with other settings is refused.
+    Returns {"history": [logs per epoch], "loss_kind", "resumed_from_epoch", "checkpoint", "settings"}."""
     t = cfg.train
     device = torch.device(device) if isinstance(device, str) else device
     seed = t.seeds[0] if seed is None else seed
+    settings = settings or fingerprint(cfg, seed=seed)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if t.threads:
@@ -359,14 +391,10 @@ def train(
     checkpoint_store.pull(cfg, run_dir, checkpoint_path)  # a later epoch from another worker, if any
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
+        check_resumable(checkpoint_path, state, settings, t.epochs)
         _restore(checkpoint_path, state, model, optimizer, scheduler, loader)
         history, start_epoch = list(state["history"]), int(state["epoch"])
         resumed_from = start_epoch
-        if start_epoch > t.epochs:
-            raise TrainingError(
-                f"{checkpoint_path}: holds {start_epoch} epochs but train.epochs is {t.epochs}; "
-                "delete the run folder to start over, or raise train.epochs"
-            )
 
     steps = len(loader)
     check_every = 1 if device.type == "cpu" else CUDA_CHECK_EVERY
@@ -439,6 +467,7 @@ def train(
                 history,
                 loss_kind,
                 cfg,
+                settings,
             ),
         )
         checkpoint_store.push(cfg, run_dir, checkpoint_path, epoch + 1)
@@ -452,4 +481,5 @@ def train(
         "loss_kind": loss_kind,
         "resumed_from_epoch": resumed_from,
         "checkpoint": str(checkpoint_path),
+        "settings": settings,
     }

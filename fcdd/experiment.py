@@ -8,6 +8,8 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fcdd import calibration as conformal
+from fcdd import checkpoint_store
 from fcdd import heatmaps as figs
 from fcdd.anomaly_map import ReceptiveFieldUpsampler, resize_nearest
 from fcdd.config import Config
@@ -24,8 +27,10 @@ from fcdd.data import build_datasets
 from fcdd.data.training_set import slug
 from fcdd.detector import Detector
 from fcdd.engine import resolve_device, seed_everything, train
+from fcdd.fingerprint import fingerprint
 from fcdd.metrics import PixelAUC, aupro, image_metrics
 from fcdd.models import build_model
+from fcdd.runlock import run_folder_lock
 
 
 @dataclass
@@ -49,23 +54,51 @@ def run_dir_for(cfg: Config, cls: str, seed: int) -> Path:
     return Path(cfg.train.output_dir) / cfg.data.dataset / class_slug(cls) / f"seed{seed}"
 
 
-def run_experiment(cfg: Config, cls: str, seed: int, callbacks: Any = None) -> RunResult:
-    """Train (resuming from the run folder's checkpoint when there is one), evaluate, save."""
+RUN_OUTPUTS = (
+    "checkpoint.pt",
+    "checkpoint.pt.tmp",
+    "model.pt",
+    "model.pt.tmp",
+    "metrics.json",
+    "scores.csv",
+    "roc_image.csv",
+    "roc_pixel.csv",
+    "data_summary.json",
+)
+
+
+def run_experiment(
+    cfg: Config, cls: str, seed: int, callbacks: Any = None, restart: bool = False
+) -> RunResult:
+    """Train (resuming from the run folder's checkpoint when its settings match), save model.pt,
+    evaluate, save again with the metrics. The run folder is locked throughout; ``restart`` first
+    removes what an earlier run left in it (checkpoint, model, metrics, figures)."""
     cfg = copy.deepcopy(cfg)
-    cfg.train.seeds = [seed]  # logged parameters show this run's seed
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
-    data = build_datasets(cfg, cls, seed)
-    cls = str(data.summary.get("class", cls))  # canonical name: '0' and 'T-shirt/top' are one class
+    cls = canonical_class(cfg, cls)
+    cfg.train.seeds, cfg.data.classes = [seed], [cls]  # logged parameters show this run's class and seed
     run_dir = run_dir_for(cfg, cls, seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_folder_lock(run_dir):
+        if restart:
+            clear_run_folder(run_dir)
+            checkpoint_store.discard(cfg, run_dir)
+        return _run_locked(cfg, cls, seed, device, run_dir, callbacks)
+
+
+def _run_locked(cfg: Config, cls: str, seed: int, device, run_dir: Path, callbacks: Any) -> RunResult:
+    data = build_datasets(cfg, cls, seed)
     seed_everything(seed)  # the network's initial weights repeat with the seed
     model = build_model(cfg, in_channels=data.preprocess["channels"]).to(device)
     upsampler = ReceptiveFieldUpsampler(model.receptive_field, cfg.sigma, cfg.model.input_size).to(device)
     (run_dir / "data_summary.json").write_text(json.dumps(data.summary, indent=2, default=str))
 
-    fit = train(model, data.train, cfg, device, run_dir, upsampler=upsampler, callbacks=callbacks, seed=seed)
+    settings = fingerprint(cfg, cls, seed)
+    fit = train(
+        model, data.train, cfg, device, run_dir, upsampler=upsampler, callbacks=callbacks, seed=seed,
+        settings=settings,
+    )  # fmt: skip
     history = fit["history"]
 
     meta = {
@@ -76,8 +109,14 @@ def run_experiment(cfg: Config, cls: str, seed: int, callbacks: Any = None) -> R
         "quantile": cfg.quantile,
         "input_size": cfg.model.input_size,
         "config": {k: _plain(v) for k, v in cfg.flat().items()},
+        "settings": settings,
+        "epochs": len(history),
     }
     detector = Detector(model, upsampler, data.preprocess, meta)
+    # The trained model is on disk before calibration and evaluation: a failure there never loses
+    # it, and no metrics of an earlier model stay beside it.
+    (run_dir / "metrics.json").unlink(missing_ok=True)
+    model_path = detector.save(run_dir / "model.pt")
     detector.meta["calibration"] = conformal.score_calibration(
         detector, data.calibration, cfg.evaluation.batch_size
     )
@@ -88,9 +127,29 @@ def run_experiment(cfg: Config, cls: str, seed: int, callbacks: Any = None) -> R
     detector.meta["metrics"] = {
         k: v for k, v in metrics.items() if isinstance(v, (int, float, str, type(None)))
     }
-    model_path = detector.save(run_dir / "model.pt")
+    detector.save(model_path)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return RunResult(cfg.data.dataset, cls, seed, run_dir, metrics, history, model_path, artifacts)
+
+
+def canonical_class(cfg: Config, cls: str) -> str:
+    """The dataset's own name of a class given by name, slug or index ('0' -> 't-shirt-top' on
+    fmnist); a class the dataset does not know stays as given (its data module's error names it)."""
+    from fcdd.data import class_names
+    from fcdd.data.training_set import resolve_class
+
+    try:
+        names = class_names(cfg)
+        return names[resolve_class(str(cls), names, cfg.data.dataset)]
+    except (ValueError, OSError):  # DataError is a ValueError
+        return str(cls)
+
+
+def clear_run_folder(run_dir: Path) -> None:
+    """Remove an earlier run's outputs (not the lock, not files of the user's own)."""
+    for name in RUN_OUTPUTS:
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "figures", ignore_errors=True)
 
 
 def evaluate(
@@ -110,17 +169,28 @@ def evaluate(
     labels = np.asarray(test_set.labels).astype(int)
 
     metrics: dict[str, Any] = {"n_test": int(len(labels)), "n_anomalous": int(labels.sum())}
-    im = image_metrics(labels, scores_np)
-    metrics.update(image_auc=float(im["auc"]), image_aupr=float(im["aupr"]))
+    metrics.update(image_auc=None, image_aupr=None, pixel_auc=None, aupro=None)
     artifacts: dict[str, Path] = {}
-    artifacts["roc_image"] = _write_roc(out_dir / "roc_image.csv", im["fpr"], im["tpr"])
-    curves = {f"image (AUC {im['auc']:.3f})": (im["fpr"], im["tpr"], im["auc"])}
+    curves = {}
+    both_labels = 0 < labels.sum() < len(labels)
+    if both_labels:
+        im = image_metrics(labels, scores_np)
+        metrics.update(image_auc=float(im["auc"]), image_aupr=float(im["aupr"]))
+        artifacts["roc_image"] = _write_roc(out_dir / "roc_image.csv", im["fpr"], im["tpr"])
+        curves[f"image (AUC {im['auc']:.3f})"] = (im["fpr"], im["tpr"], im["auc"])
+    else:
+        # Scores and heatmaps are still written: a nominal-only folder dataset is a valid start.
+        only = "anomalous" if labels.sum() else "nominal"
+        metrics["warning"] = (
+            f"the test set holds only {only} images ({len(labels)}): AUCs need both nominal and "
+            "anomalous test images (for a folder dataset: data.folder.anomalous), so they are null"
+        )
+        warnings.warn(f"{title}: {metrics['warning']}" if title else metrics["warning"], stacklevel=2)
 
     calibration = detector.meta.get("calibration")
     metrics.update(conformal.decision_metrics(labels, scores_np, calibration))
 
-    metrics["pixel_auc"] = metrics["aupro"] = None
-    if test_set.has_masks:
+    if test_set.has_masks and both_labels:
         pix = PixelAUC()
         masks_scored = (
             conformal.MaskScorer(calibration, float(heat_np.min()), float(heat_np.max()))
@@ -148,8 +218,9 @@ def evaluate(
         del full_masks, full_maps
 
     artifacts["scores"] = _write_scores(out_dir / "scores.csv", test_set, labels, scores_np)
-    artifacts["roc_figure"] = out_dir / "figures" / "roc.png"
-    figs.roc_plot(curves, artifacts["roc_figure"], title=f"ROC · {title}")
+    if curves:
+        artifacts["roc_figure"] = out_dir / "figures" / "roc.png"
+        figs.roc_plot(curves, artifacts["roc_figure"], title=f"ROC · {title}")
     artifacts.update(_heatmap_figures(test_set, heat_np, scores_np, labels, cfg, out_dir / "figures", title))
     return metrics, artifacts
 

@@ -14,6 +14,7 @@ float rounding, and a packed checkpoint resumes as a separate run and vice versa
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from fcdd.engine import (
     _rng_state,
     _set_rng_state,
     autocast_bf16,
+    check_resumable,
     checkpoint_state,
     choose_loss,
     load_checkpoint,
@@ -44,7 +46,9 @@ from fcdd.engine import (
     save_checkpoint,
     seed_everything,
 )
+from fcdd.fingerprint import fingerprint
 from fcdd.loss import fcdd_loss, pixel_loss, pseudo_huber
+from fcdd.runlock import run_folder_lock
 
 
 class PackedModel:
@@ -129,6 +133,7 @@ def train_packed(
     seeds: list[int],
     upsampler: ReceptiveFieldUpsampler | None = None,
     callbacks: list[Any] | None = None,
+    settings: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Train K models as one: model k on ``train_sets[k]`` with ``seeds[k]``, checkpointing to
     ``run_dirs[k]``. Returns one ``engine.train``-style result per model and leaves the trained
@@ -138,6 +143,8 @@ def train_packed(
     if not (len(train_sets) == len(run_dirs) == len(seeds) == k_models):
         raise ValueError("train_packed: models, train_sets, run_dirs and seeds must have one entry per model")
     device = torch.device(device) if isinstance(device, str) else device
+    # Each model's fingerprint, as engine.train computes it: a packed checkpoint resumes alone too.
+    settings = settings or [fingerprint(cfg, seed=s) for s in seeds]
     run_dirs = [Path(d) for d in run_dirs]
     for d in run_dirs:
         d.mkdir(parents=True, exist_ok=True)
@@ -174,7 +181,9 @@ def train_packed(
     run_cfgs = [_run_cfg(cfg, s) for s in seeds]  # each checkpoint records its own run's settings
     for run_cfg, d in zip(run_cfgs, run_dirs, strict=True):
         checkpoint_store.pull(run_cfg, d, d / CHECKPOINT)  # later epochs another worker left, if any
-    start_epoch, resumed_from = _resume(run_dirs, packed, optimizer, scheduler, loaders, shapes, t.epochs)
+    start_epoch, resumed_from = _resume(
+        run_dirs, packed, optimizer, scheduler, loaders, shapes, t.epochs, settings
+    )
     if resumed_from is not None:
         histories = [list(load_checkpoint(d / CHECKPOINT)["history"]) for d in run_dirs]
 
@@ -241,6 +250,7 @@ def train_packed(
                     histories[k],
                     loss_kind,
                     run_cfgs[k],
+                    settings[k],
                 ),
             )
             checkpoint_store.push(run_cfgs[k], run_dirs[k], run_dirs[k] / CHECKPOINT, epoch + 1)
@@ -285,7 +295,7 @@ def train_pack(cfg: Config, jobs: list[tuple[str, int]], callbacks: list[Any] | 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
-    models, train_sets, run_dirs, seeds, upsampler = [], [], [], [], None
+    models, train_sets, run_dirs, seeds, classes, upsampler = [], [], [], [], [], None
     for cls, seed in jobs:
         run_cfg = _run_cfg(cfg, seed)
         data = build_datasets(run_cfg, cls, seed)
@@ -300,11 +310,21 @@ def train_pack(cfg: Config, jobs: list[tuple[str, int]], callbacks: list[Any] | 
         train_sets.append(data.train)
         run_dirs.append(run_dir_for(run_cfg, cls, seed))
         seeds.append(seed)
-    train_packed(models, train_sets, cfg, device, run_dirs, seeds, upsampler=upsampler, callbacks=callbacks)
+        classes.append(cls)
+    settings = [fingerprint(_run_cfg(cfg, seed), cls, seed) for cls, seed in zip(classes, seeds, strict=True)]
+    with contextlib.ExitStack() as locks:  # each run folder locked, as run_experiment locks it
+        for d in run_dirs:
+            locks.enter_context(run_folder_lock(d))
+        train_packed(
+            models, train_sets, cfg, device, run_dirs, seeds, upsampler=upsampler, callbacks=callbacks,
+            settings=settings,
+        )  # fmt: skip
     return run_dirs
 
 
-def _resume(run_dirs, packed, optimizer, scheduler, loaders, shapes, epochs) -> tuple[int, int | None]:
+def _resume(
+    run_dirs, packed, optimizer, scheduler, loaders, shapes, epochs, settings
+) -> tuple[int, int | None]:
     """Resume all K models from their checkpoints, which must stand at one epoch (they are written
     together); no checkpoint at all starts afresh."""
     paths = [d / CHECKPOINT for d in run_dirs]
@@ -318,6 +338,8 @@ def _resume(run_dirs, packed, optimizer, scheduler, loaders, shapes, epochs) -> 
             "train them with orchestration.pack: 1, or delete the others' run folders"
         )
     states = [load_checkpoint(p) for p in paths]
+    for path, state, expected in zip(paths, states, settings, strict=True):
+        check_resumable(path, state, expected, epochs)
     epochs_found = {int(s["epoch"]) for s in states}
     if len(epochs_found) != 1:
         raise TrainingError(

@@ -214,7 +214,11 @@ def fit_class(cfg: Config, cls: str, seed: int, parent_run_id: str | None) -> di
         first_epoch=forwarder.seen[0] if forwarder.seen else None,
         error="",
     )
-    logger.info("image AUC %.4f, pixel AUC %s", row["image_auc"], _fmt(row.get("pixel_auc")) or "n/a")
+    logger.info(
+        "image AUC %s, pixel AUC %s", _fmt(row.get("image_auc")) or "n/a", _fmt(row.get("pixel_auc")) or "n/a"
+    )
+    if row.get("warning"):
+        logger.warning("%s", row["warning"])
     return row
 
 

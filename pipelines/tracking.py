@@ -176,7 +176,10 @@ def tracked_experiment(
         result = run_experiment(cfg, cls, seed, callbacks=epoch_logger)
         _log_results(client, run_id, result)
         out = _summary(result, run_id)
-        if cfg.tracking.register:
+        unscored = all(result.metrics.get(k) is None for k in ("pixel_auc", "image_auc"))
+        if cfg.tracking.register and unscored:  # nothing to rank a champion by (a one-label test set)
+            client.set_tag(run_id, "fcdd.not_registered", str(result.metrics.get("warning", "no AUC")))
+        elif cfg.tracking.register:
             from pipelines.pyfunc import log_detector_model
 
             info = log_detector_model(result.model_path)

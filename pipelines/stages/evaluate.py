@@ -48,11 +48,17 @@ def evaluate_run(cfg, cls: str, seed: int, run_dir: Path, device: str) -> dict:
     from fcdd.data import build_datasets
     from fcdd.detector import Detector
     from fcdd.experiment import class_slug, evaluate
+    from fcdd.fingerprint import fingerprint, mismatch
 
     model_path = run_dir / "model.pt"
     if not model_path.is_file():
         raise SystemExit(f"evaluate: {model_path} is missing; run the train stage again (dvc repro -f train)")
     detector = Detector.load(model_path, device=device)
+    differs = mismatch(detector.meta.get("settings"), fingerprint(cfg, cls, seed))
+    if differs is not None:  # a model of other settings must not be reported as this configuration's
+        raise SystemExit(
+            f"evaluate: {model_path} was trained with other settings ({differs}); run dvc repro -f train"
+        )
     name = f"{class_slug(cls)}_seed{seed}"
     out_dir = EVAL_RUNS / class_slug(cls) / f"seed{seed}"
     reuse = _evaluation_settings(detector.meta.get("config", {})) == _evaluation_settings(cfg.flat())
@@ -64,13 +70,17 @@ def evaluate_run(cfg, cls: str, seed: int, run_dir: Path, device: str) -> dict:
         metrics, artifacts = evaluate(
             detector, test_set, cfg, out_dir, title=f"{cfg.data.dataset} · {cls} · seed {seed}"
         )
-    shutil.copyfile(artifacts["roc_image"], ROC_DIR / f"{name}.csv")
+    if Path(artifacts.get("roc_image", "")).is_file():  # none for a test set of one label
+        shutil.copyfile(artifacts["roc_image"], ROC_DIR / f"{name}.csv")
     for path in artifacts.values():
         if Path(path).suffix == ".png":
             shutil.copyfile(path, FIGURES_DIR / f"{name}_{Path(path).stem}.png")
     how = "as the train stage evaluated it" if reuse else "scored again"
+    auc = metrics.get("image_auc")
     print(
-        f"evaluate: {cfg.data.dataset} class {cls!r} seed {seed}: image AUC {metrics['image_auc']:.4f} ({how})"
+        f"evaluate: {cfg.data.dataset} class {cls!r} seed {seed}: image AUC "
+        + (f"{auc:.4f}" if auc is not None else f"null: {metrics.get('warning', 'not available')}")
+        + f" ({how})"
     )
     return {
         "class": cls,

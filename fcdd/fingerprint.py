@@ -1,0 +1,93 @@
+"""The settings a trained result depends on: a stable hash plus the values, stored in every
+checkpoint and model file, so a run folder is resumed or reported only for the settings that made it.
+
+Counted: every key of the ``data``, ``model``, ``train`` and ``anomalies`` sections (the run's own
+class and seed in place of the job's lists), except the runtime knobs in :data:`RUNTIME_KEYS`, which
+change where or how fast a run goes, not what it learns. ``train.epochs`` is among them: raising it
+continues a run (the learning-rate schedules do not depend on it); a checkpoint holding more epochs
+than asked is refused separately. ``evaluation`` (except ``evaluation.calibration``, which holds out
+training images), ``tracking`` and ``orchestration`` never count.
+The functions work on plain dicts, whatever storage the checkpoint bytes come from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from fcdd.config import Config
+
+RESULT_SECTIONS = ("data", "model", "train", "anomalies")
+RUNTIME_KEYS = frozenset(
+    {
+        "data.cache_dir",  # where resized copies are kept, not what they hold
+        "data.download",
+        "data.num_workers",  # batches are seeded per batch: results do not depend on workers
+        "data.strict",
+        "train.channels_last",  # memory layout only
+        "train.checkpoint_keep",
+        "train.checkpoint_uri",  # where checkpoint copies go, not what they hold
+        "train.device",  # a run may resume on another machine
+        "train.epochs",
+        "train.output_dir",
+        "train.progress",
+        "train.threads",
+    }
+)
+# Outside those sections but changing what a run trains on: the calibration split holds out
+# nominal training images.
+RESULT_EXTRA_KEYS = frozenset({"evaluation.calibration"})
+SHOWN_KEYS = 4  # differing keys named in full in a mismatch message
+
+
+def result_settings(cfg: Config, cls: str | None = None, seed: int | None = None) -> dict[str, Any]:
+    """``section.key`` -> value of every setting that changes the trained result."""
+    values = {k: v for k, v in cfg.flat().items() if _counts(k)}
+    if cls is not None:
+        values["data.classes"] = [str(cls)]
+    if seed is not None:
+        values["train.seeds"] = [int(seed)]
+    return {k: _plain(v) for k, v in sorted(values.items())}
+
+
+def _counts(key: str) -> bool:
+    in_section = key.split(".", 1)[0] in RESULT_SECTIONS and key not in RUNTIME_KEYS
+    return in_section or key in RESULT_EXTRA_KEYS
+
+
+def fingerprint(cfg: Config, cls: str | None = None, seed: int | None = None) -> dict[str, Any]:
+    """{"hash": 16 hex digits, "values": result_settings(...)}; plain types, safe for weights_only."""
+    values = result_settings(cfg, cls, seed)
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return {"hash": hashlib.sha256(text.encode()).hexdigest()[:16], "values": values}
+
+
+def mismatch(recorded: Any, current: dict[str, Any]) -> str | None:
+    """None when ``recorded`` (a stored fingerprint, or None) matches ``current``; else a short
+    description of the differing keys, e.g. "train.lr 0.01 -> 0.5, anomalies.kind 'oe' -> 'none'"."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("values"), dict):
+        return "it records no settings fingerprint (written by an older fcdd)"
+    if recorded.get("hash") == current["hash"]:
+        return None
+    old, new = recorded["values"], current["values"]
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k, _MISSING) != new.get(k, _MISSING))
+    if not keys:
+        return None  # same values, hashed by another version of this module
+    parts = [f"{k} {_show(old.get(k, _MISSING))} -> {_show(new.get(k, _MISSING))}" for k in keys[:SHOWN_KEYS]]
+    if len(keys) > SHOWN_KEYS:
+        parts.append(f"and {len(keys) - SHOWN_KEYS} more: {', '.join(keys[SHOWN_KEYS:])}")
+    return ", ".join(parts)
+
+
+_MISSING = object()
+
+
+def _show(v: Any) -> str:
+    return "(unset)" if v is _MISSING else repr(v)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
