@@ -1,4 +1,4 @@
-"""The ``fcdd`` command: train, evaluate, predict, info, config."""
+"""The ``fcdd`` command: train, evaluate, predict, export, info, config."""
 
 from __future__ import annotations
 
@@ -93,7 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(one row per image) and a heatmap overlay per image at the image's own resolution.",
     )
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    p.add_argument("--model", required=True, help="model.pt file or MLflow URI (models:/NAME@champion)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model.pt file, MLflow URI (models:/NAME@champion), or an exported folder / model.onnx / "
+        "model.xml / model.ts (onnxruntime, OpenVINO, TorchScript on the CPU)",
+    )
     _add_tracking_arg(p)
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     p.add_argument(
@@ -118,9 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
+        "export",
+        help="export a model to ONNX, OpenVINO or TorchScript",
+        description="Write the model as one graph: preprocessed batch [B, C, H, W] -> score [B], heatmap "
+        "[B, 1, H, W] (net, pseudo-Huber, receptive-field upsampling inside), plus fcdd_export.json with "
+        "the preprocessing, sigma, quantile, calibration and file hashes. `fcdd predict --model DIR` and "
+        "`fcdd info DIR` read it. Needs the export extra (pip install 'fcdd[export]').",
+    )
+    p.add_argument("model", help="model.pt file or MLflow URI (models:/NAME@champion)")
+    _add_tracking_arg(p)
+    p.add_argument("--format", default="onnx", choices=("onnx", "openvino", "torchscript"))
+    p.add_argument("--out", required=True, help="output folder (created; its export files are replaced)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
         "info", help="what a model file holds", description="Print a model's network, data and metrics."
     )
-    p.add_argument("model", help="model.pt file or MLflow URI")
+    p.add_argument("model", help="model.pt file, exported folder or MLflow URI")
     _add_tracking_arg(p)
     p.set_defaults(func=cmd_info)
 
@@ -192,7 +211,7 @@ def cmd_evaluate(args) -> int:
     from fcdd.data import build_datasets
     from fcdd.experiment import class_slug, evaluate
 
-    det = _load_detector(args.model, "auto", args.tracking_uri)
+    det = _load_detector(args.model, "auto", args.tracking_uri, exported=False)
     meta = det.meta
     extra = [f"data.dataset={meta['dataset']}"]
     extra += [
@@ -282,11 +301,29 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from fcdd.export import export_detector
+
+    det = _load_detector(args.model, "cpu", args.tracking_uri, exported=False)
+    meta_path = export_detector(det, args.format, args.out, source=args.model)
+    meta = json.loads(meta_path.read_text())
+    c, h, w = meta["input"]["shape"][1:]
+    print(
+        f"exported {args.model} as {args.format}: {', '.join(meta['files'])} + {meta_path.name} in {args.out} "
+        f"(input [B, {c}, {h}, {w}] -> score [B], heatmap [B, 1, {h}, {w}])"
+    )
+    return 0
+
+
 def cmd_info(args) -> int:
     from fcdd import calibration as conformal
 
     det = _load_detector(args.model, "cpu", args.tracking_uri)
     m = det.meta
+    if hasattr(det, "export"):  # an exported folder: what its JSON says
+        info = det.info() | {"calibration": conformal.summary(m.get("calibration"))}
+        print(yaml.safe_dump(info, sort_keys=False).rstrip())
+        return 0
     rf = det.model.receptive_field
     info = {
         "dataset": m.get("dataset"),
@@ -359,10 +396,21 @@ def _calibrated_decision(calibration: dict, score, heatmap, alpha: float, out: P
     return row
 
 
-def _load_detector(ref: str, device: str, tracking_uri: str | None = None):
+def _load_detector(ref: str, device: str, tracking_uri: str | None = None, exported: bool = True):
     from fcdd.detector import Detector
     from fcdd.engine import resolve_device
+    from fcdd.export import find_export
 
+    if find_export(ref) is not None:
+        if not exported:
+            raise CLIError(f"{ref}: an exported model; this command needs the model.pt it was exported from")
+        if device not in ("auto", "cpu"):
+            raise CLIError(f"--device {device}: exported models run on the CPU (onnxruntime, OpenVINO)")
+        from fcdd.backends import ExportedDetector
+
+        return ExportedDetector.load(ref)
+    if Path(ref).suffix in (".onnx", ".xml", ".ts"):
+        raise CLIError(f"{ref}: no fcdd_export.json beside it (export with `fcdd export`)")
     dev = resolve_device(device)
     if ref.startswith(("models:/", "runs:/")):
         try:
@@ -433,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     from fcdd.data.errors import DataError
     from fcdd.detector import DetectorError
     from fcdd.engine import TrainingError
+    from fcdd.export import ExportError
     from fcdd.runlock import RunFolderBusy
 
     args = build_parser().parse_args(argv)
@@ -448,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         ConfigError,
         DataError,
         DetectorError,
+        ExportError,
         TrainingError,
         RunFolderBusy,
         FileNotFoundError,

@@ -150,22 +150,31 @@ class Detector:
         return a.mean(dim=(1, 2, 3)), a[:, 0], self.upsampler(a)[:, 0]
 
     def score(self, images: Sequence[ImageLike], batch_size: int = 32) -> DetectorOutput:
-        pil = [to_pil(im) for im in images]
-        scores, maps, heatmaps = [], [], []
-        for start in range(0, len(pil), batch_size):
-            chunk = pil[start : start + batch_size]
-            x = torch.stack([self._transform(im) for im in chunk])
-            s, a, up = self.score_tensor(x)
-            scores.append(s.float().cpu().numpy())
-            maps.append(a.float().cpu().numpy())
-            for im, h in zip(chunk, up, strict=True):
-                # Spec §1: pixel scores are the upsampled map resized (nearest) to the image's own size.
-                full = resize_nearest(h[None, None].float(), (im.height, im.width))
-                heatmaps.append(full[0, 0].cpu().numpy())
-        if not pil:
-            u = self.model.output_size
-            return DetectorOutput(np.zeros(0, np.float32), [], np.zeros((0, u, u), np.float32))
-        return DetectorOutput(np.concatenate(scores), heatmaps, np.concatenate(maps))
+        return score_images(self._transform, self.score_tensor, self.model.output_size, images, batch_size)
+
+
+def score_images(
+    transform, score_batch, output_size, images: Sequence[ImageLike], batch_size: int
+) -> DetectorOutput:
+    """The one scoring loop of PyTorch and exported models (fcdd/backends.py): preprocess with
+    ``transform``, ``score_batch(x) -> (scores, maps A, upsampled maps)``, then each map resized to
+    its image's own size."""
+    pil = [to_pil(im) for im in images]
+    scores, maps, heatmaps = [], [], []
+    for start in range(0, len(pil), batch_size):
+        chunk = pil[start : start + batch_size]
+        x = torch.stack([transform(im) for im in chunk])
+        s, a, up = (torch.as_tensor(t) for t in score_batch(x))
+        scores.append(s.float().cpu().numpy())
+        maps.append(a.float().cpu().numpy())
+        for im, h in zip(chunk, up, strict=True):
+            # Spec §1: pixel scores are the upsampled map resized (nearest) to the image's own size.
+            full = resize_nearest(h[None, None].float(), (im.height, im.width))
+            heatmaps.append(full[0, 0].cpu().numpy())
+    if not pil:
+        u, v = (output_size, output_size) if isinstance(output_size, int) else output_size
+        return DetectorOutput(np.zeros(0, np.float32), [], np.zeros((0, u, v), np.float32))
+    return DetectorOutput(np.concatenate(scores), heatmaps, np.concatenate(maps))
 
 
 def to_pil(image: ImageLike, max_pixels: int | None = None) -> Image.Image:
