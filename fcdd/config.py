@@ -307,6 +307,25 @@ def load_config(
     preset: str | list[str] | None = None,
 ) -> Config:
     """Read params.yaml (if given), apply presets, then ``section.key=value`` overrides."""
+    resolved: dict[str, Any] = {}
+    chosen: list[str] = []
+    for source, layer in config_layers(path, overrides, preset):
+        if source.startswith("preset "):
+            chosen.append(source.split(" ", 1)[1])
+        _deep_update(resolved, layer)
+    resolved["preset"] = chosen
+    cfg = _build(Config, resolved, "")
+    validate(cfg)
+    return cfg
+
+
+def config_layers(
+    path: str | Path | None = "params.yaml",
+    overrides: list[str] | tuple[str, ...] = (),
+    preset: str | list[str] | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The layers of a configuration, lowest first: ``("preset NAME", sections)`` per chosen preset,
+    ``("PATH", sections)`` for the file, ``("override", sections)`` for the command line."""
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -322,30 +341,74 @@ def load_config(
     if not isinstance(presets, dict):
         raise ConfigError("presets: expected a mapping of preset name -> sections")
 
-    explicit: dict[str, Any] = copy.deepcopy(raw)
+    given: dict[str, Any] = {}
     for o in overrides:
         keys, value = parse_override(o)
-        node = explicit
+        node = given
         for k in keys[:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {o!r}: {k} is not a section")
         node[keys[-1]] = value
 
+    explicit = _deep_update(copy.deepcopy(raw), given)
     chosen = preset if preset is not None else explicit.get("preset", [])
     chosen = [chosen] if isinstance(chosen, str) else list(chosen or [])
-    resolved: dict[str, Any] = {}
+    layers: list[tuple[str, dict[str, Any]]] = []
     for name in chosen:
         if name not in presets:
             raise ConfigError(
                 f"unknown preset {name!r}; known presets: {', '.join(sorted(presets)) or 'none'}"
+                + ("" if presets else f" ({path or 'no file'} defines no `presets:` section)")
             )
-        _deep_update(resolved, presets[name])
-    _deep_update(resolved, explicit)
-    resolved["preset"] = chosen
-    cfg = _build(Config, resolved, "")
-    validate(cfg)
-    return cfg
+        layers.append((f"preset {name}", copy.deepcopy(presets[name])))
+    raw.pop("preset", None)
+    given.pop("preset", None)
+    layers.append((str(path) if path is not None else "file", raw))
+    layers.append(("override", given))
+    return layers
+
+
+def explain_config(
+    path: str | Path | None = "params.yaml",
+    overrides: list[str] | tuple[str, ...] = (),
+    preset: str | list[str] | None = None,
+) -> list[tuple[str, Any, str]]:
+    """(``section.key``, resolved value, where it came from) for every value of the configuration:
+    ``default``, ``preset NAME``, ``PATH (section S)`` or ``override``."""
+    cfg = load_config(path, overrides, preset)
+    origin: dict[str, str] = {}
+    for source, layer in config_layers(path, overrides, preset):
+        for key in _flat_keys(Config, layer):
+            section = key.split(".", 1)[0]
+            where = source if source.startswith(("preset ", "override")) else f"{source} ({section})"
+            beaten = origin.get(key, "")
+            if beaten.startswith("preset ") and not where.startswith("preset "):
+                where += f", over {beaten.split(',')[0]}"  # the trap of a copied params.yaml, made visible
+            origin[key] = where
+    rows = []
+    for key, value in cfg.flat().items():
+        where = "preset" if key == "preset" and cfg.preset else origin.get(key, "default")
+        if key == "evaluation.quantile" and value is None:
+            where += f"; null -> {cfg.quantile} for {cfg.data.dataset} (spec §3)"
+        if key == "model.sigma" and value is None:
+            where += f"; null -> {cfg.sigma} for {cfg.data.dataset} (spec §3)"
+        rows.append((key, value, where))
+    return rows
+
+
+def _flat_keys(cls: type, values: dict[str, Any], prefix: str = "") -> list[str]:
+    """``section.key`` names a layer sets; a whole section given as a mapping sets each of its keys."""
+    hints = typing.get_type_hints(cls)
+    keys = []
+    for k, v in values.items():
+        name = f"{prefix}{k}"
+        hint = hints.get(k)
+        if hint is not None and dataclasses.is_dataclass(hint) and isinstance(v, dict):
+            keys += _flat_keys(hint, v, f"{name}.")
+        else:
+            keys.append(name)
+    return keys
 
 
 def validate(cfg: Config) -> None:

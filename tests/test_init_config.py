@@ -1,0 +1,139 @@
+"""`fcdd init` and `fcdd config --explain`: a clean start for a user's own data, and where every value
+came from. The README's walk-through is run literally."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fcdd.cli import main
+from fcdd.config import explain_config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _readme_section() -> str:
+    text = (REPO / "README.md").read_text()
+    return text[text.index("## Your own images") :].split("\n## ", 1)[0]
+
+
+def _readme_init_args(root: Path, out: Path) -> list[str]:
+    """The README's `fcdd init` command, its placeholder root and output file replaced."""
+    bash = re.search(r"```bash\n(.*?)```", _readme_section(), re.S).group(1).replace("\\\n", " ")
+    line = next(ln for ln in bash.splitlines() if ln.strip().startswith("fcdd init"))
+    args = shlex.split(line.split("#")[0])[1:]
+    args[args.index("--root") + 1] = str(root)
+    args[args.index("--out") + 1] = str(out)
+    return args
+
+
+def _preset_value(names: list[str], section: str, key: str):
+    """What the presets alone give (the last one naming the key wins), read from params.yaml."""
+    presets = yaml.safe_load((REPO / "params.yaml").read_text())["presets"]
+    value = None
+    for name in names:
+        value = presets[name].get(section, {}).get(key, value)
+    return value
+
+
+def test_readme_walkthrough_gives_the_presets_values(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the README runs in the project, beside its params.yaml
+    root = tmp_path / "images"
+    root.mkdir()
+    out = tmp_path / "my-part.yaml"
+    args = _readme_init_args(root, out)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(args) == 0
+    cfg = load_config(out)
+    chosen = args[args.index("--preset") + 1 : args.index("--classes")]
+    assert cfg.preset == chosen
+    for section, key in [
+        ("evaluation", "quantile"),
+        ("train", "epochs"),
+        ("train", "lr"),
+        ("train", "batch_size"),
+        ("model", "net"),
+        ("model", "sigma"),
+        ("anomalies", "kind"),
+    ]:
+        want = _preset_value(chosen, section, key)
+        assert want is not None, (section, key)
+        assert getattr(getattr(cfg, section), key) == want, (section, key)
+    assert cfg.quantile == _preset_value(chosen, "evaluation", "quantile")
+    assert cfg.data.root == str(root) and cfg.data.classes == ["my-part"]
+
+    # The README's yaml block is what the file says (the sections the user chose).
+    shown = yaml.safe_load(re.search(r"```yaml\n(.*?)```", _readme_section(), re.S).group(1))
+    written = yaml.safe_load(out.read_text())
+    shown["data"]["root"] = str(root)
+    assert {k: written[k] for k in shown} == shown
+    assert set(written) == {"preset", "data", "presets"}  # nothing else set behind the user's back
+
+
+def test_a_copied_params_yaml_would_have_beaten_the_preset():
+    """Why init exists: the main job's sections beat the presets, and --explain says so."""
+    rows = {k: (v, w) for k, v, w in explain_config(REPO / "params.yaml", [], ["folder", "cpu_mvtec"])}
+    value, where = rows["train.epochs"]
+    assert value != _preset_value(["folder", "cpu_mvtec"], "train", "epochs")
+    assert "params.yaml (train)" in where and "over preset cpu_mvtec" in where
+    value, where = rows["evaluation.quantile"]
+    assert value is None and "over preset folder" in where and "null -> " in where
+
+
+def test_explain_names_default_preset_section_and_override(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "preset": ["small"],
+                "train": {"lr": 0.5},
+                "presets": {
+                    "small": {"train": {"epochs": 7, "lr": 0.1}, "data": {"folder": {"test_ratio": 0.3}}}
+                },
+            }
+        )
+    )
+    rows = {k: (v, w) for k, v, w in explain_config(params, ["train.seeds=[3]"])}
+    assert rows["train.epochs"] == (7, "preset small")
+    assert rows["train.lr"] == (0.5, f"{params} (train), over preset small")
+    assert rows["train.seeds"] == ([3], "override")
+    assert rows["train.batch_size"][1] == "default"
+    assert rows["data.folder.test_ratio"] == (0.3, "preset small")
+    assert len(rows) == len(load_config(params).flat())
+
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        assert main(["config", "--params", str(params), "--explain"]) == 0
+    line = next(ln for ln in log.getvalue().splitlines() if ln.startswith("train.epochs "))
+    assert line.split()[1:] == ["7", "preset", "small"]
+
+
+def test_init_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "p.yaml"
+    assert main(["init", "--dataset", "folder", "--root", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "nope: no such folder" in capsys.readouterr().err
+    args = ["init", "--dataset", "folder", "--root", str(tmp_path), "--out", str(out)]
+    assert main([*args, "--preset", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "nosuch" in err and "known presets" in err and len(err.strip().splitlines()) == 1
+    out.write_text("keep me")
+    assert main(args) == 2
+    assert "exists" in capsys.readouterr().err and out.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("dataset", ["folder", "mvtec"])
+def test_init_default_presets_load(tmp_path, monkeypatch, dataset):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "p.yaml"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["init", "--dataset", dataset, "--root", str(tmp_path), "--out", str(out)]) == 0
+    cfg = load_config(out)
+    assert cfg.preset[0] == dataset and cfg.data.dataset == dataset
+    assert cfg.quantile == _preset_value([dataset], "evaluation", "quantile")
