@@ -2,7 +2,8 @@
 
 ``flock`` on ``<run folder>/.lock``: the kernel drops it when the holder's process dies (crash,
 kill -9), so a stale lock never blocks; the file only records who holds it (pid, host, start) for the
-error a second run gets. On NFS, Linux emulates flock with POSIX locks, which hold across hosts.
+error a second run gets. Forked children (DataLoader workers) close their copy, so a worker outliving
+a killed parent does not hold it. On NFS, Linux emulates flock with POSIX locks (across hosts).
 """
 
 from __future__ import annotations
@@ -23,34 +24,48 @@ class RunFolderBusy(RuntimeError):
     """Another process trains into the same run folder; the message names it."""
 
 
+_HELD: set[int] = set()  # lock descriptors of this process
+
+
+def _close_in_child() -> None:
+    # A forked child (a DataLoader worker) must not keep the lock alive after its parent dies:
+    # flock belongs to the open file, which the child's copy of the descriptor would share.
+    for fd in list(_HELD):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
+
+
 @contextlib.contextmanager
 def run_folder_lock(run_dir: str | Path) -> Iterator[Path]:
     """Hold the run folder's lock for the block; raise RunFolderBusy at once if someone else has it."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
-    handle = open(path, "a+")  # noqa: SIM115 - held open for the whole block
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunFolderBusy(
                 f"{run_dir}: another run is training into this folder ({_holder(path)}); "
                 "wait for it to finish, or choose another train.output_dir"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
-        handle.flush()
+        _HELD.add(fd)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
         try:
             yield path
         finally:
-            handle.seek(0)
-            handle.truncate()
-            handle.flush()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            _HELD.discard(fd)
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        handle.close()
+        os.close(fd)
 
 
 def _holder(path: Path) -> str:

@@ -138,9 +138,12 @@ def test_evaluate_stage_refuses_a_model_of_other_settings(run, make_folder_confi
 # --- point 4: the run-folder lock -------------------------------------------------------------
 
 HOLDER = """
-import sys, time
+import os, sys, time
 from fcdd.runlock import run_folder_lock
 with run_folder_lock(sys.argv[1]):
+    if os.fork() == 0:  # a child (like a DataLoader worker) that outlives its parent
+        time.sleep(20)
+        os._exit(0)
     print("locked", flush=True)
     time.sleep(120)
 """
@@ -163,7 +166,7 @@ def test_second_run_into_a_locked_folder_fails_at_once_naming_the_holder(run, ca
         assert rc == 2
         _one_error_line(err, str(run_dir), f"pid {holder.pid} on {os.uname().nodename}")
     finally:
-        holder.send_signal(signal.SIGKILL)  # dies holding the lock: the kernel releases it
+        holder.send_signal(signal.SIGKILL)  # dies holding the lock (its forked child lives on)
         holder.wait(timeout=30)
     with run_folder_lock(run_dir):  # a dead holder's lock does not block
         with pytest.raises(RunFolderBusy, match=f"pid {os.getpid()}"):
