@@ -131,6 +131,7 @@ class TrackingConfig:
     artifact_location: str = "mlartifacts"
     experiment_prefix: str = "fcdd"
     register: bool = True
+    onnx: bool = True  # registered versions also carry the ONNX export (needs the export extra)
     model_name: str = "fcdd-{dataset}-{cls}"
 
 

@@ -40,6 +40,7 @@ from PIL import Image
 
 INPUT_COLUMN = "image"
 DETECTOR_ARTIFACT = "detector"
+ONNX_ARTIFACT = "onnx"  # the fcdd export folder (model.onnx + fcdd_export.json), when logged
 HEATMAP_FORMATS = ("npy", "list", "none")
 DEFAULT_MAX_PIXELS = 4096 * 4096
 MAX_IMAGES_PER_REQUEST = 256
@@ -211,8 +212,16 @@ def pip_requirements() -> list[str]:
     return [f"{n}=={version(n).split('+')[0]}" for n in names]
 
 
-def log_detector_model(model_path: str | Path, name: str = "model", max_pixels: int = DEFAULT_MAX_PIXELS):
-    """Log a Detector file as a pyfunc model in the active run; returns MLflow's ModelInfo."""
+def log_detector_model(
+    model_path: str | Path, name: str = "model", max_pixels: int = DEFAULT_MAX_PIXELS, onnx: bool = False
+):
+    """Log a Detector file as a pyfunc model in the active run; returns MLflow's ModelInfo.
+
+    ``onnx``: the model also carries the ONNX export (artifacts/onnx/: model.onnx and
+    fcdd_export.json), so a registry version can be deployed without PyTorch or MLflow serving.
+    """
+    import tempfile
+
     import mlflow
 
     import fcdd
@@ -222,13 +231,20 @@ def log_detector_model(model_path: str | Path, name: str = "model", max_pixels: 
     detector = Detector.load(model_path)  # fails early with a clear message on a bad file
     example = example_input(int(detector.preprocess["input_size"]), int(detector.preprocess["channels"]))
     here = Path(__file__).resolve().parent
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(here / "mlflow_model_code.py"),
-        artifacts={DETECTOR_ARTIFACT: str(model_path)},
-        code_paths=[str(Path(fcdd.__file__).resolve().parent), str(here / "pyfunc.py")],
-        signature=model_signature(),
-        input_example=(example, {"heatmap_format": "npy"}),
-        model_config={"max_pixels": int(max_pixels)},
-        pip_requirements=pip_requirements(),
-    )
+    artifacts = {DETECTOR_ARTIFACT: str(model_path)}
+    with tempfile.TemporaryDirectory(prefix="fcdd-onnx-") as tmp:
+        if onnx:
+            from fcdd.export import export_detector
+
+            export_detector(detector, "onnx", Path(tmp) / ONNX_ARTIFACT, source=str(model_path))
+            artifacts[ONNX_ARTIFACT] = str(Path(tmp) / ONNX_ARTIFACT)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(here / "mlflow_model_code.py"),
+            artifacts=artifacts,
+            code_paths=[str(Path(fcdd.__file__).resolve().parent), str(here / "pyfunc.py")],
+            signature=model_signature(),
+            input_example=(example, {"heatmap_format": "npy"}),
+            model_config={"max_pixels": int(max_pixels)},
+            pip_requirements=pip_requirements(),
+        )

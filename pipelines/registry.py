@@ -34,6 +34,7 @@ TAG_METRIC = "fcdd.selection_metric"
 TAG_SCORE = "fcdd.selection_score"
 TAG_COMPARISON = "fcdd.champion_comparison"
 DETECTOR_ARTIFACT = "detector"  # key of the Detector file in the pyfunc's artifacts
+ONNX_ARTIFACT = "onnx"  # key of the ONNX export folder (pyfunc.log_detector_model(onnx=True))
 
 
 def slugify(text: str) -> str:
@@ -205,27 +206,39 @@ def register_version(
     return str(version.version), champion
 
 
+def _download_artifact(model_uri: str, key: str, dst: str | Path) -> Path:
+    """The pyfunc artifact ``key`` of a logged fcdd model, downloaded into ``dst``."""
+    import mlflow
+    import yaml
+
+    try:
+        mlmodel = Path(
+            mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/MLmodel", dst_path=str(dst))
+        )
+    except MlflowException as e:
+        raise ValueError(f"{model_uri}: cannot fetch the model ({e.message})") from e
+    flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
+    entry = (flavor.get("artifacts") or {}).get(key)
+    if not entry:
+        raise ValueError(f"{model_uri}: not an fcdd model with a '{key}' artifact (see its MLmodel)")
+    return Path(
+        mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/{entry['path']}", dst_path=str(dst))
+    )
+
+
 def load_detector(model_uri: str, device: str = "cpu"):
     """``models:/fcdd-mvtec-grid@champion`` (or ``runs:/<id>/model``) -> fcdd.detector.Detector.
 
     Only the Detector file is downloaded and read with ``torch.load(weights_only=True)``; the
     model's code is not executed.
     """
-    import mlflow
-    import yaml
-
     from fcdd.detector import Detector
 
     with tempfile.TemporaryDirectory(prefix="fcdd-model-") as tmp:
-        try:
-            mlmodel = Path(
-                mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/MLmodel", dst_path=tmp)
-            )
-        except MlflowException as e:
-            raise ValueError(f"{model_uri}: cannot fetch the model ({e.message})") from e
-        flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
-        entry = (flavor.get("artifacts") or {}).get(DETECTOR_ARTIFACT)
-        if not entry:
-            raise ValueError(f"{model_uri}: not an fcdd model (no '{DETECTOR_ARTIFACT}' artifact in MLmodel)")
-        local = mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/{entry['path']}", dst_path=tmp)
-        return Detector.load(local, device=device)
+        return Detector.load(_download_artifact(model_uri, DETECTOR_ARTIFACT, tmp), device=device)
+
+
+def download_onnx(model_uri: str, dst: str | Path) -> Path:
+    """The ONNX export a registry version carries (tracking.onnx) -> the folder under ``dst`` with
+    model.onnx and fcdd_export.json, ready for ``fcdd predict --model`` or any ONNX runtime."""
+    return _download_artifact(model_uri, ONNX_ARTIFACT, dst)

@@ -12,10 +12,12 @@ A retried (crashed) run continues the SAME MLflow run: it is found by its ``fcdd
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,7 @@ def tracked_experiment(
     if not cfg.tracking.enabled:
         return _summary(run_experiment(cfg, cls, seed, callbacks=callbacks))
     client, uri = _client(cfg)
+    with_onnx = _onnx_available(cfg)  # said before training, not after
     experiment_id = ensure_experiment(client, cfg)
     run_dir = run_dir_for(cfg, cls, seed).resolve()
     key, version = run_key(cfg, cls, seed), data_version(cfg)
@@ -182,7 +185,7 @@ def tracked_experiment(
         elif cfg.tracking.register:
             from pipelines.pyfunc import log_detector_model
 
-            info = log_detector_model(result.model_path)
+            info = log_detector_model(result.model_path, onnx=with_onnx)
             name = registry.registered_model_name(cfg, cls)
             mv, champion = registry.register_version(
                 client, uri, name, info.model_uri, result.metrics, tags[registry.TAG_PROTOCOL], run_id
@@ -190,6 +193,20 @@ def tracked_experiment(
             out.update(model_name=name, model_version=mv, champion=champion)
             client.set_tag(run_id, "fcdd.model", f"models:/{name}/{mv}")
     return out
+
+
+def _onnx_available(cfg: Config) -> bool:
+    """tracking.onnx, when the export extra is installed; a warning line when it is not."""
+    if not (cfg.tracking.register and cfg.tracking.onnx):
+        return False
+    if importlib.util.find_spec("onnx") is None:
+        warnings.warn(
+            "tracking.onnx: the onnx package is missing (pip install 'fcdd[export]'): the registry "
+            "version gets no ONNX file (set tracking.onnx=false to silence this)",
+            stacklevel=2,
+        )
+        return False
+    return True
 
 
 def _log_params(client: MlflowClient, run_id: str, cfg: Config) -> None:

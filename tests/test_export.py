@@ -214,3 +214,42 @@ def test_cli_refuses_tampered_export_in_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "edited after export" in err
     assert cli.main(["evaluate", str(tmp_path / "e")]) == 2
     assert "needs the model.pt" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_registry_version_carries_the_onnx_export(tmp_path, monkeypatch):
+    """tracked_experiment registers a version whose ONNX folder scores like the Detector."""
+    pytest.importorskip("mlflow")
+    from fcdd.config import load_config
+    from fcdd.experiment import RunResult, run_dir_for
+    from pipelines import registry, tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(
+        None,
+        overrides=[
+            f"tracking.uri=sqlite:///{tmp_path / 'mlruns.db'}",
+            f"train.output_dir={tmp_path / 'runs'}",
+        ],
+    )
+
+    def fake_experiment(cfg, cls, seed, callbacks=None):
+        run_dir = run_dir_for(cfg, cls, seed)
+        model_path = tiny_detector(seed).save(run_dir / "model.pt")
+        return RunResult(cfg.data.dataset, cls, seed, run_dir, {"image_auc": 0.7}, [], model_path, {})
+
+    monkeypatch.setattr(tracking, "run_experiment", fake_experiment)
+    result = tracking.tracked_experiment(cfg, "bag", 0)
+    folder = registry.download_onnx(f"models:/{result['model_name']}@champion", tmp_path / "dl")
+    assert sorted(p.name for p in folder.iterdir()) == ["fcdd_export.json", "model.onnx"]
+    imgs = _images(1, 3)
+    expected = tiny_detector(0).score(imgs).scores
+    np.testing.assert_allclose(ExportedDetector.load(folder).score(imgs).scores, expected, rtol=1e-4)
+
+    off = load_config(
+        None, overrides=[f"tracking.uri=sqlite:///{tmp_path / 'mlruns.db'}", "tracking.onnx=false"]
+    )
+    result = tracking.tracked_experiment(off, "coat", 0)
+    with pytest.raises(ValueError, match="not an fcdd model with a 'onnx' artifact"):
+        registry.download_onnx(f"models:/{result['model_name']}/1", tmp_path / "dl2")
