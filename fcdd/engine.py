@@ -95,10 +95,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+MAP_DATASETS = ("mvtec", "folder")  # training data with ground-truth maps (zeros for nominals)
+
+
 def choose_loss(cfg: Config) -> str:
-    """'image' or 'pixel'; 'auto' is pixel when training anomalies carry real masks (semi)."""
+    """'image' or 'pixel'. 'auto' follows the reference: pixel-wise whenever the training data carry
+    ground-truth maps, i.e. mvtec/folder with injected anomalies (confetti and OE: all-ones maps,
+    semi: real masks); image-level otherwise (fmnist/cifar10/imagenet30, or no anomalies at all,
+    where both reduce to a mean of A over nominal images)."""
     if cfg.train.loss == "auto":
-        return "pixel" if cfg.anomalies.kind == "semi" else "image"
+        has_maps = cfg.data.dataset in MAP_DATASETS and cfg.anomalies.kind != "none"
+        return "pixel" if has_maps else "image"
     return cfg.train.loss
 
 

@@ -29,11 +29,14 @@ def _per_sample_mean(x: torch.Tensor) -> torch.Tensor:
 
 def fcdd_loss(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Image-level loss: per sample, nominal (0) mean A, anomalous (1) −log(1 − exp(−mean A));
-    the mean over the batch. ``out`` is the raw net output [B, 1, u, v]."""
+    the mean over the batch. A batch with a single label (all nominal or all anomalous) minimises
+    the plain mean of A, as the reference does (spec §1). ``out`` is the raw net output [B, 1, u, v]."""
     if labels.shape != out.shape[:1]:
         raise ValueError(f"fcdd_loss: expected {out.shape[0]} labels, got shape {list(labels.shape)}")
     mean_a = _per_sample_mean(pseudo_huber(out.float()))
     anomalous = labels.bool()
+    if bool((anomalous == anomalous[0]).all()):
+        return mean_a.mean()
     # Evaluate the log term only where it is used: torch.where would otherwise pass a huge
     # gradient of an unused branch (times 0) and turn it into NaN if it ever overflowed.
     log_term = _anomalous_term(torch.where(anomalous, mean_a, torch.ones_like(mean_a)))

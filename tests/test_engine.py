@@ -77,13 +77,32 @@ def test_resolve_device():
             resolve_device("cuda")
 
 
-def test_loss_choice():
+@pytest.mark.parametrize(
+    "dataset, kind, expected",
+    [
+        ("fmnist", "oe", "image"),
+        ("cifar10", "confetti", "image"),
+        ("imagenet30", "oe", "image"),
+        ("mvtec", "confetti", "pixel"),  # the reference: all-ones maps for synthetic anomalies
+        ("mvtec", "semi", "pixel"),
+        ("folder", "confetti", "pixel"),
+        ("folder", "oe", "pixel"),
+        ("mvtec", "none", "image"),
+    ],
+)
+def test_auto_loss_is_pixel_wise_when_training_data_carry_maps(dataset, kind, expected):
     cfg = Config()
-    assert choose_loss(cfg) == "image"
-    cfg.anomalies.kind = "semi"
-    assert choose_loss(cfg) == "pixel"
+    cfg.data.dataset, cfg.anomalies.kind = dataset, kind
+    assert choose_loss(cfg) == expected
+
+
+def test_loss_stays_selectable():
+    cfg = Config()
+    cfg.data.dataset, cfg.anomalies.kind = "mvtec", "confetti"
     cfg.train.loss = "image"
     assert choose_loss(cfg) == "image"
+    cfg.data.dataset, cfg.train.loss = "fmnist", "pixel"
+    assert choose_loss(cfg) == "pixel"
 
 
 def _image_auc(model: nn.Module, items: list[dict]) -> float:

@@ -43,10 +43,18 @@ def test_image_loss_hand_computed():
 
 
 def test_image_loss_averages_a_over_the_map_first():
-    out = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]])
+    out = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
     mean_a = sum(math.sqrt(v * v + 1) - 1 for v in (0, 1, 2, 3)) / 4
-    loss = fcdd_loss(out, torch.tensor([1]))
-    assert loss.item() == pytest.approx(-math.log(1 - math.exp(-mean_a)), rel=1e-6)
+    loss = fcdd_loss(out, torch.tensor([1, 0]))
+    assert loss.item() == pytest.approx(-math.log(1 - math.exp(-mean_a)) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("label", [0, 1])
+def test_single_label_batch_minimises_the_plain_mean_of_a(label):
+    # Spec §1, last line of the image-level loss: no −log term when the batch has one label only.
+    out = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]], [[[1.0, 1.0], [1.0, 1.0]]]])
+    mean_a = (sum(math.sqrt(v * v + 1) - 1 for v in (0, 1, 2, 3)) / 4 + math.sqrt(2) - 1) / 2
+    assert fcdd_loss(out, torch.tensor([label, label])).item() == pytest.approx(mean_a, rel=1e-6)
 
 
 @pytest.mark.parametrize("value", [0.0, 1e-20, 1e-4, 1e4, 1e30])
@@ -61,8 +69,8 @@ def test_image_loss_finite_with_finite_gradients_at_extremes(value):
 
 def test_tiny_mean_a_keeps_its_precision():
     # 1 − exp(−m) in float32 is 0 for m < 6e-8; −expm1(−m) is m. So the loss is −log(m), not −log(1e-31).
-    out = _const([1e-4])  # A = 5e-9
-    assert fcdd_loss(out, torch.tensor([1])).item() == pytest.approx(-math.log(5e-9), rel=1e-4)
+    out = _const([1e-4, 0.0])  # A = 5e-9, 0
+    assert fcdd_loss(out, torch.tensor([1, 0])).item() == pytest.approx(-math.log(5e-9) / 2, rel=1e-4)
 
 
 def test_label_shape_is_checked():
