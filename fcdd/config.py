@@ -99,6 +99,9 @@ class TrainConfig:
     checkpoint_uri: str | None = None
     checkpoint_keep: int = 2  # newest shared checkpoints kept per run (older ones pruned)
     progress: bool = True  # tqdm bar per epoch, shown only when stderr is a terminal
+    # After the last epoch, re-estimate BatchNorm running stats on nominal training images (or the
+    # training stream: train); off keeps the training-time averages. See fcdd/batchnorm.py.
+    bn_recalibration: str = "off"
 
 
 @dataclass
@@ -439,6 +442,7 @@ def validate(cfg: Config) -> None:
     one_of("train.optimizer", t.optimizer, ("sgd", "adam"))
     one_of("train.scheduler", t.scheduler, ("lambda", "milestones", "none"))
     one_of("train.loss", t.loss, ("auto", "image", "pixel"))
+    one_of("train.bn_recalibration", t.bn_recalibration, ("off", "nominal", "train"))
     one_of("anomalies.kind", a.kind, ("oe", "confetti", "semi", "none"))
     one_of("anomalies.confetti_gt", a.confetti_gt, ("ones", "changed"))
     one_of("orchestration.mode", o.mode, ("local", "deployments"))

@@ -22,6 +22,7 @@ from fcdd import calibration as conformal
 from fcdd import checkpoint_store
 from fcdd import heatmaps as figs
 from fcdd.anomaly_map import ReceptiveFieldUpsampler, resize_nearest
+from fcdd.batchnorm import recalibrate_batchnorm
 from fcdd.config import Config
 from fcdd.data import build_datasets
 from fcdd.data.training_set import slug
@@ -100,6 +101,9 @@ def _run_locked(cfg: Config, cls: str, seed: int, device, run_dir: Path, callbac
         settings=settings,
     )  # fmt: skip
     history = fit["history"]
+    bn_images = recalibrate_batchnorm(
+        model, data.train, device, cfg.train.batch_size, cfg.train.bn_recalibration, seed
+    )
 
     meta = {
         "net": _asdict(cfg.model),
@@ -111,6 +115,7 @@ def _run_locked(cfg: Config, cls: str, seed: int, device, run_dir: Path, callbac
         "config": {k: _plain(v) for k, v in cfg.flat().items()},
         "settings": settings,
         "epochs": len(history),
+        "bn_recalibration": {"mode": cfg.train.bn_recalibration, "images": bn_images},
     }
     detector = Detector(model, upsampler, data.preprocess, meta)
     # The trained model is on disk before calibration and evaluation: a failure there never loses

@@ -28,6 +28,7 @@ RUNTIME_KEYS = frozenset(
         "train.channels_last",  # memory layout only
         "train.checkpoint_keep",
         "train.checkpoint_uri",  # where checkpoint copies go, not what they hold
+        "train.bn_recalibration",  # applied to the final weights after the loop: checkpoints equal
         "train.device",  # a run may resume on another machine
         "train.epochs",
         "train.output_dir",
