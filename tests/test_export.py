@@ -253,3 +253,20 @@ def test_registry_version_carries_the_onnx_export(tmp_path, monkeypatch):
     result = tracking.tracked_experiment(off, "coat", 0)
     with pytest.raises(ValueError, match="not an fcdd model with a 'onnx' artifact"):
         registry.download_onnx(f"models:/{result['model_name']}/1", tmp_path / "dl2")
+
+
+@pytest.mark.slow
+def test_bench_export_quick_times_every_backend(capsys, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_export.py"
+    spec = importlib.util.spec_from_file_location("bench_export", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_export", bench)  # dataclasses look their module up
+    spec.loader.exec_module(bench)
+    rows = bench.main(["--quick", "--nets", "cnn28", "--batches", "1", "3", "--threads", "1"])
+    assert {(r.backend, r.batch) for r in rows} == {(b, n) for b in bench.BACKEND_ORDER for n in (1, 3)}
+    assert all(r.images_per_s > 0 and len(r.latencies) >= 2 for r in rows)
+    out = capsys.readouterr().out
+    assert out.startswith("CPU: ") and "| cnn28 | 28 | onnx | 3 |" in out
