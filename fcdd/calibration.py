@@ -24,6 +24,15 @@ MIN_TRAINING = 10  # nominal images that must remain for training
 ALPHAS = (0.01, 0.05)  # levels the evaluation reports
 DEFAULT_ALPHA = 0.01
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
+# Keys decision_metrics and MaskScorer add to a run's metrics (the DVC evaluate stage keeps these).
+DECISION_KEYS = (
+    "calibration_n",
+    *(f"a{a:g}_{k}" for a in ALPHAS for k in ("far", "far_ci_low", "far_ci_high", "detection_rate", "f1")),
+    "oracle_f1",
+    "oracle_f1_threshold",
+    *(f"a{a:g}_mask_{k}" for a in ALPHAS for k in ("precision", "recall", "iou")),
+    "oracle_mask_iou",
+)
 
 
 class CalibrationError(ValueError):

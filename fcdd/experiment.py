@@ -129,6 +129,8 @@ def _run_locked(cfg: Config, cls: str, seed: int, device, run_dir: Path, callbac
         detector, data.test, cfg, run_dir, title=f"{cfg.data.dataset} · {cls} · seed {seed}"
     )
     metrics.update({"dataset": cfg.data.dataset, "class": cls, "seed": seed, "epochs": len(history)})
+    artifacts["calibration"] = run_dir / "calibration.json"  # n, score quantiles, thresholds
+    artifacts["calibration"].write_text(json.dumps(conformal.summary(detector.meta["calibration"]), indent=2))
     detector.meta["metrics"] = {
         k: v for k, v in metrics.items() if isinstance(v, (int, float, str, type(None)))
     }

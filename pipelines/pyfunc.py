@@ -17,6 +17,11 @@ unwrapped model also takes numpy arrays (h, w[, c]) / (n, h, w[, c]).
 Response: one row per image: ``score`` (float, the image anomaly score), ``height``, ``width``
 and ``heatmap``: with ``heatmap_format`` ``npy`` (default) the base64 of a ``.npy`` float32 array
 (height, width) (see :func:`decode_heatmap`), with ``list`` nested lists, with ``none`` omitted.
+With a calibrated model (``evaluation.calibration``) each row also has ``p_value``,
+``normalised_score`` (1 - p_value, in [0, 1)) and ``anomalous`` (p_value <= ``alpha``, a request
+param, default 0.01); with ``mask_format`` ``png`` (base64 PNG, 0/255) or ``rle`` (row-major run
+lengths starting with background, see :func:`fcdd.calibration.rle_decode`) a ``mask`` column holds
+the calibrated defect mask at the image's resolution for anomalous images (empty otherwise).
 Inputs that are not images, or larger than ``max_pixels`` (model config; ``FCDD_MAX_PIXELS``
 overrides when serving), raise ``MlflowException(INVALID_PARAMETER_VALUE)``: HTTP 400.
 """
@@ -42,6 +47,7 @@ INPUT_COLUMN = "image"
 DETECTOR_ARTIFACT = "detector"
 ONNX_ARTIFACT = "onnx"  # the fcdd export folder (model.onnx + fcdd_export.json), when logged
 HEATMAP_FORMATS = ("npy", "list", "none")
+MASK_FORMATS = ("none", "png", "rle")
 DEFAULT_MAX_PIXELS = 4096 * 4096
 MAX_IMAGES_PER_REQUEST = 256
 
@@ -168,6 +174,7 @@ class FCDDPyfunc(PythonModel):
         fmt = (params or {}).get("heatmap_format", "npy")
         if fmt not in HEATMAP_FORMATS:
             raise _invalid(f"params.heatmap_format {fmt!r}: expected one of {', '.join(HEATMAP_FORMATS)}")
+        alpha, mask_format = self._decision_params(params or {})
         images = _as_images(model_input, self.max_pixels)
         try:
             out = self.detector.score(images)
@@ -180,11 +187,49 @@ class FCDDPyfunc(PythonModel):
                 "width": [h.shape[1] for h in out.heatmaps],
             }
         )
+        self._add_decisions(frame, out, alpha, mask_format)
         if fmt == "npy":
             frame["heatmap"] = [encode_heatmap(h) for h in out.heatmaps]
         elif fmt == "list":
             frame["heatmap"] = [h.astype(float).tolist() for h in out.heatmaps]
         return frame
+
+    def _decision_params(self, params: dict) -> tuple[float, str]:
+        from fcdd.calibration import DEFAULT_ALPHA, CalibrationError, check_alpha
+
+        try:
+            alpha = check_alpha(params.get("alpha", DEFAULT_ALPHA), "params.alpha")
+        except CalibrationError as e:
+            raise _invalid(str(e)) from e
+        mask_format = params.get("mask_format", "none")
+        if mask_format not in MASK_FORMATS:
+            raise _invalid(f"params.mask_format {mask_format!r}: expected one of {', '.join(MASK_FORMATS)}")
+        if mask_format != "none" and not self.detector.meta.get("calibration"):
+            raise _invalid("params.mask_format: this model has no calibration, so it has no defect masks")
+        return alpha, mask_format
+
+    def _add_decisions(self, frame: pd.DataFrame, out, alpha: float, mask_format: str) -> None:
+        """p-values, normalised scores, decisions and (when asked) masks of a calibrated model."""
+        from fcdd import calibration as conformal
+
+        calibration = self.detector.meta.get("calibration")
+        if not calibration:
+            return
+        p = conformal.p_values(calibration["image_scores"], out.scores)
+        frame["p_value"] = p
+        frame["normalised_score"] = conformal.normalised_score(p)
+        frame["anomalous"] = p <= alpha
+        if mask_format == "none":
+            return
+        encode = (
+            (lambda m: base64.b64encode(conformal.mask_png(m)).decode("ascii"))
+            if mask_format == "png"
+            else conformal.mask_rle
+        )
+        frame["mask"] = [
+            encode(conformal.defect_mask(h, calibration, alpha)) if flag else ""
+            for h, flag in zip(out.heatmaps, frame["anomalous"], strict=True)
+        ]
 
 
 # ---------------------------------------------------------------- logging
@@ -192,9 +237,17 @@ def model_signature():
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+    from fcdd.calibration import DEFAULT_ALPHA
+
     inputs = Schema([ColSpec("string", INPUT_COLUMN)])
     outputs = Schema([ColSpec("double", "score"), ColSpec("long", "height"), ColSpec("long", "width")])
-    params = ParamSchema([ParamSpec("heatmap_format", "string", "npy")])
+    params = ParamSchema(
+        [
+            ParamSpec("heatmap_format", "string", "npy"),
+            ParamSpec("alpha", "double", DEFAULT_ALPHA),
+            ParamSpec("mask_format", "string", "none"),
+        ]
+    )
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 

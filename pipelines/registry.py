@@ -33,6 +33,7 @@ TAG_PROTOCOL = "fcdd.protocol"
 TAG_METRIC = "fcdd.selection_metric"
 TAG_SCORE = "fcdd.selection_score"
 TAG_COMPARISON = "fcdd.champion_comparison"
+TAG_CALIBRATION = "fcdd.calibration"
 DETECTOR_ARTIFACT = "detector"  # key of the Detector file in the pyfunc's artifacts
 ONNX_ARTIFACT = "onnx"  # key of the ONNX export folder (pyfunc.log_detector_model(onnx=True))
 
@@ -173,6 +174,15 @@ def promote_if_better(client: MlflowClient, name: str, version: str) -> bool:
     return promote
 
 
+def calibration_tag(metrics: dict[str, Any]) -> str:
+    """What a version says about its conformal calibration (fcdd/calibration.py)."""
+    n = int(metrics.get("calibration_n") or 0)
+    if not n:
+        return "none: p-values off, decide with a score threshold"
+    far = metrics.get("a0.05_far")
+    return f"n={n} held-out good images; alpha 0.05 test FAR {far:.4f}" if far is not None else f"n={n}"
+
+
 def register_version(
     client: MlflowClient,
     tracking_uri: str,
@@ -190,6 +200,7 @@ def register_version(
     numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     tags = {f"metric.{k}": f"{v:.6g}" for k, v in numeric.items()}
     tags.update({TAG_PROTOCOL: protocol, TAG_METRIC: metric_name, TAG_SCORE: repr(score)})
+    tags[TAG_CALIBRATION] = calibration_tag(metrics)
     description = f"{metric_name}={score:.4f}; " + ", ".join(f"{k}={v:.4f}" for k, v in numeric.items())
     description += f"; protocol {protocol}" + (f"; run {run_id}" if run_id else "")
     with registry_lock(tracking_uri):

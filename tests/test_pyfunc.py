@@ -107,3 +107,47 @@ def test_tracked_experiment_registers_and_promotes(tmp_path, monkeypatch):
     assert challenger.meta["seed"] == 2
     with pytest.raises(ValueError, match="cannot fetch"):
         registry.load_detector("models:/fcdd-fmnist-nothing@champion")
+
+
+@pytest.mark.slow
+def test_served_model_returns_p_values_decisions_and_masks(store, tmp_path):
+    from fcdd import calibration as conformal
+
+    detector = tiny_detector()
+    imgs = images()
+    raw = detector.score(imgs)
+    # A calibration whose scores put the first image at the top and the rest inside.
+    cal = np.sort(raw.scores)[:-1]
+    pixel_max = np.array([float(np.median([h.max() for h in raw.heatmaps]))] * len(cal))
+    detector.meta["calibration"] = {"n": len(cal), "image_scores": list(map(float, cal)),
+                                    "pixel_max": list(map(float, pixel_max))}  # fmt: skip
+    path = detector.save(tmp_path / "model.pt")
+    with mlflow.start_run(experiment_id=store[1]):
+        info = pyfunc.log_detector_model(path)
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    alpha = 0.5
+    for fmt in ("png", "rle"):
+        out = model.predict(pyfunc.images_frame(imgs), params={"alpha": alpha, "mask_format": fmt})
+        p = conformal.p_values(cal, raw.scores)
+        np.testing.assert_allclose(out["p_value"].to_numpy(), p, rtol=1e-5)
+        np.testing.assert_allclose(out["normalised_score"].to_numpy(), 1 - p, rtol=1e-5)
+        assert list(out["anomalous"]) == list(p <= alpha) and any(p <= alpha) and not all(p <= alpha)
+        for i, heatmap in enumerate(raw.heatmaps):
+            if not out["anomalous"][i]:
+                assert out["mask"][i] == ""
+                continue
+            if fmt == "png":
+                png = pyfunc.Image.open(pyfunc.io.BytesIO(pyfunc.base64.b64decode(out["mask"][i])))
+                mask = np.asarray(png) > 0
+            else:
+                mask = conformal.rle_decode(out["mask"][i])
+            assert np.array_equal(mask, heatmap > pixel_max[0])
+    plain = model.predict(pyfunc.images_frame(imgs))  # default alpha 0.01, no masks
+    assert "mask" not in plain.columns and not plain["anomalous"].any()  # 1/(n+1) > 0.01
+    for params, message in [
+        ({"alpha": 1.5}, "params.alpha: must be in"),
+        ({"mask_format": "gif"}, "mask_format"),
+    ]:
+        with pytest.raises(MlflowException, match=message) as err:
+            model.predict(pyfunc.images_frame(imgs[:1]), params=params)
+        assert err.value.get_http_status_code() == 400
