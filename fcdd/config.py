@@ -148,6 +148,7 @@ class OrchestrationConfig:
     timeout_s: int = 86400
     concurrency_limit: str = "gpu"  # global concurrency limit name; one slot per GPU
     max_parallel: int = 1  # class runs in flight at once in local mode
+    pack: int = 1  # (class, seed) runs trained together as one batched model per class run (GPU; fcdd.packed)
 
 
 @dataclass
@@ -462,6 +463,7 @@ def validate(cfg: Config) -> None:
             "evaluation.heatmap_count": e.heatmap_count,
             "orchestration.timeout_s": o.timeout_s,
             "orchestration.max_parallel": o.max_parallel,
+            "orchestration.pack": o.pack,
         },
         0: {
             "data.num_workers": d.num_workers,

@@ -249,6 +249,42 @@ def _run_experiment(cfg: Config, cls: str, seed: int, parent_run_id: str | None,
     return row
 
 
+@task(name="fcdd-fit-pack", cache_policy=NO_CACHE)
+def fit_pack(cfg: Config, jobs: list[tuple[str, int]], parent_run_id: str | None) -> list[dict[str, Any]]:
+    """Train K (class, seed) runs as one packed model (fcdd.packed) holding ONE training slot, then
+    evaluate and track each as its own run (run folder, MLflow run, registry version)."""
+    from fcdd.packed import train_pack
+
+    logger = get_run_logger()
+    jobs = [(canonical_class(cfg, c), int(s)) for c, s in jobs]
+    logger.info("%s: packed training of %d runs: %s", cfg.data.dataset, len(jobs), jobs)
+    rows = []
+    with training_slot(cfg), gpu_pinned(cfg) as pinned:
+        if pinned.train.device == "cpu" or (pinned.train.device == "auto" and not _cuda()):
+            logger.warning(
+                "orchestration.pack on a CPU is slower than one run at a time (docs/benchmarks.md)"
+            )
+        train_pack(pinned, jobs)
+        for cls, seed in jobs:  # each finds its training complete: evaluation, tracking, registry
+            forwarder = _EpochForwarder(run_dir_for_flow(pinned, cls, seed), pinned.train.epochs)
+            row = _run_experiment(pinned, cls, seed, parent_run_id, forwarder)
+            row.update(status="completed", attempts=1, first_epoch=None, error="", packed=len(jobs))
+            rows.append(row)
+    return rows
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def run_dir_for_flow(cfg: Config, cls: str, seed: int) -> Path:
+    from fcdd.experiment import run_dir_for
+
+    return run_dir_for(cfg, cls, seed)
+
+
 @flow(name="fcdd-train-class")
 def train_class(
     cls: str | int,  # int too: `prefect deployment run ... -p cls=0` sends a JSON number
@@ -256,10 +292,25 @@ def train_class(
     params: str = "params.yaml",
     overrides: list[str] | None = None,
     parent_run_id: str | None = None,
-) -> dict[str, Any]:
-    """Train and evaluate one (dataset, class, seed); retries resume from the last checkpoint."""
+    pack: list[list[Any]] | None = None,
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """Train and evaluate one (dataset, class, seed); retries resume from the last checkpoint.
+    With ``pack`` ([[class, seed], ...]) train those runs together as one packed model and return
+    their rows (one result artifact each)."""
     cfg = load_flow_config(params, overrides)
     orch = cfg.orchestration
+    if pack:
+        fit_packed = fit_pack.with_options(
+            retries=orch.retries, retry_delay_seconds=orch.retry_delay_s, timeout_seconds=orch.timeout_s
+        )
+        rows = fit_packed(cfg, [(str(c), int(s)) for c, s in pack], parent_run_id)
+        for row in rows:
+            create_table_artifact(
+                key=result_artifact_key(cfg.data.dataset, row["class"], int(row["seed"])),
+                table=[_plain_row(row)],
+                description=f"FCDD result: {cfg.data.dataset}, class {row['class']}, seed {row['seed']} (packed)",
+            )
+        return rows
     fit = fit_class.with_options(
         retries=orch.retries, retry_delay_seconds=orch.retry_delay_s, timeout_seconds=orch.timeout_s
     )
@@ -307,7 +358,9 @@ def train_dataset(
         cfg.orchestration.mode,
     )
     with _parent_run(cfg) as parent_run_id:
-        if cfg.orchestration.mode == "deployments":
+        if cfg.orchestration.pack > 1:
+            rows = _run_as_packs(cfg, params, child_overrides, jobs, parent_run_id)
+        elif cfg.orchestration.mode == "deployments":
             rows = _run_as_deployments(cfg, params, child_overrides, jobs, parent_run_id)
         else:
             rows = _run_as_subflows(cfg, params, child_overrides, jobs, parent_run_id)
@@ -417,6 +470,67 @@ def one_line(text: str, limit: int = 300) -> str:
     """A state message fit for one results.csv cell and one UI line."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _run_as_packs(cfg: Config, params: str, overrides: list[str], jobs: list, parent_run_id) -> list[dict]:
+    """orchestration.pack: K runs per class run (a subflow, or a deployment run on the pool)."""
+    orch = cfg.orchestration
+    packs = [jobs[i : i + orch.pack] for i in range(0, len(jobs), orch.pack)]
+
+    def one(pack: list[tuple[str, int]]) -> list[dict]:
+        failed = lambda error: [failed_row(cfg, c, s, error) for c, s in pack]  # noqa: E731
+        if orch.mode == "deployments":
+            run = run_deployment(
+                name=orch.deployment,
+                parameters={
+                    "cls": pack[0][0],
+                    "seed": pack[0][1],
+                    "params": params,
+                    "overrides": overrides,
+                    "parent_run_id": parent_run_id,
+                    "pack": [list(job) for job in pack],
+                },
+                timeout=orch.timeout_s,
+                flow_run_name=f"{cfg.data.dataset}-pack-{pack[0][0]}-{len(pack)}",
+            )
+            if run.state is None or not run.state.is_completed():
+                return failed(
+                    f"{run.state.name if run.state else 'unknown'}: {run.state.message if run.state else ''}"
+                )
+            published = _rows_from_artifacts(run.id)
+            rows = []
+            for c, s in pack:
+                key = result_artifact_key(cfg.data.dataset, canonical_class(cfg, c), int(s))
+                row = published.get(key) or failed_row(cfg, c, s, f"flow run {run.id} has no artifact {key}")
+                rows.append({**row, "flow_run_id": str(run.id)})
+            return rows
+        state = train_class(
+            cls=pack[0][0],
+            seed=pack[0][1],
+            params=params,
+            overrides=overrides,
+            parent_run_id=parent_run_id,
+            pack=[list(job) for job in pack],
+            return_state=True,
+        )
+        return state.result() if state.is_completed() else failed(_state_error(state))
+
+    groups = _map_in_threads(one, packs, orch.max_parallel if orch.mode == "local" else len(packs))
+    return [row for group in groups for row in group]
+
+
+def _rows_from_artifacts(flow_run_id) -> dict[str, dict]:
+    """The result rows a (packed) class run published, by artifact key."""
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    rows = {}
+    for artifact in artifacts:
+        if artifact.type == "table" and artifact.key and artifact.key.startswith("fcdd-"):
+            data = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+            rows[artifact.key] = dict(data[0])
+    return rows
 
 
 def _map_in_threads(fn: Callable[[Any], dict], items: list, max_workers: int) -> list[dict]:

@@ -37,8 +37,14 @@ SUMMARY_METRICS = ("image_auc", "image_aupr", "pixel_auc", "aupro")
 DEFAULT_UI = "http://127.0.0.1:5000"  # where `mlflow ui --backend-store-uri <local store>` listens
 
 
+# The user's MLFLOW_TRACKING_URI, read before anything here calls mlflow.set_tracking_uri: MLflow
+# writes that variable itself, and reading it later would send every later run of the process (a
+# second flow with another tracking.uri) to the first run's store.
+_ENV_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
 def tracking_uri(cfg: Config) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+    return _ENV_TRACKING_URI or cfg.tracking.uri
 
 
 def experiment_name(cfg: Config) -> str:

@@ -262,3 +262,33 @@ def test_gpu_pinning_gives_concurrent_runs_distinct_gpus_unless_the_worker_pinne
     assert cfg.train.device == "auto"  # the caller's config is left alone (a retry claims afresh)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     assert pin() == ["auto", "auto"]  # the worker's pinning wins: torch sees one GPU, cuda:0
+
+
+@needs_data
+@pytest.mark.slow
+def test_packed_class_runs_train_together_and_track_each_run(harness, tmp_path):
+    """orchestration.pack: 3 -> one class run trains three classes as one packed model; each still
+    gets its run folder, result row, MLflow run and registry version."""
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    overrides = [
+        *tiny_overrides(tmp_path, classes="['0', '1', '2']"),
+        "orchestration.pack=3",
+        "tracking.enabled=true",
+        f"tracking.uri={uri}",
+        f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
+    ]
+    rows = flows.train_dataset(params=PARAMS, overrides=overrides)
+    assert sorted(r["class"] for r in rows) == ["pullover", "t-shirt-top", "trouser"]
+    assert all(r["status"] == "completed" and r["packed"] == 3 for r in rows), rows
+    assert len({r["mlflow_run_id"] for r in rows}) == 3
+    table = pd.read_csv(tmp_path / "fmnist" / "results.csv", dtype={"class": str})
+    assert sorted(table["class"]) == ["pullover", "t-shirt-top", "trouser"]
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    for cls in ("t-shirt-top", "trouser", "pullover"):
+        found = client.search_model_versions(f"name='fcdd-fmnist-{cls}'")
+        assert len(found) == 1, cls  # in this test's store, even after another test's run in this process
+        (version,) = found
+        assert (
+            client.get_model_version_by_alias(f"fcdd-fmnist-{cls}", "challenger").version == version.version
+        )

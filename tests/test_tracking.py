@@ -141,7 +141,12 @@ def test_disabled_tracking_and_env_uri(cfg, monkeypatch, tmp_path):
     out = tracking.tracked_experiment(cfg, "0", 0)
     assert out["mlflow_run_id"] is None and out["image_auc"] == 0.75
     assert not (tmp_path / "mlruns.db").exists()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    # MLflow's own set_tracking_uri writes MLFLOW_TRACKING_URI: that must not redirect later runs
+    monkeypatch.setattr(tracking, "_ENV_TRACKING_URI", None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///somewhere-else.db")
+    assert tracking.tracking_uri(cfg) == cfg.tracking.uri
+    # the user's variable (as the process started with it) wins
+    monkeypatch.setattr(tracking, "_ENV_TRACKING_URI", "http://127.0.0.1:1")
     assert tracking.tracking_uri(cfg) == "http://127.0.0.1:1"
     with pytest.raises(ValueError, match="no result rows"):
         tracking.log_dataset_summary(cfg, None, [])
