@@ -204,7 +204,7 @@ class EpochLine:
 
 def cmd_train(args) -> int:
     from fcdd.data import class_names
-    from fcdd.experiment import class_slug, run_experiment
+    from fcdd.experiment import canonical_class, class_slug, run_experiment
     from fcdd.metrics import aggregate
 
     extra = []
@@ -214,22 +214,28 @@ def cmd_train(args) -> int:
         extra.append(f"data.root={json.dumps(args.root)}")
     cfg = _config(args, extra)
     classes = args.classes or cfg.data.classes or class_names(cfg)
+    for cls in classes:
+        canonical_class(cfg, cls)  # an unknown class fails here, before any MLflow run is opened
     seeds = args.seeds or cfg.train.seeds
+    tracked = _tracked_runner(cfg)
     rows = []
     for cls in classes:
         for seed in seeds:
-            result = run_experiment(
-                cfg,
-                cls,
-                seed,
-                callbacks=EpochLine(f"{cls} seed {seed}", cfg.train.epochs),
-                restart=args.restart,
-            )
-            m = result.metrics
+            callbacks = EpochLine(f"{cls} seed {seed}", cfg.train.epochs)
+            if tracked is None:
+                result = run_experiment(cfg, cls, seed, callbacks=callbacks, restart=args.restart)
+                m, run_dir, note = result.metrics, result.run_dir, ""
+            else:  # the flows' code path: MLflow run, metrics, artifacts, registered version
+                m = tracked(cfg, cls, seed, callbacks=callbacks, restart=args.restart)
+                run_dir = m["run_dir"]
+                note = f"; MLflow run {m.get('mlflow_run_id')}"
+                if m.get("model_name"):
+                    note += f", registered {m['model_name']} version {m['model_version']}"
+                    note += " (champion)" if m.get("champion") else ""
             rows.append(
                 {"class": cls, "seed": seed, **{k: m.get(k) for k in ("image_auc", "pixel_auc", "aupro")}}
             )
-            print(f"{cls} seed {seed}: " + _fmt_metrics(m) + f"  -> {result.run_dir}", flush=True)
+            print(f"{cls} seed {seed}: " + _fmt_metrics(m) + f"  -> {run_dir}{note}", flush=True)
     summary = aggregate(rows)
     out = Path(cfg.train.output_dir) / cfg.data.dataset
     out.mkdir(parents=True, exist_ok=True)
@@ -416,6 +422,21 @@ def cmd_init(args) -> int:
 
 
 # ------------------------------------------------------------------ helpers
+def _tracked_runner(cfg):
+    """``pipelines.tracking.tracked_experiment`` when ``tracking.enabled`` (fcdd/ itself never
+    imports MLflow: the pipelines package is the plug-in); None when tracking is off."""
+    if not cfg.tracking.enabled:
+        return None
+    try:
+        from pipelines.tracking import tracked_experiment
+    except ImportError as e:
+        raise CLIError(
+            f"tracking.enabled is true but MLflow tracking is not installed ({e}); "
+            "pip install fcdd[pipelines], or train with -o tracking.enabled=false"
+        ) from e
+    return tracked_experiment
+
+
 def _check_cli_alpha(value: float | None) -> float:
     from fcdd import calibration as conformal
 

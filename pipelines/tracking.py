@@ -144,14 +144,22 @@ def find_unfinished_run(client: MlflowClient, experiment_id: str, key: str, run_
 
 
 def tracked_experiment(
-    cfg: Config, cls: str, seed: int, parent_run_id: str | None = None, callbacks: Any = None
+    cfg: Config,
+    cls: str,
+    seed: int,
+    parent_run_id: str | None = None,
+    callbacks: Any = None,
+    restart: bool = False,
 ) -> dict:
     """Run one experiment with MLflow tracking (and registration); return a plain summary dict.
+    The flows and ``fcdd train`` both come here.
 
-    ``callbacks`` (optional ``on_epoch_end(epoch, logs)``) also receive every epoch's logs.
+    ``callbacks`` (optional ``on_epoch_end(epoch, logs)``) also receive every epoch's logs;
+    ``restart`` is run_experiment's (start the run folder afresh).
     """
+    fresh = {"restart": True} if restart else {}  # passed only when asked: stand-ins need not know it
     if not cfg.tracking.enabled:
-        return _summary(run_experiment(cfg, cls, seed, callbacks=callbacks))
+        return _summary(run_experiment(cfg, cls, seed, callbacks=callbacks, **fresh))
     client, uri = _client(cfg)
     with_onnx = _onnx_available(cfg)  # said before training, not after
     experiment_id = ensure_experiment(client, cfg)
@@ -182,7 +190,7 @@ def tracked_experiment(
     # The context marks the run FAILED if anything below raises; nested if the caller has a run open.
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
         epoch_logger = MlflowEpochLogger(client, run_id, forward_to=callbacks)
-        result = run_experiment(cfg, cls, seed, callbacks=epoch_logger)
+        result = run_experiment(cfg, cls, seed, callbacks=epoch_logger, **fresh)
         _log_results(client, run_id, result)
         out = _summary(result, run_id)
         unscored = all(result.metrics.get(k) is None for k in ("pixel_auc", "image_auc"))

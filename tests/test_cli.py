@@ -174,3 +174,55 @@ def test_predict_and_info_from_the_registry(trained, defect_folder, tmp_path, ca
     assert "tiles" in capsys.readouterr().out
     assert main(["info", "models:/no-such-model@champion", *args]) == 2
     assert "no-such-model" in capsys.readouterr().err
+
+
+def test_train_with_tracking_logs_and_registers_through_the_flows_code(
+    defect_folder, make_folder_config, tmp_path, monkeypatch
+):
+    """`fcdd train` honours tracking.enabled: an MLflow run with metrics and a registered version."""
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)  # git / data.dvc look-ups of the tracking tags happen here
+    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    cfg = make_folder_config(
+        defect_folder,
+        tmp_path,
+        "train.epochs=1",
+        "tracking.enabled=true",
+        f"tracking.uri={store}",
+        f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
+        "tracking.onnx=false",
+    )
+    params = _params_file(tmp_path, cfg)
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["train", "--params", str(params)]) == 0
+    assert "registered fcdd-folder-tiles version 1" in log.getvalue()
+    client = mlflow.MlflowClient(tracking_uri=store)
+    (experiment,) = [e for e in client.search_experiments() if e.name.startswith("fcdd")]
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and 0.0 <= run.data.metrics["image_auc"] <= 1.0
+    assert "loss" in run.data.metrics
+    (version,) = client.search_model_versions("name='fcdd-folder-tiles'")
+    assert version.run_id == run.info.run_id
+    assert client.get_model_version_by_alias("fcdd-folder-tiles", "champion").version == version.version
+
+
+def test_train_with_tracking_but_no_mlflow_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pipelines(name, *args, **kwargs):
+        if name.startswith(("pipelines", "mlflow")):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pipelines)
+    monkeypatch.delitem(sys.modules, "pipelines.tracking", raising=False)
+    code = main(
+        ["train", "--classes", "0", "-o", "tracking.enabled=true", "-o", f"train.output_dir={tmp_path}"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "tracking.enabled is true" in err and "tracking.enabled=false" in err
