@@ -209,8 +209,10 @@ def register_version(
         except MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
+        # A logged model's models:/m-<id> source needs its id on a tracking server (MLflow 3).
+        model_id = model_uri[len("models:/") :] if model_uri.startswith("models:/m-") else None
         version = client.create_model_version(
-            name, source=model_uri, run_id=run_id, tags=tags, description=description
+            name, source=model_uri, run_id=run_id, tags=tags, description=description, model_id=model_id
         )
         client.set_registered_model_alias(name, CHALLENGER, version.version)
         champion = promote_if_better(client, name, version.version)

@@ -286,6 +286,8 @@ def log_dataset_summary(cfg: Config, parent_run_id: str | None, rows: list[dict]
     if "class" not in table:
         raise ValueError(f"log_dataset_summary: rows need a 'class' key, got {sorted(table.columns)}")
     columns = [c for c in SUMMARY_METRICS if c in table and table[c].notna().any()]
+    if not columns:  # every class failed: nothing to average, the results table still gets written
+        return {}
     per_class = table.groupby("class")[columns].agg(["mean", "std"])
     per_class.columns = [f"{m}_{stat}" for m, stat in per_class.columns]
     means = {f"mean_{m}": float(per_class[f"{m}_mean"].mean()) for m in columns}

@@ -156,3 +156,36 @@ def test_remote_promotion_without_a_shared_prefect_api_is_refused(monkeypatch):
         with pytest.raises(RuntimeError, match="needs a shared Prefect API"):
             with registry.registry_lock("http://tracking.example:5000"):
                 pass
+
+
+@pytest.mark.slow
+def test_a_logged_model_registers_against_a_tracking_server(mlflow_server, harness):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment_id = client.create_experiment("fcdd-test-logged-model")
+    run_id = client.create_run(experiment_id).info.run_id
+    model = client.create_logged_model(experiment_id, source_run_id=run_id)
+    version, champion = registry.register_version(
+        client,
+        mlflow_server,
+        "fcdd-test-logged",
+        f"models:/{model.model_id}",
+        {"image_auc": 0.7},
+        "p",
+        run_id,
+    )
+    assert version == "1" and champion
+
+
+def test_a_dataset_whose_classes_all_failed_summarises_to_nothing():
+    from fcdd.config import Config
+    from pipelines.tracking import log_dataset_summary
+
+    cfg = Config()
+    cfg.tracking.enabled = False
+    rows = [
+        {"class": "a", "status": "failed", "error": "x"},
+        {"class": "b", "status": "failed", "error": "y"},
+    ]
+    assert log_dataset_summary(cfg, None, rows) == {}
