@@ -132,13 +132,16 @@ def test_config_refuses_bad_calibration(make_folder_config, defect_folder, tmp_p
         make_folder_config(defect_folder, tmp_path, f"evaluation.calibration={value}")
 
 
-def test_presets_paper_off_folder_and_cpu_on():
+def test_presets_paper_off_folder_and_cpu_on(tmp_path):
     from fcdd.config import load_config
 
-    assert load_config("params.yaml", preset=["fmnist"]).evaluation.calibration is None
-    assert load_config("params.yaml", preset=["mvtec"]).evaluation.calibration is None
-    assert load_config("params.yaml", preset=["fmnist", "cpu"]).evaluation.calibration == 0.1
-    assert load_config("params.yaml", preset=["folder"]).evaluation.calibration == 0.1
+    presets = tmp_path / "presets.yaml"  # the repository's presets without its main-job sections
+    presets.write_text(yaml.safe_dump({"presets": yaml.safe_load(open("params.yaml"))["presets"]}))
+    assert load_config(presets, preset=["fmnist"]).evaluation.calibration is None
+    assert load_config(presets, preset=["mvtec"]).evaluation.calibration is None
+    assert load_config(presets, preset=["fmnist", "cpu"]).evaluation.calibration == 0.1
+    assert load_config(presets, preset=["folder"]).evaluation.calibration == 0.1
+    assert load_config("params.yaml").evaluation.calibration == 0.1  # the main job calibrates
 
 
 def test_too_large_calibration_fails_before_training(make_folder_config, defect_folder, tmp_path):

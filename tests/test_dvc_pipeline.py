@@ -115,6 +115,17 @@ def test_report_lists_classes_mean_and_the_paper_figure():
     assert report_stage.paper_auc("fmnist", "ankle boot") == 0.94
     assert report_stage.paper_auc("fmnist", "t-shirt-top") == 0.82  # fcdd.data's class slug
     assert report_stage.paper_auc("mvtec", "grid") is None
+    assert "No calibrated decisions" in text  # rows without calibration_n
+
+
+def test_report_shows_the_calibrated_decision_table():
+    row = {"class": "trouser", "seed": 0, "calibration_n": 600, "a0.05_far": 0.048,
+           "a0.05_far_ci_low": 0.0357, "a0.05_far_ci_high": 0.0632, "a0.05_detection_rate": 0.9,
+           "a0.05_f1": 0.5, "oracle_f1": 0.7}  # fmt: skip
+    summary = {"dataset": "fmnist", "metrics": {"per_class": {}, "mean": {}}, "rows": [row]}
+    text = report_stage.render(summary)
+    assert "target alpha 0.05" in text
+    assert "| trouser | 0 | 600 | 0.05 | 0.0480 [0.0357, 0.0632] | 0.9000 | 0.5000 | 0.7000 | – | – |" in text
 
 
 # ---------------------------------------------------------------- dvc repro, end to end
@@ -217,7 +228,9 @@ def test_dvc_repro_tiny_pipeline(pipeline_repo):
     assert set(summary["classes"]) == {"t-shirt-top", "trouser"}  # classes 0 and 1, by name
     assert (repo / "outputs/evaluate/roc/t-shirt-top_seed0.csv").read_text().startswith("fpr,tpr")
     assert any((repo / "outputs/evaluate/figures").glob("trouser_seed0_heatmaps*.png"))
-    assert "# FCDD on fmnist" in (repo / "outputs/report.md").read_text()
+    report = (repo / "outputs/report.md").read_text()
+    assert "# FCDD on fmnist" in report and "| trouser | 0 | 20 | 0.05 |" in report  # cpu preset: calibrated
+    assert 0.0 <= metrics["per_class"]["trouser"]["a0.05_far"] <= 1.0
     plots = json.loads(run([dvc, "plots", "show", "--json"], repo, env).stdout)["data"]
     (bars,) = plots["outputs/evaluate/auc_per_class.csv"]
     assert [row["class"] for row in bars["content"]["data"]["values"]] == ["t-shirt-top", "trouser"]

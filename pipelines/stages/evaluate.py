@@ -15,6 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
+from fcdd.calibration import DECISION_KEYS
 from pipelines.stages.common import (
     AUC_BARS,
     EVAL_DIR,
@@ -28,6 +29,15 @@ from pipelines.stages.common import (
 )
 
 METRIC_KEYS = ("image_auc", "image_aupr", "pixel_auc", "aupro")
+# Calibrated decisions shown in metrics.json (the report's table takes every DECISION_KEYS value).
+DECISION_METRICS = (
+    "a0.05_far",
+    "a0.05_detection_rate",
+    "a0.05_f1",
+    "oracle_f1",
+    "a0.05_mask_iou",
+    "oracle_mask_iou",
+)
 
 
 def trained_runs(cfg) -> list[dict]:
@@ -87,6 +97,7 @@ def evaluate_run(cfg, cls: str, seed: int, run_dir: Path, device: str) -> dict:
         "seed": seed,
         **{k: metrics.get(k) for k in METRIC_KEYS},
         "n_test": metrics.get("n_test"),
+        **{k: metrics.get(k) for k in DECISION_KEYS},
     }
 
 
@@ -153,7 +164,7 @@ def main() -> None:
         evaluate_run(cfg, run["class"], int(run["seed"]), Path(run["run_dir"]), device)
         for run in trained_runs(cfg)
     ]
-    metrics = top_metrics(cfg.data.dataset, aggregate(rows, keys=METRIC_KEYS))
+    metrics = top_metrics(cfg.data.dataset, aggregate(rows, keys=METRIC_KEYS + DECISION_METRICS))
     write_json(METRICS, metrics)
     write_auc_bars(AUC_BARS, metrics["per_class"])
     write_json(

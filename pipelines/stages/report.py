@@ -59,12 +59,44 @@ def render(summary: dict) -> str:
         f"| **mean** | **{fmt(mean.get('image_auc'))}** | {fmt(mean.get('pixel_auc'))} | "
         f"{fmt(mean.get('aupro'))} | | |"
     )
+    lines += decision_table(summary.get("rows", []))
     lines += ["", "Per-class AUC bars and ROC curves: `dvc plots show` (dvc_plots/index.html).", ""]
     for name in summary.get("figures", []):
         if "heatmaps" in name or "roc" in name:
             rel = os.path.relpath(FIGURES_DIR / name, REPORT.parent)
             lines += [f"![{name}]({rel})", ""]
     return "\n".join(lines)
+
+
+def decision_table(rows: list[dict]) -> list[str]:
+    """Calibrated decisions per run: target alpha vs realized false-alarm rate (fcdd/calibration.py)."""
+    rows = [r for r in rows if r.get("calibration_n")]
+    if not rows:
+        return ["", "No calibrated decisions: the runs were trained without `evaluation.calibration`."]
+    out = [
+        "",
+        "## Calibrated decisions (split-conformal, target alpha 0.05)",
+        "",
+        "False-alarm rate (FAR) on the test set's good images with its 95 % Clopper-Pearson interval; "
+        "the oracle F1 picks its threshold with the test labels (not available in practice).",
+        "",
+        "| class | seed | calibration n | target alpha | realized FAR [95 % CI] | detection rate | F1 | "
+        "oracle F1 | mask IoU | oracle mask IoU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        far = (
+            f"{r['a0.05_far']:.4f} [{r['a0.05_far_ci_low']:.4f}, {r['a0.05_far_ci_high']:.4f}]"
+            if r.get("a0.05_far") is not None
+            else "–"
+        )
+        cells = [
+            r["class"], r["seed"], r["calibration_n"], "0.05", far, fmt(r.get("a0.05_detection_rate")),
+            fmt(r.get("a0.05_f1")), fmt(r.get("oracle_f1")), fmt(r.get("a0.05_mask_iou")),
+            fmt(r.get("oracle_mask_iou")),
+        ]  # fmt: skip
+        out.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return out
 
 
 def main() -> None:
