@@ -85,9 +85,16 @@ class ExportedDetector:
         score, heatmap, amap = self.run(np.ascontiguousarray(x.numpy(), dtype=np.float32))
         return score, amap[:, 0], heatmap[:, 0]
 
-    def score(self, images: Sequence[ImageLike], batch_size: int = 32) -> DetectorOutput:
+    def score(
+        self, images: Sequence[ImageLike], batch_size: int = 32, full_size: bool = True
+    ) -> DetectorOutput:
         return score_images(
-            self._transform, self.score_batch, tuple(self.export["output_size"]), images, batch_size
+            self._transform,
+            self.score_batch,
+            tuple(self.export["output_size"]),
+            images,
+            batch_size,
+            full_size,
         )
 
     def info(self) -> dict:

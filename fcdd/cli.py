@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -90,7 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         help="score your own images and write heatmaps",
         description="Score images (files, folders searched recursively, or glob patterns). Writes scores.csv "
-        "(one row per image) and a heatmap overlay per image at the image's own resolution.",
+        "(one row per image, written as it goes) and a heatmap overlay per image at the image's own resolution. "
+        "A file that cannot be read or scored does not stop the call: it is named on stderr and in "
+        "failures.csv (path, reason) and the rest is scored.",
+        epilog="exit status: 0 every image scored; 1 some files failed (the others are scored, see "
+        "failures.csv); 2 usage or model error, nothing scored.",
     )
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     p.add_argument(
@@ -102,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracking_arg(p)
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     p.add_argument(
-        "--threshold", type=float, help="label images with score > threshold 'defect', else 'good'"
+        "--threshold",
+        type=_finite_float,
+        help="label images with score > threshold 'defect', else 'good' (a finite number)",
     )
     p.add_argument(
         "--alpha",
@@ -117,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="global",
         help="heatmap colour scale: shared by all images of the call (global) or per image (local)",
     )
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="images per batch, >= 1 (default 16)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-heatmaps", action="store_true", help="write scores only")
     p.set_defaults(func=cmd_predict)
 
@@ -270,72 +276,59 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import numpy as np
-    from PIL import Image
-
-    from fcdd import heatmaps as figs
-    from fcdd.data.image_io import read_image
+    from fcdd.predict import predict_files
 
     alpha = _check_cli_alpha(args.alpha)
-    paths = _collect_images(args.inputs)
-    det = _load_detector(args.model, args.device, args.tracking_uri)
-    calibration = _predict_calibration(det, args.model, args.alpha, alpha)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    q = float(det.meta.get("quantile", 0.97))
-    rows, all_heat = [], []
-    for start in range(0, len(paths), args.batch_size):
-        chunk = paths[start : start + args.batch_size]
-        result = det.score(chunk, batch_size=args.batch_size)
-        for p, s, h in zip(chunk, result.scores, result.heatmaps, strict=True):
-            row = {"path": str(p), "score": float(s)}
-            if args.threshold is not None:
-                row["label"] = "defect" if s > args.threshold else "good"
-            if calibration:
-                row.update(_calibrated_decision(calibration, s, h, alpha, out, len(rows), p))
-            rows.append(row)
-            if not args.no_heatmaps:
-                all_heat.append((p, h))
-    if all_heat:
-        if args.normalisation == "global":
-            # One colour scale for every image of the call (min and q-quantile over all pixels).
-            sample = np.concatenate(
-                [h[:: max(1, h.shape[0] // 64), :: max(1, h.shape[1] // 64)].ravel() for _, h in all_heat]
-            )
-            lo, hi = float(sample.min()), float(np.quantile(sample - sample.min(), q))
-        for i, (p, h) in enumerate(all_heat):
-            if args.normalisation == "local":
-                h01 = figs.normalise_local(h[None], q)[0]
-            else:
-                h01 = np.clip((h - lo) / (hi if hi > 0 else 1.0), 0, 1)
-            image = np.asarray(read_image(p).convert("RGB"))
-            name = f"{i:04d}_{Path(p).stem}_heatmap.png"
-            Image.fromarray(figs.overlay(image, h01)).save(out / name)
-            rows[i]["heatmap"] = name
-    fields = (
-        ["path", "score"]
-        + (["label"] if args.threshold is not None else [])
-        + (["p_value", "normalised_score", "anomalous", "mask"] if calibration else [])
-        + (["heatmap"] if all_heat else [])
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: is an existing file, not a folder")
+    paths = _collect_images(args.inputs)
+    det = _load_detector(args.model, _predict_device(args.device), args.tracking_uri)
+    calibration = _predict_calibration(det, args.model, args.alpha, alpha)
+    flagged = []
+
+    def show(row: dict) -> None:
+        decision = ""
+        if calibration:
+            flagged.append(row["anomalous"])
+            decision = f"p={row['p_value']:.4f} {'ANOMALOUS' if row['anomalous'] else 'nominal':9s} "
+        print(f"{row['score']:.5f}  {decision}{row.get('label', ''):6s} {row['path']}", flush=True)
+
+    def skipped(path: str, reason: str) -> None:
+        print(f"fcdd predict: failed: {path}: {reason}", file=sys.stderr, flush=True)
+
+    def decide(i: int, path: Path, score: float, heatmap) -> dict:
+        return _calibrated_decision(calibration, score, heatmap, alpha, out, i, path)
+
+    result = predict_files(
+        det,
+        paths,
+        out,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        normalisation=args.normalisation,
+        heatmaps=not args.no_heatmaps,
+        on_row=show,
+        on_failure=skipped,
+        decide=decide if calibration else None,
+        decision_fields=("p_value", "normalised_score", "anomalous", "mask") if calibration else (),
     )
-    with open(out / "scores.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-    for r in rows:
-        decision = (
-            f"p={r['p_value']:.4f} {'ANOMALOUS' if r['anomalous'] else 'nominal':9s} " if calibration else ""
-        )
-        print(f"{r['score']:.5f}  {decision}{r.get('label', ''):6s} {r['path']}")
     if calibration:
-        flagged = sum(r["anomalous"] for r in rows)
         print(
-            f"{flagged} of {len(rows)} images anomalous at alpha {alpha:g} (p_value <= alpha; masks beside)"
+            f"{sum(flagged)} of {len(flagged)} images anomalous at alpha {alpha:g} "
+            "(p_value <= alpha; masks beside)"
         )
     print(
-        f"wrote {out / 'scores.csv'} ({len(rows)} images)"
-        + (f" and {len(all_heat)} heatmaps" if all_heat else "")
+        f"wrote {out / 'scores.csv'} ({result.scored} images)"
+        + (f" and {result.heatmaps} heatmaps" if result.heatmaps else "")
     )
+    if result.failures:
+        print(
+            f"fcdd predict: {len(result.failures)} of {len(paths)} files failed, listed in "
+            f"{out / 'failures.csv'}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -435,6 +428,37 @@ def _tracked_runner(cfg):
             "pip install fcdd[pipelines], or train with -o tracking.enabled=false"
         ) from e
     return tracked_experiment
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _predict_device(name: str) -> str:
+    """--device checked before the model loads: one line for a missing CUDA or a bad name."""
+    from fcdd.engine import resolve_device
+
+    try:
+        resolve_device(name)
+        return name  # "auto" stays "auto": an exported model then runs on the CPU
+    except ConfigError as e:
+        raise CLIError(f"--device {str(e).split(': ', 1)[1]}") from e
 
 
 def _check_cli_alpha(value: float | None) -> float:

@@ -149,16 +149,21 @@ class Detector:
         a = pseudo_huber(self.model(x.to(self.device)))
         return a.mean(dim=(1, 2, 3)), a[:, 0], self.upsampler(a)[:, 0]
 
-    def score(self, images: Sequence[ImageLike], batch_size: int = 32) -> DetectorOutput:
-        return score_images(self._transform, self.score_tensor, self.model.output_size, images, batch_size)
+    def score(
+        self, images: Sequence[ImageLike], batch_size: int = 32, full_size: bool = True
+    ) -> DetectorOutput:
+        """Scores and heatmaps at each image's own size (``full_size=False``: at the input size)."""
+        return score_images(
+            self._transform, self.score_tensor, self.model.output_size, images, batch_size, full_size
+        )
 
 
 def score_images(
-    transform, score_batch, output_size, images: Sequence[ImageLike], batch_size: int
+    transform, score_batch, output_size, images: Sequence[ImageLike], batch_size: int, full_size: bool = True
 ) -> DetectorOutput:
     """The one scoring loop of PyTorch and exported models (fcdd/backends.py): preprocess with
     ``transform``, ``score_batch(x) -> (scores, maps A, upsampled maps)``, then each map resized to
-    its image's own size."""
+    its image's own size (``full_size=False``: left at the input size; :func:`full_heatmap` later)."""
     pil = [to_pil(im) for im in images]
     scores, maps, heatmaps = [], [], []
     for start in range(0, len(pil), batch_size):
@@ -168,6 +173,9 @@ def score_images(
         scores.append(s.float().cpu().numpy())
         maps.append(a.float().cpu().numpy())
         for im, h in zip(chunk, up, strict=True):
+            if not full_size:
+                heatmaps.append(h.float().cpu().numpy())
+                continue
             # Spec §1: pixel scores are the upsampled map resized (nearest) to the image's own size.
             full = resize_nearest(h[None, None].float(), (im.height, im.width))
             heatmaps.append(full[0, 0].cpu().numpy())
@@ -175,6 +183,12 @@ def score_images(
         u, v = (output_size, output_size) if isinstance(output_size, int) else output_size
         return DetectorOutput(np.zeros(0, np.float32), [], np.zeros((0, u, v), np.float32))
     return DetectorOutput(np.concatenate(scores), heatmaps, np.concatenate(maps))
+
+
+def full_heatmap(upsampled: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Spec §1: pixel scores are the upsampled map resized (nearest) to the image's own (h, w)."""
+    t = torch.from_numpy(np.ascontiguousarray(upsampled, dtype=np.float32))[None, None]
+    return resize_nearest(t, size)[0, 0].numpy()
 
 
 def to_pil(image: ImageLike, max_pixels: int | None = None) -> Image.Image:

@@ -119,8 +119,10 @@ def test_unknown_class_lists_the_known_ones(capsys, monkeypatch, tmp_path):
 def test_predict_refuses_a_non_image(trained, tmp_path, capsys):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG but not really")
-    assert main(["predict", "--model", str(trained[2]), "--out", str(tmp_path / "o"), str(bad)]) == 2
+    # exit 1: files failed (listed), as opposed to 2, a usage error before any work
+    assert main(["predict", "--model", str(trained[2]), "--out", str(tmp_path / "o"), str(bad)]) == 1
     assert "broken.png: not a readable image" in capsys.readouterr().err
+    assert (tmp_path / "o" / "failures.csv").read_text().count("broken.png") == 1
 
 
 def test_console_command_is_installed_and_helps():

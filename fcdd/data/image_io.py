@@ -62,6 +62,8 @@ def read_image(
                 im.draft(*draft)
             im.load()
             return to_8bit(im)
+    except DataError:
+        raise
     except FileNotFoundError as e:
         raise DataError(f"{where}: no such image file") from e
     except _READ_ERRORS as e:

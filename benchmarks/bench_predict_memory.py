@@ -1,0 +1,120 @@
+"""Peak memory of ``fcdd predict`` for N and 4N images: it must not grow with the number of images.
+
+Each count runs in a fresh Python process (``fcdd.cli.main``) that reports its peak resident set
+size during the call (VmHWM, reset after the imports); images are random-noise PNGs of --size px, the model is an untrained
+cnn28 (memory does not depend on the weights). ``--baseline DIR`` runs the same calls with
+PYTHONPATH=DIR beside them (e.g. an export of an older commit), for a comparison in one run.
+
+    python benchmarks/bench_predict_memory.py                    # N=8, 4N=32 images of 1024 px
+    python benchmarks/bench_predict_memory.py --quick
+    git archive <commit> | tar -x -C /tmp/old && python benchmarks/bench_predict_memory.py --baseline /tmp/old
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+# The peak is taken over the predict call only: importing torch alone peaks near 1 GB and would hide
+# what predict itself holds, so the high-water mark is reset (Linux clear_refs "5") after imports.
+CHILD = """
+import resource, sys
+import torch, fcdd.detector, fcdd.heatmaps
+from fcdd.cli import main
+try:
+    open("/proc/self/clear_refs", "w").write("5")
+    def peak_kb():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+except OSError:
+    def peak_kb():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rc = main(sys.argv[1:])
+print("MAXRSS_KB", peak_kb(), "RC", rc)
+"""
+
+
+def write_images(folder: Path, n: int, size: int, seed: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = [folder / f"im{i:04d}.png" for i in range(n)]
+    for p in paths:
+        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(p, compress_level=1)
+    return paths
+
+
+def tiny_model(path: Path) -> Path:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from shared_fixtures import tiny_detector
+
+    return tiny_detector().save(path)
+
+
+def peak_rss_mb(
+    model: Path, folder: Path, out: Path, normalisation: str = "global", pythonpath: str | None = None
+) -> float:
+    """Peak RSS (MB) of one `fcdd predict` process over the images in ``folder``."""
+    argv = ["predict", "--model", str(model), "--out", str(out), "--device", "cpu", "--batch-size", "4"]
+    argv += ["--normalisation", normalisation, str(folder)]
+    # cwd outside any checkout: `python -c` puts the cwd first on sys.path, ahead of PYTHONPATH
+    env = dict(os.environ, PYTHONPATH=pythonpath or str(ROOT), OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=out.parent,
+    )
+    line = next((x for x in done.stdout.splitlines() if x.startswith("MAXRSS_KB")), None)
+    if line is None or not line.endswith("RC 0"):
+        raise RuntimeError(f"fcdd predict failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return int(line.split()[1]) / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--n", type=int, default=8, help="N: the smaller image count (default 8; 4N is the larger)"
+    )
+    p.add_argument("--size", type=int, default=1024, help="image side in px (default 1024)")
+    p.add_argument("--normalisation", choices=("global", "local"), default="global")
+    p.add_argument("--baseline", help="a checkout to run beside this one (PYTHONPATH)")
+    p.add_argument("--quick", action="store_true", help="N=2 images of 256 px (a smoke run)")
+    args = p.parse_args(argv)
+    n, size = (2, 256) if args.quick else (args.n, args.size)
+    from fcdd.hardware import machine_line
+
+    print(machine_line())
+    with tempfile.TemporaryDirectory(prefix="fcdd-bench-predict-") as tmp:
+        tmp = Path(tmp)
+        model = tiny_model(tmp / "model.pt")
+        folders = {}
+        for count in (n, 4 * n):
+            folders[count] = tmp / f"in{count}"
+            write_images(folders[count], count, size)
+        runs = [("this checkout", None)] + ([("baseline", args.baseline)] if args.baseline else [])
+        print(f"\n`fcdd predict --normalisation {args.normalisation}`, {size}x{size} px images, peak RSS\n")
+        print(f"| code | {n} images (MB) | {4 * n} images (MB) | growth per extra image (MB) |")
+        print("|---|---|---|---|")
+        for label, path in runs:
+            peak = {
+                c: peak_rss_mb(model, f, tmp / f"out-{label}-{c}", args.normalisation, path)
+                for c, f in folders.items()
+            }
+            growth = (peak[4 * n] - peak[n]) / (3 * n)
+            print(f"| {label} | {peak[n]:.0f} | {peak[4 * n]:.0f} | {growth:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
