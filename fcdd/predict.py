@@ -94,9 +94,8 @@ def predict_files(
         if on_failure:
             on_failure(str(path), reason)
 
-    fields = (
-        ["path", "score"] + (["label"] if threshold is not None else []) + (["heatmap"] if heatmaps else [])
-    )
+    fields = ["path", "score"] + (["label"] if threshold is not None else []) + list(decision_fields)
+    fields += ["heatmap"] if heatmaps else []
     shared = heatmaps and normalisation == "global"
     with (
         tempfile.TemporaryDirectory(dir=out, prefix=".fcdd-maps-") as tmp,

@@ -67,7 +67,8 @@ def read_image(
     except FileNotFoundError as e:
         raise DataError(f"{where}: no such image file") from e
     except _READ_ERRORS as e:
-        raise DataError(f"{where}: not a readable image (unreadable or truncated: {_one_line(e)})") from e
+        reason = _one_line(e).replace(f" {str(source)!r}", "")  # PIL repeats the path: once is enough
+        raise DataError(f"{where}: not a readable image (unreadable or truncated: {reason})") from e
 
 
 def image_size(source: str | Path) -> tuple[int, int]:
