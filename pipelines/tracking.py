@@ -129,8 +129,12 @@ class MlflowEpochLogger:
             self.forward_to.on_epoch_end(epoch, logs)
 
 
-def find_unfinished_run(client: MlflowClient, experiment_id: str, key: str, run_dir: Path) -> str | None:
-    """The newest RUNNING/FAILED/KILLED run of this (dataset, class, seed) and run folder."""
+def find_unfinished_run(
+    client: MlflowClient, experiment_id: str, key: str, run_dir: Path, checkpoint_uri: str | None = None
+) -> str | None:
+    """The newest RUNNING/FAILED/KILLED run of this (dataset, class, seed) and run folder; with a
+    shared checkpoint folder (train.checkpoint_uri), of that folder: a run resumed on another worker
+    (another run folder) continues the lost run's MLflow run instead of leaving it orphaned."""
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`fcdd.run_key` = '{key}'",  # slugs only: safe to quote
@@ -138,7 +142,13 @@ def find_unfinished_run(client: MlflowClient, experiment_id: str, key: str, run_
         max_results=50,
     )
     for run in runs:
-        if run.info.status in UNFINISHED and run.data.tags.get("fcdd.run_dir") == str(run_dir):
+        tags = run.data.tags
+        same = (
+            tags.get("fcdd.checkpoint_uri") == checkpoint_uri
+            if checkpoint_uri
+            else tags.get("fcdd.run_dir") == str(run_dir)
+        )
+        if run.info.status in UNFINISHED and same:
             return run.info.run_id
     return None
 
@@ -169,6 +179,7 @@ def tracked_experiment(
     tags = {
         "fcdd.run_key": key,
         "fcdd.run_dir": str(run_dir),
+        **({"fcdd.checkpoint_uri": cfg.train.checkpoint_uri} if cfg.train.checkpoint_uri else {}),
         "fcdd.dataset": cfg.data.dataset,
         "fcdd.class": cls,
         "fcdd.seed": str(seed),
@@ -177,7 +188,7 @@ def tracked_experiment(
         "mlflow.source.git.commit": commit,
         registry.TAG_PROTOCOL: protocol_for(cfg, cls, seed, version),
     }
-    run_id = find_unfinished_run(client, experiment_id, key, run_dir)
+    run_id = find_unfinished_run(client, experiment_id, key, run_dir, cfg.train.checkpoint_uri)
     if run_id is None:
         run_id = client.create_run(experiment_id, run_name=f"{cls}-seed{seed}", tags=tags).info.run_id
     else:  # a retry: continue the same run, count the attempt

@@ -189,3 +189,27 @@ def test_a_dataset_whose_classes_all_failed_summarises_to_nothing():
         {"class": "b", "status": "failed", "error": "y"},
     ]
     assert log_dataset_summary(cfg, None, rows) == {}
+
+
+def test_a_run_resumed_on_another_worker_continues_the_lost_mlflow_run(tmp_path):
+    from mlflow import MlflowClient
+
+    from pipelines.tracking import find_unfinished_run
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    experiment_id = client.create_experiment("e", artifact_location=str(tmp_path / "a"))
+    shared = "s3://team/checkpoints"
+    lost = client.create_run(
+        experiment_id,
+        tags={
+            "fcdd.run_key": "fmnist/trouser/seed0",
+            "fcdd.run_dir": "/tmp/clone-1/runs/x",
+            "fcdd.checkpoint_uri": shared,
+        },
+    ).info.run_id  # left RUNNING: its worker was killed
+    key = "fmnist/trouser/seed0"
+    assert (
+        find_unfinished_run(client, experiment_id, key, tmp_path / "clone-2" / "runs" / "x", shared) == lost
+    )
+    assert find_unfinished_run(client, experiment_id, key, tmp_path / "clone-2" / "runs" / "x") is None
+    assert find_unfinished_run(client, experiment_id, key, tmp_path / "x", "/other/shared") is None
