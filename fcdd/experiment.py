@@ -9,6 +9,7 @@ import copy
 import csv
 import json
 import shutil
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from fcdd import heatmaps as figs
 from fcdd.anomaly_map import ReceptiveFieldUpsampler, resize_nearest
 from fcdd.batchnorm import recalibrate_batchnorm
 from fcdd.config import Config
-from fcdd.data import build_datasets
+from fcdd.data import build_datasets, describe
 from fcdd.data.training_set import slug
 from fcdd.detector import Detector
 from fcdd.engine import resolve_device, seed_everything, train
@@ -65,6 +66,7 @@ RUN_OUTPUTS = (
     "roc_image.csv",
     "roc_pixel.csv",
     "data_summary.json",
+    "kept_images.csv",
 )
 
 
@@ -94,6 +96,11 @@ def _run_locked(cfg: Config, cls: str, seed: int, device, run_dir: Path, callbac
     model = build_model(cfg, in_channels=data.preprocess["channels"]).to(device)
     upsampler = ReceptiveFieldUpsampler(model.receptive_field, cfg.sigma, cfg.model.input_size).to(device)
     (run_dir / "data_summary.json").write_text(json.dumps(data.summary, indent=2, default=str))
+    print(describe(data.summary), file=sys.stderr, flush=True)
+    if data.kept.get("limited"):  # data.train_limit / test_limit chose these: say which
+        _write_kept(run_dir / KEPT_IMAGES, data.kept)
+    else:
+        (run_dir / KEPT_IMAGES).unlink(missing_ok=True)  # no file of an earlier, limited run
 
     settings = fingerprint(cfg, cls, seed)
     fit = train(
@@ -285,6 +292,21 @@ def _resize_image(img: np.ndarray, size: int) -> np.ndarray:
 
     pil = Image.fromarray(np.asarray(img, dtype=np.uint8))
     return np.asarray(pil.convert("RGB").resize((size, size), Image.BILINEAR))
+
+
+KEPT_IMAGES = "kept_images.csv"
+
+
+def _write_kept(path: Path, kept: dict) -> Path:
+    """split,index,path of every image in use (the raw dataset's index; path where files exist)."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["split", "index", "path"])
+        for split in ("train", "test"):
+            indices, paths = kept[split]["indices"], kept[split]["paths"]
+            for k, j in enumerate(indices):
+                w.writerow([split, j, paths[k] if k < len(paths) else ""])
+    return path
 
 
 def _write_roc(path: Path, fpr, tpr) -> Path:

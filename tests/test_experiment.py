@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,28 @@ def test_resumed_experiment_does_not_retrain(trained):
     assert again.history == result.history
     assert again.metrics["image_auc"] == pytest.approx(result.metrics["image_auc"])
     assert again.model_path.stat().st_mtime_ns >= before
+
+
+def test_training_start_says_what_was_loaded_and_limits_record_the_kept_images(
+    defect_folder, make_folder_config, tmp_path, capsys
+):
+    cfg = make_folder_config(
+        defect_folder, tmp_path, "train.epochs=1", "data.train_limit=22", "data.test_limit=9"
+    )
+    result = run_experiment(cfg, "tiles", seed=0)
+    err = capsys.readouterr().err
+    summary = json.loads((result.run_dir / "data_summary.json").read_text())
+    line = next(ln for ln in err.splitlines() if ln.startswith("loaded folder/tiles"))
+    assert f"train {summary['train']['nominal']} nominal (of {summary['train']['nominal_available']}" in line
+    test = summary["test"]
+    assert f"test {test['nominal']} good, {test['anomalous']} defective" in err
+    assert f"masks found for {test['masks_found']} of {test['anomalous']}" in err and test["masks_found"] > 0
+    with open(result.run_dir / "kept_images.csv") as f:
+        rows = list(csv.DictReader(f))
+    train_paths = [r["path"] for r in rows if r["split"] == "train"]
+    test_paths = [r["path"] for r in rows if r["split"] == "test"]
+    assert len(train_paths) == summary["train"]["nominal"] == 22 - summary["train"]["calibration"]
+    assert all(Path(p).is_file() and "good" in p for p in train_paths)
+    with open(result.run_dir / "scores.csv") as f:
+        assert test_paths == [r["path"] for r in csv.DictReader(f)]  # the same 9 images, in order
+    assert len(test_paths) == 9

@@ -9,7 +9,7 @@ training set (online anomaly injection) and the test set.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ class DataBundle:
     classes: list[str]
     name: str
     calibration: Any = None  # fcdd.calibration.CalibrationSet of held-out nominal images, or None
+    # Which raw images are in use: {"train"/"test": {"indices", "paths"}, "limited": bool}
+    kept: dict[str, Any] = field(default_factory=dict)
 
 
 def class_names(cfg: Any) -> list[str]:
@@ -126,6 +128,38 @@ def _semi(cfg: Any, raw: RawData, seed: int) -> tuple[list, list[str]]:
     return real, [test.paths[j] for j in train_idx]
 
 
+def _masks_found(test: Any) -> int:
+    """Anomalous test images (of those kept) whose mask marks at least one pixel."""
+    return sum(
+        int(test.masks.uint8(int(j)).any()) for j in test.keep if int(np.asarray(test.labels)[int(j)]) == 1
+    )
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """What was loaded, in one paragraph: printed when training starts."""
+    tr, te = summary["train"], summary["test"]
+    source = tr.get("anomaly_source_images")
+    lines = [
+        f"loaded {summary['dataset']}/{summary['class']} from {summary['root']}: "
+        f"train {tr['nominal']} nominal (of {tr['nominal_available']}"
+        + (f", {tr['calibration']} held out for calibration" if tr.get("calibration") else "")
+        + f"), anomalies {tr['anomaly_kind']} p={tr['anomaly_probability']:g}"
+        + (f" from {source} source images" if source is not None else ""),
+        f"  test {te['nominal']} good, {te['anomalous']} defective: "
+        + ", ".join(f"{k} {v}" for k, v in te["defect_types"].items())
+        + (
+            f"; masks found for {te['masks_found']} of {te['anomalous']}" if te["has_masks"] else "; no masks"
+        ),
+    ]
+    skipped = summary.get("skipped") or []
+    if skipped:
+        first = skipped[0]
+        lines.append(
+            f"  skipped {len(skipped)} files, e.g. {first.get('path', first)}: {first.get('reason', '')}"
+        )
+    return "\n".join(lines)
+
+
 def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
     """Training set (with anomaly injection), test set, preprocessing and a summary for class ``cls``."""
     name = cfg.data.dataset
@@ -143,7 +177,9 @@ def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
     train_keep = seeded_subset(len(raw.train), cfg.data.train_limit, seed)
     from fcdd.calibration import CalibrationSet, split_calibration  # fcdd.calibration imports fcdd.data
 
-    groups = [str(Path(p).parent) for p in raw.train_paths] if len(raw.train_paths) == len(raw.train) else None
+    groups = (
+        [str(Path(p).parent) for p in raw.train_paths] if len(raw.train_paths) == len(raw.train) else None
+    )
     train_keep, cal_keep = split_calibration(train_keep, cfg.evaluation.calibration, seed, groups)
     preprocess = {
         **raw.geometry,
@@ -178,6 +214,7 @@ def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
             "real_anomalies": len(moved),
             "anomaly_kind": kind,
             "anomaly_probability": train.probability,
+            "anomaly_source_images": len(source) if kind in ("oe", "semi") else None,  # type: ignore[arg-type]
         },
         "test": {
             "total": len(test),
@@ -185,9 +222,16 @@ def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
             "anomalous": int((test.labels == 1).sum()),
             "defect_types": dict(sorted(Counter(test.defect_types).items())),
             "has_masks": test.has_masks,
+            "masks_found": _masks_found(raw.test) if test.has_masks else 0,
         },
         "moved_to_train": moved,
         "skipped": raw.skipped,
+    }
+    kept_paths = [raw.train_paths[j] for j in train_keep] if len(raw.train_paths) == len(raw.train) else []
+    kept = {
+        "train": {"indices": [int(j) for j in train_keep], "paths": kept_paths},
+        "test": {"indices": [int(j) for j in raw.test.keep], "paths": list(test.paths)},
+        "limited": cfg.data.train_limit is not None or cfg.data.test_limit is not None,
     }
     return DataBundle(
         train=train,
@@ -197,4 +241,5 @@ def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
         classes=raw.classes,
         name=name,
         calibration=calibration,
+        kept=kept,
     )
