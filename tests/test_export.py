@@ -247,6 +247,13 @@ def test_registry_version_carries_the_onnx_export(tmp_path, monkeypatch):
     expected = tiny_detector(0).score(imgs).scores
     np.testing.assert_allclose(ExportedDetector.load(folder).score(imgs).scores, expected, rtol=1e-4)
 
+    uri = f"models:/{result['model_name']}@champion"
+    tracking_uri = ["--tracking-uri", f"sqlite:///{tmp_path / 'mlruns.db'}"]
+    assert (
+        cli.main(["export", uri, *tracking_uri, "--format", "openvino", "--out", str(tmp_path / "ov")]) == 0
+    )
+    np.testing.assert_allclose(ExportedDetector.load(tmp_path / "ov").score(imgs).scores, expected, rtol=1e-4)
+
     off = load_config(
         None, overrides=[f"tracking.uri=sqlite:///{tmp_path / 'mlruns.db'}", "tracking.onnx=false"]
     )
