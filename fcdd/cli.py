@@ -77,14 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="evaluate a trained model on its test set",
         description="Score the test set of the model's dataset and class: image AUC, pixel AUC and AUPRO where "
-        "masks exist, scores.csv, ROC curves and heatmap figures.",
+        "masks exist, scores.csv, ROC curves and heatmap figures. The split (dataset, root, folder spec, limits, "
+        "semi-supervised split) is rebuilt from the configuration stored in the model, from any folder; "
+        "--params, --preset, -o and --root override it explicitly.",
     )
     p.add_argument("model", help="a model.pt file, or an MLflow URI such as models:/fcdd-mvtec-grid@champion")
     _add_tracking_arg(p)
     _add_config_args(p)
-    p.add_argument("--root", help="raw data folder (default: data.root of the configuration)")
+    p.add_argument(
+        "--root", help="raw data folder (default: the model's data.root, as given or as resolved at training)"
+    )
     p.add_argument("--out", default=None, help="output folder (default: evaluation/<dataset>/<class>)")
-    p.set_defaults(func=cmd_evaluate)
+    # The model's stored configuration rebuilds its split; a params file applies only when named.
+    p.set_defaults(func=cmd_evaluate, params=None)
 
     p = sub.add_parser(
         "predict",
@@ -252,21 +257,31 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    import dataclasses
+
     from fcdd.data import build_datasets
     from fcdd.experiment import class_slug, evaluate
+    from fcdd.stored_config import config_from_model
 
     det = _load_detector(args.model, "auto", args.tracking_uri, exported=False)
     meta = det.meta
-    extra = [f"data.dataset={meta['dataset']}"]
-    extra += [
-        f"model.{k}={json.dumps(v)}"
-        for k, v in meta["net"].items()
-        if k not in ("pretrained", "weights_path")
-    ]
-    if args.root:
-        extra.append(f"data.root={json.dumps(args.root)}")
-    cfg = _config(args, extra)
-    data = build_datasets(cfg, meta["class"], int(meta.get("seed", 0)))
+    extra = [f"data.root={json.dumps(args.root)}"] if args.root else []
+    if "config" in meta:  # the split the model was trained with, from any folder
+        cfg = config_from_model(meta, args.model, args.params, [*args.override, *extra], args.preset)
+    else:  # a model.pt of an older version: the params file, with the model's dataset and net
+        args.params = args.params or "params.yaml"
+        extra.append(f"data.dataset={meta['dataset']}")
+        extra += [
+            f"model.{k}={json.dumps(v)}"
+            for k, v in meta["net"].items()
+            if k not in ("pretrained", "weights_path")
+        ]
+        cfg = _config(args, extra)
+    # The test split does not depend on the OE pool: do not load it (nor need its path) to evaluate.
+    data_cfg = cfg
+    if cfg.anomalies.kind == "oe":
+        data_cfg = dataclasses.replace(cfg, anomalies=dataclasses.replace(cfg.anomalies, kind="none"))
+    data = build_datasets(data_cfg, meta["class"], int(meta.get("seed", 0)))
     out = Path(args.out or Path("evaluation") / meta["dataset"] / class_slug(meta["class"]))
     metrics, artifacts = evaluate(det, data.test, cfg, out, title=f"{meta['dataset']} · {meta['class']}")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -33,6 +33,7 @@ from fcdd.fingerprint import fingerprint
 from fcdd.metrics import PixelAUC, aupro, image_metrics
 from fcdd.models import build_model
 from fcdd.runlock import run_folder_lock
+from fcdd.stored_config import resolved_root
 
 
 @dataclass
@@ -120,6 +121,7 @@ def _run_locked(cfg: Config, cls: str, seed: int, device, run_dir: Path, callbac
         "quantile": cfg.quantile,
         "input_size": cfg.model.input_size,
         "config": {k: _plain(v) for k, v in cfg.flat().items()},
+        "data_root_resolved": resolved_root(cfg.data.root),  # evaluate finds it from any folder
         "settings": settings,
         "epochs": len(history),
         "bn_recalibration": {"mode": cfg.train.bn_recalibration, "images": bn_images},

@@ -228,3 +228,46 @@ def test_train_with_tracking_but_no_mlflow_says_so_in_one_line(tmp_path, monkeyp
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "tracking.enabled is true" in err and "tracking.enabled=false" in err
+
+
+@pytest.mark.slow
+def test_evaluate_rebuilds_a_semi_models_split_from_its_own_config(
+    defect_folder, make_folder_config, tmp_path, monkeypatch, capsys
+):
+    # Trained with a relative data.root and the semi split; evaluated from another folder with no
+    # params file: the same test set (training anomalies not put back) and the same scores.
+    work = tmp_path / "work"
+    shutil.copytree(defect_folder, work / "data" / "tiles")
+    monkeypatch.chdir(work)
+    cfg = make_folder_config(Path("data/tiles"), work, "anomalies.kind=semi", "train.epochs=1")
+    params = _params_file(work, cfg)
+    assert main(["train", "--params", str(params)]) == 0
+    model = work / "runs" / "folder" / "tiles" / "seed0" / "model.pt"
+    trained = json.loads((model.parent / "metrics.json").read_text())
+    assert trained["n_anomalous"] == 11  # the 12 defect images are all test images but the one moved
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["evaluate", str(model), "--out", "ev"]) == 0
+    metrics = json.loads((elsewhere / "ev" / "metrics.json").read_text())
+    assert metrics["n_test"] == trained["n_test"] and metrics["n_anomalous"] == trained["n_anomalous"]
+    assert metrics["image_auc"] == pytest.approx(trained["image_auc"], abs=1e-6)
+    assert metrics["pixel_auc"] == pytest.approx(trained["pixel_auc"], abs=1e-6)
+
+    def rows(path):
+        with open(path) as f:
+            return [(Path(r["path"]).name, r["label"], r["score"]) for r in csv.DictReader(f)]
+
+    assert rows(elsewhere / "ev" / "scores.csv") == rows(model.parent / "scores.csv")
+
+    # The root as given (relative) does not exist here; once the resolved one is gone too, the error
+    # names both, and --root overrides explicitly.
+    shutil.rmtree(work / "data" / "tiles")
+    capsys.readouterr()
+    assert main(["evaluate", str(model), "--out", "ev2"]) != 0
+    err = capsys.readouterr().err
+    assert "data.root not found" in err and "resolved at training" in err and "data/tiles (as given" in err
+    assert main(["evaluate", str(model), "--out", "ev3", "--root", str(defect_folder)]) == 0
+    again = json.loads((elsewhere / "ev3" / "metrics.json").read_text())
+    assert again["n_test"] == trained["n_test"]
