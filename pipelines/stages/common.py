@@ -21,7 +21,8 @@ EVAL_SUMMARY = EVAL_DIR / "summary.json"
 AUC_BARS = EVAL_DIR / "auc_per_class.csv"
 ROC_DIR = EVAL_DIR / "roc"
 FIGURES_DIR = EVAL_DIR / "figures"
-METRICS = Path("metrics.json")
+METRICS = Path("metrics.json")  # compact: per-class image AUC and the means (dvc metrics show)
+METRICS_DETAIL = EVAL_DIR / "metrics_detail.json"  # per class mean/std/runs of every metric
 REPORT = OUTPUTS / "report.md"
 
 # Prefect's local ephemeral server: allow a slow start on a busy machine, send nothing out.

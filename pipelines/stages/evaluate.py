@@ -3,7 +3,9 @@
 Each run's Detector (``model.pt``) scores its test set again when ``evaluation.*`` differs from the
 settings the train stage evaluated it with (so a new heatmap quantile, heatmap count or AUPRO setting
 needs no retraining); with the same settings it takes the run folder's own results. Then it writes
-- metrics.json: per class mean/std over seeds, and the mean over classes (``dvc metrics show``),
+- metrics.json: compact for ``dvc metrics show``: the image AUC per class and the means over classes,
+- outputs/evaluate/metrics_detail.json: per class mean/std over seeds of every metric (a second
+  metrics file: ``dvc metrics show outputs/evaluate/metrics_detail.json``),
 - outputs/evaluate/auc_per_class.csv, roc/<class>_seed<k>.csv, figures/*.png (``dvc plots show``),
 - outputs/evaluate/summary.json for the report.
 """
@@ -23,13 +25,14 @@ from pipelines.stages.common import (
     EVAL_SUMMARY,
     FIGURES_DIR,
     METRICS,
+    METRICS_DETAIL,
     ROC_DIR,
     stage_config,
     write_json,
 )
 
 METRIC_KEYS = ("image_auc", "image_aupr", "pixel_auc", "aupro")
-# Calibrated decisions shown in metrics.json (the report's table takes every DECISION_KEYS value).
+# Calibrated decisions kept in metrics_detail.json (the report's table takes every DECISION_KEYS value).
 DECISION_METRICS = (
     "a0.05_far",
     "a0.05_detection_rate",
@@ -138,6 +141,17 @@ def top_metrics(dataset: str, summary: dict) -> dict:
     return {"dataset": dataset, "mean": mean, "per_class": per_class}
 
 
+COMPACT_MEANS = ("image_auc", "pixel_auc", "aupro")
+
+
+def compact_metrics(detail: dict) -> dict:
+    """metrics.json as ``dvc metrics show`` prints it in one readable row: the mean image (and,
+    where the data has masks, pixel) AUCs, and the image AUC of each class."""
+    mean = {k: detail["mean"][k] for k in COMPACT_MEANS if k in detail["mean"]}
+    image_auc = {cls: e["image_auc"] for cls, e in detail["per_class"].items() if "image_auc" in e}
+    return {"dataset": detail["dataset"], "mean": mean, "image_auc": image_auc}
+
+
 def write_auc_bars(path: Path, per_class: dict) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -165,7 +179,8 @@ def main() -> None:
         for run in trained_runs(cfg)
     ]
     metrics = top_metrics(cfg.data.dataset, aggregate(rows, keys=METRIC_KEYS + DECISION_METRICS))
-    write_json(METRICS, metrics)
+    write_json(METRICS, compact_metrics(metrics))
+    write_json(METRICS_DETAIL, metrics)
     write_auc_bars(AUC_BARS, metrics["per_class"])
     write_json(
         EVAL_SUMMARY,
