@@ -23,7 +23,11 @@ param, default 0.01); with ``mask_format`` ``png`` (base64 PNG, 0/255) or ``rle`
 lengths starting with background, see :func:`fcdd.calibration.rle_decode`) a ``mask`` column holds
 the calibrated defect mask at the image's resolution for anomalous images (empty otherwise).
 Inputs that are not images, or larger than ``max_pixels`` (model config; ``FCDD_MAX_PIXELS``
-overrides when serving), raise ``MlflowException(INVALID_PARAMETER_VALUE)``: HTTP 400.
+overrides when serving), raise ``MlflowException(INVALID_PARAMETER_VALUE)``: HTTP 400. So does a
+request whose images hold more than ``max_request_pixels`` pixels in all (model config;
+``FCDD_MAX_REQUEST_PIXELS`` overrides; ``heatmap_format: list`` gets 1/LIST_COST of it), checked from
+the image headers before anything is decoded (MLflow's scoring server maps no error code to 413).
+Within the budget, images are decoded, scored and encoded in chunks of at most CHUNK_PIXELS.
 """
 
 from __future__ import annotations
@@ -50,6 +54,13 @@ HEATMAP_FORMATS = ("npy", "list", "none")
 MASK_FORMATS = ("none", "png", "rle")
 DEFAULT_MAX_PIXELS = 4096 * 4096
 MAX_IMAGES_PER_REQUEST = 256
+# Total pixels per request. Measured (benchmarks/bench_serve_memory.py, docs/benchmarks.md): ~11 MB
+# peak per megapixel for the response (npy heatmaps, JSON) plus about as much for the request's own
+# base64 PNGs, over a constant ~0.2 GB of network activations: 50 MP stays within 2 GB.
+DEFAULT_MAX_REQUEST_PIXELS = 50_000_000
+CHUNK_PIXELS = 4_000_000  # images decoded and scored together, at most (a larger image goes alone)
+SCORE_BATCH = 8  # images per network call: bounds the activations (VGG11-BN at 224 px: ~25 MB/image)
+LIST_COST = 7  # heatmap_format "list" (JSON floats) costs this many times "npy" per pixel (measured 6.3)
 
 
 def _invalid(message: str) -> MlflowException:
@@ -86,29 +97,47 @@ def _serving() -> bool:
     return os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true"
 
 
-def decode_image(value: Any, max_pixels: int, row: int) -> Image.Image | np.ndarray:
-    """One ``image`` cell (base64 text, path, bytes or array) -> an image; 400-style errors."""
+def prepare_image(value: Any, max_pixels: int, row: int) -> tuple[bytes | np.ndarray, int, str]:
+    """One ``image`` cell (base64 text, path, bytes or array) -> (undecoded bytes or the array,
+    its pixel count from the header, a name for errors); 400-style errors. Nothing is decoded yet:
+    the request's pixel budget is checked first."""
     if isinstance(value, np.ndarray):
         if value.ndim < 2 or value.shape[0] * value.shape[1] > max_pixels:
             raise _invalid(
                 f"row {row}: image array of shape {value.shape} is not an image within {max_pixels} pixels"
             )
-        return value
+        return value, int(value.shape[0] * value.shape[1]), f"row {row}"
+    where = f"row {row}"
     if isinstance(value, str):
         if "." in value:  # never in base64 text; a path has a file suffix
-            return _open_path(value, max_pixels, row)
-        try:
-            value = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError) as e:
-            raise _invalid(
-                f"row {row}: '{INPUT_COLUMN}' is neither base64 image bytes nor a file path"
-            ) from e
+            value, where = _read_path(value, row), value
+        else:
+            try:
+                value = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError) as e:
+                raise _invalid(
+                    f"row {row}: '{INPUT_COLUMN}' is neither base64 image bytes nor a file path"
+                ) from e
     if not isinstance(value, (bytes, bytearray)):
         raise _invalid(f"row {row}: '{INPUT_COLUMN}' must be base64 text, got {type(value).__name__}")
-    return _open_bytes(io.BytesIO(value), max_pixels, f"row {row}")
+    try:
+        with Image.open(io.BytesIO(value)) as im:  # the header only
+            pixels = im.width * im.height
+            size = f"{im.width}x{im.height}"
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for non-images
+        raise _invalid(f"{where}: not a readable image (PNG, JPEG, ...): {e}") from e
+    if pixels > max_pixels:
+        raise _invalid(f"{where}: image of {size} pixels exceeds the limit of {max_pixels} pixels")
+    return bytes(value), pixels, where
 
 
-def _open_path(value: str, max_pixels: int, row: int) -> Image.Image:
+def decode_image(value: Any, max_pixels: int, row: int) -> Image.Image | np.ndarray:
+    """One ``image`` cell -> an image (arrays as they are); 400-style errors."""
+    data, _, where = prepare_image(value, max_pixels, row)
+    return data if isinstance(data, np.ndarray) else _open_bytes(io.BytesIO(data), max_pixels, where)
+
+
+def _read_path(value: str, row: int) -> bytes:
     if _serving() and os.environ.get("FCDD_ALLOW_PATHS") != "1":
         raise _invalid(
             f"row {row}: file paths are not accepted by the scoring server; send base64 image bytes"
@@ -116,8 +145,7 @@ def _open_path(value: str, max_pixels: int, row: int) -> Image.Image:
     path = Path(value)
     if not path.is_file():
         raise _invalid(f"row {row}: {path}: no such image file")
-    with open(path, "rb") as f:
-        return _open_bytes(io.BytesIO(f.read()), max_pixels, str(path))
+    return path.read_bytes()
 
 
 def _open_bytes(data: io.BytesIO, max_pixels: int, where: str) -> Image.Image:
@@ -132,7 +160,7 @@ def _open_bytes(data: io.BytesIO, max_pixels: int, where: str) -> Image.Image:
         raise _invalid(str(e)) from e
 
 
-def _as_images(model_input: Any, max_pixels: int) -> list:
+def _cells(model_input: Any) -> list:
     if isinstance(model_input, pd.DataFrame):
         if INPUT_COLUMN not in model_input.columns:
             raise _invalid(
@@ -150,7 +178,21 @@ def _as_images(model_input: Any, max_pixels: int) -> list:
         )
     if len(cells) > MAX_IMAGES_PER_REQUEST:
         raise _invalid(f"{len(cells)} images in one request; at most {MAX_IMAGES_PER_REQUEST}")
-    return [decode_image(c, max_pixels, i) for i, c in enumerate(cells)]
+    return cells
+
+
+def pixel_chunks(pixels: Sequence[int], chunk_pixels: int) -> list[range]:
+    """Consecutive index ranges of at most ``chunk_pixels`` pixels each (an image larger than that
+    is a chunk of its own)."""
+    chunks, start, total = [], 0, 0
+    for i, n in enumerate(pixels):
+        if i > start and total + n > chunk_pixels:
+            chunks.append(range(start, i))
+            start, total = i, 0
+        total += n
+    if start < len(pixels):
+        chunks.append(range(start, len(pixels)))
+    return chunks
 
 
 # ---------------------------------------------------------------- the model
@@ -164,20 +206,53 @@ class FCDDPyfunc(PythonModel):
         self.max_pixels = int(
             os.environ.get("FCDD_MAX_PIXELS") or config.get("max_pixels", DEFAULT_MAX_PIXELS)
         )
+        self.max_request_pixels = int(
+            os.environ.get("FCDD_MAX_REQUEST_PIXELS")
+            or config.get("max_request_pixels", DEFAULT_MAX_REQUEST_PIXELS)
+        )
         self.detector = Detector.load(
             context.artifacts[DETECTOR_ARTIFACT], device=os.environ.get("FCDD_DEVICE", "cpu")
         )
 
     def predict(self, context, model_input, params: dict | None = None) -> pd.DataFrame:
-        from fcdd.detector import DetectorError
-
         fmt = (params or {}).get("heatmap_format", "npy")
         if fmt not in HEATMAP_FORMATS:
             raise _invalid(f"params.heatmap_format {fmt!r}: expected one of {', '.join(HEATMAP_FORMATS)}")
         alpha, mask_format = self._decision_params(params or {})
-        images = _as_images(model_input, self.max_pixels)
+        prepared = [prepare_image(c, self.max_pixels, i) for i, c in enumerate(_cells(model_input))]
+        pixels = [n for _, n, _ in prepared]
+        self._check_budget(sum(pixels), len(pixels), fmt)
+        frames = [
+            self._score_chunk([prepared[i] for i in chunk], fmt, alpha, mask_format)
+            for chunk in pixel_chunks(pixels, CHUNK_PIXELS)
+        ] or [self._score_chunk([], fmt, alpha, mask_format)]
+        return pd.concat(frames, ignore_index=True)
+
+    def _check_budget(self, total: int, count: int, fmt: str) -> None:
+        """Work per request is bounded by total pixels (peak memory grows with it)."""
+        budget = self.max_request_pixels // (LIST_COST if fmt == "list" else 1)
+        if total > budget:
+            extra = (
+                f" (heatmap_format list costs {LIST_COST}x: the budget is 1/{LIST_COST})"
+                if fmt == "list"
+                else ""
+            )
+            raise _invalid(
+                f"request too large: {count} images of {total} pixels in all exceed the budget of "
+                f"{budget} pixels per request{extra} (FCDD_MAX_REQUEST_PIXELS / model config "
+                "max_request_pixels); send fewer or smaller images per request"
+            )
+
+    def _score_chunk(self, chunk: list, fmt: str, alpha: float, mask_format: str) -> pd.DataFrame:
+        """Decode, score and encode a few images: only one chunk's full-size heatmaps at a time."""
+        from fcdd.detector import DetectorError
+
+        images = [
+            d if isinstance(d, np.ndarray) else _open_bytes(io.BytesIO(d), self.max_pixels, w)
+            for d, _, w in chunk
+        ]
         try:
-            out = self.detector.score(images)
+            out = self.detector.score(images, batch_size=SCORE_BATCH)
         except DetectorError as e:
             raise _invalid(str(e)) from e
         frame = pd.DataFrame(
@@ -266,7 +341,11 @@ def pip_requirements() -> list[str]:
 
 
 def log_detector_model(
-    model_path: str | Path, name: str = "model", max_pixels: int = DEFAULT_MAX_PIXELS, onnx: bool = False
+    model_path: str | Path,
+    name: str = "model",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    onnx: bool = False,
+    max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS,
 ):
     """Log a Detector file as a pyfunc model in the active run; returns MLflow's ModelInfo.
 
@@ -298,6 +377,6 @@ def log_detector_model(
             code_paths=[str(Path(fcdd.__file__).resolve().parent), str(here / "pyfunc.py")],
             signature=model_signature(),
             input_example=(example, {"heatmap_format": "npy"}),
-            model_config={"max_pixels": int(max_pixels)},
+            model_config={"max_pixels": int(max_pixels), "max_request_pixels": int(max_request_pixels)},
             pip_requirements=pip_requirements(),
         )

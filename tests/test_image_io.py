@@ -142,6 +142,7 @@ def test_served_model_scores_16_bit_bytes_like_8_bit(tmp_path):
     pyfunc = pytest.importorskip("pipelines.pyfunc")
     model = pyfunc.FCDDPyfunc()
     model.detector, model.max_pixels = tiny_detector(), pyfunc.DEFAULT_MAX_PIXELS
+    model.max_request_pixels = pyfunc.DEFAULT_MAX_REQUEST_PIXELS
     eight, sixteen = _pair(tmp_path)
     frame = pyfunc.pd.DataFrame(
         {"image": [base64.b64encode(p.read_bytes()).decode() for p in (eight, sixteen)]}

@@ -71,7 +71,9 @@ def test_serve_registered_model(tmp_path, monkeypatch):
     experiment = client.create_experiment("serve", artifact_location=(tmp_path / "art").as_uri())
     detector = tiny_detector()
     with mlflow.start_run(experiment_id=experiment) as run:
-        info = pyfunc.log_detector_model(detector.save(tmp_path / "model.pt"), max_pixels=64 * 64)
+        info = pyfunc.log_detector_model(
+            detector.save(tmp_path / "model.pt"), max_pixels=64 * 64, max_request_pixels=5000
+        )
     version, champion = registry.register_version(
         client, uri, "fcdd-fmnist-0", info.model_uri, {"image_auc": 0.9}, "fmnist/0", run.info.run_id
     )
@@ -116,6 +118,14 @@ def test_serve_registered_model(tmp_path, monkeypatch):
         }
         status, body = post(f"{base}/invocations", too_big)
         assert status == 400 and "exceeds the limit" in body.get("message", ""), body
+        over_budget = {  # 3 images of 40x40 = 4800 px each within the limit, 14400 in all > 5000
+            "dataframe_split": {
+                "columns": ["image"],
+                "data": [[pyfunc.encode_image(np.zeros((40, 40), np.uint8))]] * 3,
+            }
+        }
+        status, body = post(f"{base}/invocations", over_budget)
+        assert status == 400 and "request too large" in body.get("message", ""), body
         status, body = post(f"{base}/invocations", {"dataframe_records": [{"picture": "x"}]})
         assert 400 <= status < 500, body
         path_input = {"dataframe_split": {"columns": ["image"], "data": [[str(tmp_path / "model.pt")]]}}
