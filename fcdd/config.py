@@ -58,6 +58,9 @@ class DataConfig:
     batch_augment: bool = (
         True  # Fashion-MNIST/CIFAR-10: augment whole batches with tensor ops (same distributions)
     )
+    # Where the batch augmentation runs: "loader" (DataLoader workers, CPU), "device" (the training
+    # device, e.g. the GPU, from uint8 batches), "auto" (device when training on CUDA).
+    augment_on: str = "auto"
     strict: bool = False  # a non-image file in a folder is an error instead of a warning
     folder: FolderConfig = field(default_factory=FolderConfig)
 
@@ -439,6 +442,7 @@ def validate(cfg: Config) -> None:
         cfg.orchestration,
     )
     one_of("data.dataset", d.dataset, DATASETS)
+    one_of("data.augment_on", d.augment_on, ("auto", "loader", "device"))
     one_of("model.net", m.net, ("cnn28", "cnn32", "vgg11_bn"))
     one_of("train.optimizer", t.optimizer, ("sgd", "adam"))
     one_of("train.scheduler", t.scheduler, ("lambda", "milestones", "none"))

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from fcdd import checkpoint_store
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import Config, ConfigError
+from fcdd.data.batch_augment import augments_on_device, device_augment
 from fcdd.fingerprint import fingerprint, mismatch
 from fcdd.hardware import cpu_info
 from fcdd.loss import fcdd_loss, pixel_loss, pseudo_huber
@@ -192,7 +193,11 @@ def make_loader(
     return DataLoader(
         _SeededItems(train_set),
         batch_sampler=_SeededBatches(n, cfg.train.epoch_repeats, cfg.train.batch_size, sampler_gen),
-        collate_fn=partial(train_set.collate, keys=keys)
+        collate_fn=partial(
+            train_set.collate,
+            keys=keys,
+            augment=not augments_on_device(train_set, cfg.data.augment_on, device),
+        )
         if hasattr(train_set, "collate")
         else _collate_keys(keys),
         num_workers=workers,
@@ -390,6 +395,7 @@ def train(
     seed_everything(seed)
     keys = ("image", "label", "mask") if loss_kind == "pixel" else ("image", "label")
     loader = make_loader(train_set, cfg, device, seed, keys)
+    on_device = device_augment(train_set, cfg.data.augment_on, device)  # None: the loader augments
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
     history: list[dict[str, float]] = []
@@ -421,6 +427,8 @@ def train(
             leave=False,
         )
         for step, batch in enumerate(bar):
+            if on_device is not None:
+                batch = on_device(batch)
             x = to_memory_format(batch["image"].to(device, non_blocking=True), t.channels_last)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = model(x)

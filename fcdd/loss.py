@@ -35,12 +35,13 @@ def fcdd_loss(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"fcdd_loss: expected {out.shape[0]} labels, got shape {list(labels.shape)}")
     mean_a = _per_sample_mean(pseudo_huber(out.float()))
     anomalous = labels.bool()
-    if bool((anomalous == anomalous[0]).all()):
-        return mean_a.mean()
     # Evaluate the log term only where it is used: torch.where would otherwise pass a huge
     # gradient of an unused branch (times 0) and turn it into NaN if it ever overflowed.
     log_term = _anomalous_term(torch.where(anomalous, mean_a, torch.ones_like(mean_a)))
-    return torch.where(anomalous, log_term, mean_a).mean()
+    mixed = torch.where(anomalous, log_term, mean_a).mean()
+    # The single-label test stays on the device (a Python `if` on it would wait for the GPU each step).
+    single_label = (anomalous == anomalous[0]).all()
+    return torch.where(single_label, mean_a.mean(), mixed)
 
 
 def pixel_loss(a_up: torch.Tensor, gt_maps: torch.Tensor) -> torch.Tensor:

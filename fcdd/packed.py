@@ -28,6 +28,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from fcdd import checkpoint_store
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import Config
+from fcdd.data.batch_augment import device_augment
 from fcdd.engine import (
     CHECKPOINT,
     CUDA_CHECK_EVERY,
@@ -160,6 +161,7 @@ def train_packed(
     for train_set, seed in zip(train_sets, seeds, strict=True):
         seed_everything(seed)
         loaders.append(make_loader(train_set, cfg, device, seed, keys))
+    on_device = [device_augment(s, cfg.data.augment_on, device) for s in train_sets]  # one generator each
     steps = len(loaders[0])
     sizes = [len(s) for s in train_sets]
     if any(len(loader) != steps for loader in loaders):
@@ -195,6 +197,7 @@ def train_packed(
         images = 0
         started = time.perf_counter()
         for step, batches in enumerate(zip(*[iter(loader) for loader in loaders], strict=True)):
+            batches = [b if aug is None else aug(b) for aug, b in zip(on_device, batches, strict=True)]
             x = torch.stack([b["image"] for b in batches]).to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = packed(x)

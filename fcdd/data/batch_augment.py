@@ -92,6 +92,13 @@ class BatchColorJitter:
             lambda y, idx: _hue(y, shift[idx]),
         ]
         x = x.clone()
+        if x.is_cuda:  # every op on every sample, kept where it is the sample's turn: no host sync
+            every = torch.arange(n, device=x.device)
+            for position in range(4):
+                for k, op in enumerate(ops):
+                    turn = (order[:, position] == k).view(n, 1, 1, 1)
+                    x = torch.where(turn, op(x, every), x)
+            return x
         for position in range(4):
             for k, op in enumerate(ops):
                 idx = (order[:, position] == k).nonzero().flatten()
@@ -146,6 +153,39 @@ class BatchAugment:
             gen_device = generator.device if generator is not None else "cpu"
             x = x + self.noise * torch.randn(x.shape, generator=generator, device=gen_device).to(x.device)
         return normalise(x, self.normalisation), masks
+
+
+class DeviceAugment:
+    """A training set's batch transform run on the training device: the loader's uint8 batch (with
+    its "seed", see TrainingSet.collate) is moved there and augmented with a generator on that
+    device, re-seeded from the batch's seed, so a batch depends on its seed only (any num_workers,
+    exact resume) and nothing waits for the host."""
+
+    def __init__(self, transform: BatchAugment, device: torch.device):
+        self.transform, self.device = transform, device
+        self.generator = torch.Generator(device=device)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        self.generator.manual_seed(int(batch.pop("seed")))  # a CPU tensor: no device sync
+        images = batch["image"].to(self.device, non_blocking=True)
+        masks = batch["mask"].to(self.device, non_blocking=True) if "mask" in batch else None
+        batch["image"], m = self.transform(images, masks, self.generator)
+        if m is not None:
+            batch["mask"] = m
+        return batch
+
+
+def augments_on_device(train_set: Any, augment_on: str, device: torch.device) -> bool:
+    """Whether ``data.augment_on`` puts ``train_set``'s batch transform on the training device."""
+    if getattr(train_set, "batch_transform", None) is None:
+        return False
+    return augment_on == "device" or (augment_on == "auto" and device.type == "cuda")
+
+
+def device_augment(train_set: Any, augment_on: str, device: torch.device) -> DeviceAugment | None:
+    if not augments_on_device(train_set, augment_on, device):
+        return None
+    return DeviceAugment(train_set.batch_transform, device)
 
 
 def batch_augment(dataset: str, preprocess: dict[str, Any]) -> BatchAugment | None:

@@ -43,8 +43,8 @@ def normalise(x: torch.Tensor, normalisation: dict[str, Any]) -> torch.Tensor:
         return gcn(x).sub_(lo).div_(hi - lo)
     if kind == "meanstd":
         shape = (-1, 1, 1)
-        mean = torch.tensor(normalisation["mean"], dtype=x.dtype).view(shape)
-        std = torch.tensor(normalisation["std"], dtype=x.dtype).view(shape)
+        mean = torch.tensor(normalisation["mean"], dtype=x.dtype, device=x.device).view(shape)
+        std = torch.tensor(normalisation["std"], dtype=x.dtype, device=x.device).view(shape)
         return (x - mean) / std
     if kind == "none":
         return x

@@ -202,12 +202,21 @@ class TrainingSet(Dataset):
         x, m = self.transform(image, mask)
         return {"image": x, "label": torch.tensor(label, dtype=torch.int64), "mask": m, "index": i}
 
-    def collate(self, items: list[dict[str, Any]], keys: tuple[str, ...] = ("image", "label", "mask")) -> dict:
+    def collate(
+        self, items: list[dict[str, Any]], keys: tuple[str, ...] = ("image", "label", "mask"), augment: bool = True
+    ) -> dict:
         """A batch of items; with a batch transform, augmented here (in the loader's worker, right
-        after the items were drawn, so with the batch's seeded RNG state)."""
+        after the items were drawn, so with the batch's seeded RNG state). ``augment=False`` leaves
+        the uint8 images (and bool masks) for the training device to augment: the batch then carries
+        "seed", drawn from that same seeded state, for the device's generator."""
         batch = default_collate([{k: item[k] for k in (*keys, "image")} for item in items])
         if self.batch_transform is not None:
             masks = torch.stack([item["mask"] for item in items]) if "mask" in keys else None
+            if not augment:
+                if masks is not None:
+                    batch["mask"] = masks
+                batch["seed"] = torch.randint(0, 2**62, ())
+                return batch
             batch["image"], m = self.batch_transform(batch["image"], masks)
             if m is not None:
                 batch["mask"] = m
