@@ -30,7 +30,7 @@ SHARED = Path("../shared/data")
 
 
 def cases(args: argparse.Namespace, cache: str) -> list[tuple[str, list[str], list[str], str]]:
-    common = [f"data.cache_dir={cache}", "tracking.enabled=false"]
+    common = [f"data.cache_dir={cache}", "tracking.enabled=false", "evaluation.calibration=0"]  # loading only
     fmnist = [
         "data.dataset=fmnist",
         f"data.root={args.fmnist_root}",

@@ -96,7 +96,10 @@ def test_evaluate_rescores_the_test_set(trained, tmp_path, capsys):
         (["info", "missing.pt"], "missing.pt: no such model file"),
         (["config", "-o", "train.nope=1"], "unknown key train.nope"),
         (["config", "-o", "train.epochs=many"], "train.epochs: expected an integer"),
-        (["train", "--classes", "0", "-o", "data.root=/nonexistent"], "/nonexistent"),
+        (
+            ["train", "--classes", "0", "-o", "data.root=/nonexistent", "-o", "tracking.enabled=false"],
+            "/nonexistent",
+        ),
     ],
 )
 def test_errors_are_one_clear_line(argv, message, capsys, monkeypatch):

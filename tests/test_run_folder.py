@@ -39,10 +39,18 @@ def _params(tmp: Path, cfg) -> Path:
 def _train(params: Path, capsys, *extra: str) -> tuple[int, str]:
     capsys.readouterr()
     rc = main(["train", "--params", str(params), "-o", "train.epochs=1", *extra])
-    err = [
-        line for line in capsys.readouterr().err.splitlines() if not line.startswith("tiles seed 0: epoch ")
+    return rc, _errors_only(capsys.readouterr().err)
+
+
+def _errors_only(err: str) -> str:
+    """stderr without the progress report: per-epoch lines and the 'loaded ...' data summary
+    (its continuation lines are indented)."""
+    keep = [
+        line
+        for line in err.splitlines()
+        if not (line.startswith(("tiles seed 0: epoch ", "loaded ")) or line.startswith(" "))
     ]
-    return rc, "\n".join(err)
+    return "\n".join(keep)
 
 
 def _one_error_line(err: str, *parts: str) -> None:
