@@ -118,10 +118,10 @@ def test_serve_registered_model(tmp_path, monkeypatch):
         }
         status, body = post(f"{base}/invocations", too_big)
         assert status == 400 and "exceeds the limit" in body.get("message", ""), body
-        over_budget = {  # 3 images of 40x40 = 4800 px each within the limit, 14400 in all > 5000
+        over_budget = {  # 3 images of 50x50: 2500 px each within the 4096 limit, 7500 in all > 5000
             "dataframe_split": {
                 "columns": ["image"],
-                "data": [[pyfunc.encode_image(np.zeros((40, 40), np.uint8))]] * 3,
+                "data": [[pyfunc.encode_image(np.zeros((50, 50), np.uint8))]] * 3,
             }
         }
         status, body = post(f"{base}/invocations", over_budget)
