@@ -27,7 +27,19 @@ QUANTILES = (0.5, 0.9, 0.95, 0.99)
 # Keys decision_metrics and MaskScorer add to a run's metrics (the DVC evaluate stage keeps these).
 DECISION_KEYS = (
     "calibration_n",
-    *(f"a{a:g}_{k}" for a in ALPHAS for k in ("far", "far_ci_low", "far_ci_high", "detection_rate", "f1")),
+    *(
+        f"a{a:g}_{k}"
+        for a in ALPHAS
+        for k in (
+            "far",
+            "far_ci_low",
+            "far_ci_high",
+            "far_expected_low",
+            "far_expected_high",
+            "detection_rate",
+            "f1",
+        )
+    ),
     "oracle_f1",
     "oracle_f1_threshold",
     *(f"a{a:g}_mask_{k}" for a in ALPHAS for k in ("precision", "recall", "iou")),
@@ -225,6 +237,25 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return lo, hi
 
 
+def expected_far_range(alpha: float, n_cal: int, n_test: int, level: float = 0.95) -> tuple[float, float]:
+    """Where the realized false-alarm rate of ``n_test`` good images falls (central ``level``) under
+    exchangeability, counting both sources of chance: the calibration draw and the test draw.
+
+    With rank = floor(alpha (n_cal + 1)), the false-alarm rate given one calibration set is
+    Beta(rank, n_cal + 1 - rank) (split conformal, no ties), so the count among n_test good images is
+    beta-binomial. The Clopper-Pearson interval of the realized rate covers the test draw only:
+    with a few hundred calibration images it is too narrow to judge a single run's calibration.
+    """
+    from scipy.stats import betabinom
+
+    rank = int(np.floor(alpha * (n_cal + 1)))
+    if rank < 1 or n_test == 0:  # alpha below 1 / (n_cal + 1): nothing is ever flagged
+        return 0.0, 0.0
+    dist = betabinom(n_test, rank, n_cal + 1 - rank)
+    a = (1 - level) / 2
+    return float(dist.ppf(a)) / n_test, float(dist.ppf(1 - a)) / n_test
+
+
 def _f1(tp: int, fp: int, fn: int) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
@@ -242,7 +273,8 @@ def oracle_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
 
 def decision_metrics(labels: Any, scores: Any, calibration: dict | None) -> dict[str, Any]:
     """Per alpha: realized false-alarm rate on the nominal test images (95 % Clopper-Pearson
-    interval), detection rate and F1; the oracle F1 beside them."""
+    interval, and the 95 % range expected under exchangeability), detection rate and F1; the oracle
+    F1 beside them."""
     labels, scores = np.asarray(labels).astype(int), np.asarray(scores, dtype=np.float64)
     out: dict[str, Any] = {"calibration_n": int(calibration["n"]) if calibration else 0}
     if labels.min(initial=0) != labels.max(initial=0):
@@ -259,6 +291,8 @@ def decision_metrics(labels: Any, scores: Any, calibration: dict | None) -> dict
         key = f"a{a:g}"
         out[f"{key}_far"] = fa / n_good if n_good else None
         out[f"{key}_far_ci_low"], out[f"{key}_far_ci_high"] = lo, hi
+        exp_lo, exp_hi = expected_far_range(a, int(calibration["n"]), n_good)
+        out[f"{key}_far_expected_low"], out[f"{key}_far_expected_high"] = exp_lo, exp_hi
         out[f"{key}_detection_rate"] = tp / int(bad.sum()) if bad.any() else None
         out[f"{key}_f1"] = _f1(tp, fa, fn) if bad.any() else None
     return out

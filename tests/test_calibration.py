@@ -87,6 +87,23 @@ def test_clopper_pearson_matches_beta_quantiles():
     assert conformal.clopper_pearson(0, 50)[0] == 0.0 and conformal.clopper_pearson(50, 50)[1] == 1.0
 
 
+def test_expected_far_range_covers_simulated_conformal_runs():
+    """The beta-binomial range holds 95 % of realized false-alarm rates of exchangeable runs."""
+    rng = np.random.default_rng(0)
+    n_cal, n_test, alpha = 200, 300, 0.05
+    lo, hi = conformal.expected_far_range(alpha, n_cal, n_test)
+    assert lo < alpha < hi
+    cp_lo, cp_hi = conformal.clopper_pearson(int(alpha * n_test), n_test)
+    assert hi - lo > cp_hi - cp_lo  # calibration noise widens it
+    rates = []
+    for _ in range(2000):
+        cal, test = rng.normal(size=n_cal), rng.normal(size=n_test)
+        rates.append(float((conformal.p_values(cal, test) <= alpha).mean()))
+    inside = np.mean([(lo <= r <= hi) for r in rates])
+    assert 0.93 <= inside <= 0.99, inside
+    assert conformal.expected_far_range(0.001, 100, 50) == (0.0, 0.0)  # alpha < 1 / (n + 1)
+
+
 def test_decision_metrics_and_the_oracle():
     labels = np.array([0] * 100 + [1] * 20)
     scores = np.r_[np.linspace(0, 1, 100), np.linspace(0.95, 2, 20)]
@@ -94,6 +111,7 @@ def test_decision_metrics_and_the_oracle():
     m = conformal.decision_metrics(labels, scores, calib)
     assert m["calibration_n"] == 99
     assert m["a0.05_far"] <= 0.06 and m["a0.05_far_ci_low"] <= m["a0.05_far"] <= m["a0.05_far_ci_high"]
+    assert m["a0.05_far_expected_low"] < 0.05 < m["a0.05_far_expected_high"]
     assert m["a0.05_detection_rate"] == 19 / 20  # 0.95 is below the 95th of 99 cal scores, 0.959
     assert 0 < m["a0.05_f1"] <= 1
     assert m["oracle_f1"] >= m["a0.05_f1"]

@@ -120,12 +120,16 @@ def test_report_lists_classes_mean_and_the_paper_figure():
 
 def test_report_shows_the_calibrated_decision_table():
     row = {"class": "trouser", "seed": 0, "calibration_n": 600, "a0.05_far": 0.048,
-           "a0.05_far_ci_low": 0.0357, "a0.05_far_ci_high": 0.0632, "a0.05_detection_rate": 0.9,
+           "a0.05_far_ci_low": 0.0357, "a0.05_far_ci_high": 0.0632, "a0.05_far_expected_low": 0.03,
+           "a0.05_far_expected_high": 0.074, "a0.05_detection_rate": 0.9,
            "a0.05_f1": 0.5, "oracle_f1": 0.7}  # fmt: skip
     summary = {"dataset": "fmnist", "metrics": {"per_class": {}, "mean": {}}, "rows": [row]}
     text = report_stage.render(summary)
     assert "target alpha 0.05" in text
-    assert "| trouser | 0 | 600 | 0.05 | 0.0480 [0.0357, 0.0632] | 0.9000 | 0.5000 | 0.7000 | – | – |" in text
+    assert (
+        "| trouser | 0 | 600 | 0.05 | 0.0480 [0.0357, 0.0632] | [0.0300, 0.0740] | 0.9000 | 0.5000 | 0.7000 | – | – |"
+        in text
+    )
 
 
 # ---------------------------------------------------------------- dvc repro, end to end
