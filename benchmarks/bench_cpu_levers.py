@@ -1,4 +1,5 @@
-"""CPU training levers, side by side in one run: bf16 autocast, channels-last, torch.compile.
+"""CPU training levers, side by side in one run: bf16 autocast, channels-last, torch.compile,
+oneDNN (mkldnn) off, BatchNorm folded into the frozen convolutions (VGG11-BN, model.freeze 15).
 
 Each variant times the bare training step (forward, FCDD loss, backward, SGD-Nesterov step) of
 the same net on in-memory tensors; rounds alternate between variants and medians are reported,
@@ -6,6 +7,7 @@ with the ratio to the plain fp32 eager step measured beside them.
 
     python benchmarks/bench_cpu_levers.py                       # CNN28 b128 and VGG11-BN b16
     python benchmarks/bench_cpu_levers.py --net cnn28 --compile # also torch.compile (slow to build)
+    python benchmarks/bench_cpu_levers.py --net vgg11_bn --freeze 15  # the MVTec protocol's frozen net
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import statistics
 import time
 
 import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from fcdd.hardware import cpu_info, machine_line
 from fcdd.loss import fcdd_loss
@@ -23,13 +27,17 @@ from fcdd.models import build_net
 NETS = {"cnn28": (28, 1, 128), "cnn32": (32, 3, 200), "vgg11_bn": (224, 3, 16)}
 
 
-def variants(compile_too: bool) -> dict[str, dict]:
+def variants(compile_too: bool, net: str, freeze: int) -> dict[str, dict]:
     out = {
         "fp32 eager": {"bf16": False, "cl": False},
         "channels-last": {"bf16": False, "cl": True},
         "bf16 autocast": {"bf16": True, "cl": False},
         "bf16 + channels-last": {"bf16": True, "cl": True},
+        "bf16 + cl, oneDNN off": {"bf16": True, "cl": True, "mkldnn": False},
+        "fp32, oneDNN off": {"bf16": False, "cl": False, "mkldnn": False},
     }
+    if net == "vgg11_bn" and freeze:
+        out["bf16 + cl + frozen BN folded"] = {"bf16": True, "cl": True, "fold": True}
     if compile_too:
         out["bf16 + cl + compile"] = {"bf16": True, "cl": True, "compile": "default"}
         out["bf16 + cl + compile max-autotune"] = {
@@ -40,21 +48,50 @@ def variants(compile_too: bool) -> dict[str, dict]:
     return out
 
 
-def make_step(net: str, bf16: bool, cl: bool, compile: str | None = None):
+def fold_frozen_batchnorm(model: nn.Module) -> int:
+    """Fold each frozen (eval-mode) BatchNorm into the convolution before it: exact in eval mode.
+    VGG's features are one flat Sequential (conv, bn, relu, pool, ...); the first ``freeze`` are frozen."""
+    layers = model.features._modules
+    names = list(layers)[: model.freeze]
+    folded = 0
+    for name, bn_name in zip(names, names[1:], strict=False):
+        conv, bn = layers[name], layers[bn_name]
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            fused = fuse_conv_bn_eval(conv.eval(), bn.eval()).requires_grad_(False)
+            layers[name], layers[bn_name] = fused, nn.Identity()
+            folded += 1
+    return folded
+
+
+def make_step(
+    net: str,
+    bf16: bool,
+    cl: bool,
+    compile: str | None = None,
+    mkldnn: bool = True,
+    fold: bool = False,
+    freeze: int = 0,
+):
     size, channels, batch = NETS[net]
     torch.manual_seed(0)
-    model = build_net(net, size, channels).train()
+    kwargs = {"freeze": freeze} if net == "vgg11_bn" else {}
+    model = build_net(net, size, channels, **kwargs).train()
+    if fold and not fold_frozen_batchnorm(model):
+        raise SystemExit("bench_cpu_levers: found no frozen Conv2d + BatchNorm2d pair to fold")
     fmt = torch.channels_last if cl else torch.contiguous_format
     model = model.to(memory_format=fmt)
     x = torch.randn(batch, channels, size, size).contiguous(memory_format=fmt)
     y = torch.arange(batch) % 2
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
     forward = torch.compile(model, mode=None if compile == "default" else compile) if compile else model
 
+    params = [q for q in model.parameters() if q.requires_grad]
+    opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, nesterov=True)
+
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = forward(x)
-        fcdd_loss(out, y).backward()
+        with torch.backends.mkldnn.flags(enabled=mkldnn):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = forward(x)
+            fcdd_loss(out, y).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -69,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="also torch.compile variants (minutes to build)")
+    p.add_argument("--freeze", type=int, default=0, help="VGG11-BN: frozen feature modules (MVTec: 15)")
     args = p.parse_args(argv)
     print(machine_line("cpu"))
     if not cpu_info().bf16:
@@ -78,8 +116,16 @@ def main(argv: list[str] | None = None) -> None:
     for net in args.net:
         steps = args.steps or (1 if net == "vgg11_bn" else 5)
         runs = {}
-        for name, v in variants(args.compile).items():
-            step, batch = make_step(net, v["bf16"], v["cl"], v.get("compile"))
+        for name, v in variants(args.compile, net, args.freeze).items():
+            step, batch = make_step(
+                net,
+                v["bf16"],
+                v["cl"],
+                v.get("compile"),
+                mkldnn=v.get("mkldnn", True),
+                fold=v.get("fold", False),
+                freeze=args.freeze,
+            )
             t = time.perf_counter()
             step()  # warm-up (compilation for the compiled variants)
             runs[name] = {"step": step, "first": time.perf_counter() - t, "times": []}
@@ -93,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, run in runs.items():
             med = statistics.median(run["times"])
             print(
-                f"| {net} b{batch} | {name} | {batch / med:.1f} | {base / med:.2f} | {run['first']:.1f} |",
+                f"| {net} b{batch}{f' frozen {args.freeze}' if net == 'vgg11_bn' and args.freeze else ''} | {name} | {batch / med:.1f} | {base / med:.2f} | {run['first']:.1f} |",
                 flush=True,
             )
 
