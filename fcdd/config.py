@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # train.compile: torch.compile modes
 DATASETS = ("fmnist", "cifar10", "imagenet30", "mvtec", "folder")
 
 # Spec §3/§5: per-dataset Gaussian σ for the receptive-field upsampling and heatmap quantile q.
@@ -95,6 +96,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA, and on CPUs with native bf16 (AMX / AVX-512-BF16); else fp32
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU (oneDNN) and GPU
+    # torch.compile of the training step (off | default | reduce-overhead | max-autotune; the last two
+    # replay CUDA graphs): CUDA only, off until measured to win; see fcdd/compiled_step.py.
+    compile: str = "off"
     threads: int | None = None  # torch CPU threads; None: torch's default
     output_dir: str = "runs"  # one folder per (dataset, class, seed)
     # Shared copy of every epoch's checkpoint (fsspec URI: /nfs/ckpt, s3://bucket/ckpt, ...), so a
@@ -447,6 +451,7 @@ def validate(cfg: Config) -> None:
     one_of("train.optimizer", t.optimizer, ("sgd", "adam"))
     one_of("train.scheduler", t.scheduler, ("lambda", "milestones", "none"))
     one_of("train.loss", t.loss, ("auto", "image", "pixel"))
+    one_of("train.compile", t.compile, COMPILE_MODES)
     one_of("train.bn_recalibration", t.bn_recalibration, ("off", "nominal", "train"))
     one_of("anomalies.kind", a.kind, ("oe", "confetti", "semi", "none"))
     one_of("anomalies.confetti_gt", a.confetti_gt, ("ones", "changed"))

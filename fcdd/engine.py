@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from fcdd import checkpoint_store
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
+from fcdd.compiled_step import TrainStep
 from fcdd.config import Config, ConfigError
 from fcdd.data.batch_augment import augments_on_device, device_augment
 from fcdd.fingerprint import fingerprint, mismatch
@@ -409,6 +410,17 @@ def train(
         history, start_epoch = list(state["history"]), int(state["epoch"])
         resumed_from = start_epoch
 
+    def forward_loss(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = model(x)
+        if loss_kind == "pixel":
+            return pixel_loss(upsampler(pseudo_huber(out.float())), target)  # type: ignore[misc]
+        return fcdd_loss(out, target)
+
+    step_fn = TrainStep(
+        forward_loss, t.compile, device, list(model.parameters()), list(model.buffers()), _say_once
+    )
+    target_key = "mask" if loss_kind == "pixel" else "label"
     steps = len(loader)
     check_every = 1 if device.type == "cpu" else CUDA_CHECK_EVERY
     for epoch in range(start_epoch, t.epochs):
@@ -430,24 +442,17 @@ def train(
             if on_device is not None:
                 batch = on_device(batch)
             x = to_memory_format(batch["image"].to(device, non_blocking=True), t.channels_last)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = model(x)
-            if loss_kind == "pixel":
-                mask = batch["mask"].to(device, non_blocking=True)
-                loss = pixel_loss(upsampler(pseudo_huber(out.float())), mask)  # type: ignore[misc]
-            else:
-                loss = fcdd_loss(out, batch["label"].to(device, non_blocking=True))
-
+            target = batch[target_key].to(device, non_blocking=True)
             # Gradient accumulation; the last group of an epoch may be shorter, so scale by its size
             # (and never carry gradients into the next epoch: checkpoints do not hold them).
             group_start = step - step % t.accumulate
             group_size = min(t.accumulate, steps - group_start)
-            (loss / group_size).backward()
+            loss = step_fn(x, target, group_size)  # forward, loss, backward of loss / group_size
             if step + 1 == group_start + group_size:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
-            losses.append(loss.detach())
+            losses.append(loss)
             images += x.shape[0]
             if (step + 1) % check_every == 0 or step + 1 == steps:
                 bad = _first_nonfinite(losses)

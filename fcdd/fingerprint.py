@@ -26,6 +26,7 @@ RUNTIME_KEYS = frozenset(
         "data.num_workers",  # batches are seeded per batch: results do not depend on workers
         "data.strict",
         "train.channels_last",  # memory layout only
+        "train.compile",  # the same step, compiled: equal up to float rounding
         "train.checkpoint_keep",
         "train.checkpoint_uri",  # where checkpoint copies go, not what they hold
         "train.bn_recalibration",  # applied to the final weights after the loop: checkpoints equal

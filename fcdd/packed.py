@@ -27,6 +27,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from fcdd import checkpoint_store
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
+from fcdd.compiled_step import TrainStep
 from fcdd.config import Config
 from fcdd.data.batch_augment import device_augment
 from fcdd.engine import (
@@ -35,6 +36,7 @@ from fcdd.engine import (
     TrainingError,
     _first_nonfinite,
     _rng_state,
+    _say_once,
     _set_rng_state,
     autocast_bf16,
     check_resumable,
@@ -189,6 +191,25 @@ def train_packed(
     if resumed_from is not None:
         histories = [list(load_checkpoint(d / CHECKPOINT)["history"]) for d in run_dirs]
 
+    def forward_loss(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """x [K, B, ...], targets [K, B, ...] -> the K models' losses [K]."""
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = packed(x)
+        if loss_kind == "pixel":
+            a_up = upsampler(pseudo_huber(out.float()).flatten(0, 1)).unflatten(0, out.shape[:2])  # type: ignore[misc]
+            return torch.stack([pixel_loss(a_up[k], target[k]) for k in range(k_models)])
+        return torch.stack([fcdd_loss(out[k], target[k]) for k in range(k_models)])
+
+    # The models share no parameter: backward of the summed losses gives K separate gradients.
+    step_fn = TrainStep(
+        forward_loss,
+        t.compile,
+        device,
+        list(packed.params.values()),
+        list(packed.buffers.values()),
+        _say_once,
+    )
+    target_key = "mask" if loss_kind == "pixel" else "label"
     check_every = 1 if device.type == "cpu" else CUDA_CHECK_EVERY
     for epoch in range(start_epoch, t.epochs):
         packed.train()
@@ -199,24 +220,15 @@ def train_packed(
         for step, batches in enumerate(zip(*[iter(loader) for loader in loaders], strict=True)):
             batches = [b if aug is None else aug(b) for aug, b in zip(on_device, batches, strict=True)]
             x = torch.stack([b["image"] for b in batches]).to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = packed(x)
-            if loss_kind == "pixel":
-                mask = torch.stack([b["mask"] for b in batches]).to(device, non_blocking=True)
-                a_up = upsampler(pseudo_huber(out.float()).flatten(0, 1)).unflatten(0, out.shape[:2])  # type: ignore[misc]
-                per_model = torch.stack([pixel_loss(a_up[k], mask[k]) for k in range(k_models)])
-            else:
-                labels = torch.stack([b["label"] for b in batches]).to(device, non_blocking=True)
-                per_model = torch.stack([fcdd_loss(out[k], labels[k]) for k in range(k_models)])
-
+            target = torch.stack([b[target_key] for b in batches]).to(device, non_blocking=True)
             group_start = step - step % t.accumulate
             group_size = min(t.accumulate, steps - group_start)
-            (per_model.sum() / group_size).backward()  # the models share no parameter: K separate gradients
+            per_model = step_fn(x, target, group_size)  # forward, losses [K], backward of their sum
             if step + 1 == group_start + group_size:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
-            losses.append(per_model.detach())
+            losses.append(per_model)
             images += x.shape[1]
             if (step + 1) % check_every == 0 or step + 1 == steps:
                 bad = _first_nonfinite([loss.sum() for loss in losses])
