@@ -8,20 +8,29 @@ Per case: the epoch's wall time, the time the loop spent blocked on ``next(loade
 its share (target < 10%), and the loader's throughput alone (no model). The first batch (worker
 start-up) is reported apart. Anomalies as in training: OE (Fashion-MNIST), confetti (grid).
 Run from the repository root; ``--workers`` overrides cfg.data.num_workers (default 2).
+
+    python benchmarks/bench_data_loading.py --mvtec-compare [--rounds 3] [--threads 1 2] [--workers 0 2]
+
+compares, for MVTec at 224 (grid and the hazelnut toy set, confetti, the `cpu_mvtec` profile), the
+per-sample augmentation (``data.batch_augment=false``, the baseline) with the batched one
+(fcdd.data.stored_augment) in ONE run, rounds alternating, medians: the loader alone (images/s after
+the first batch) and one epoch through ``fcdd.engine.train`` (VGG11-BN, the engine's fast path).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import load_config
 from fcdd.data import build_datasets
-from fcdd.engine import make_loader, make_optimizer, resolve_device
+from fcdd.engine import make_loader, make_optimizer, resolve_device, train
 from fcdd.hardware import machine_line
 from fcdd.loss import fcdd_loss
 from fcdd.models import build_model
@@ -103,6 +112,90 @@ def time_epoch(name: str, presets: list[str], overrides: list[str], cls: str, de
     }
 
 
+# --- per-sample (baseline) vs batched MVTec augmentation, one run --------------------------------
+
+PATHS = {"per-sample": "data.batch_augment=false", "batched": "data.batch_augment=true"}
+
+
+def loader_rate(bundle, cfg, device: torch.device, seed: int) -> float:
+    """images/s of the engine's loader alone, from the first batch on (worker start-up excluded)."""
+    images, start = 0, None
+    for batch in make_loader(bundle.train, cfg, device, seed, ("image", "label", "mask")):
+        if start is None:
+            start = time.perf_counter()
+            continue
+        images += len(batch["label"])
+    return images / (time.perf_counter() - start) if images else float("nan")
+
+
+def engine_rate(bundle, cfg, device: torch.device, run_dir: Path) -> float:
+    """images/s of one training epoch through fcdd.engine.train (real loader, pixel loss)."""
+    model = build_model(cfg, in_channels=3)
+    upsampler = ReceptiveFieldUpsampler(model.receptive_field, cfg.sigma, cfg.model.input_size)
+    result = train(model, bundle.train, cfg, device, run_dir, upsampler=upsampler)
+    return result["history"][-1]["images_per_s"]
+
+
+def compare_mvtec(args: argparse.Namespace) -> None:
+    device = resolve_device(args.device)
+    sets = [("grid", args.mvtec_root), ("hazelnut", args.hazelnut_root)]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for cls, root in sets:
+            if not Path(root, cls).is_dir():
+                print(f"skipping {cls}: {Path(root, cls)} not found")
+                continue
+            for threads in args.threads:
+                for workers in args.workers:
+                    base = [
+                        "data.dataset=mvtec",
+                        f"data.root={root}",
+                        f"data.cache_dir={tmp}/cache",
+                        f"data.num_workers={workers}",
+                        f"train.threads={threads}",
+                        "train.epochs=1",
+                        "train.progress=false",
+                        "tracking.enabled=false",
+                        "evaluation.calibration=0",
+                    ]
+                    cfgs = {
+                        p: load_config("params.yaml", [*base, o], preset=["mvtec", "cpu_mvtec"])
+                        for p, o in PATHS.items()
+                    }
+                    bundles = {p: build_datasets(c, cls, seed=0) for p, c in cfgs.items()}
+                    rates: dict[str, dict[str, list[float]]] = {p: {"loader": [], "train": []} for p in PATHS}
+                    for r in range(args.rounds):
+                        order = list(PATHS) if r % 2 == 0 else list(PATHS)[::-1]
+                        for p in order:
+                            torch.set_num_threads(threads)
+                            rates[p]["loader"].append(loader_rate(bundles[p], cfgs[p], device, seed=r))
+                            if not args.loader_only:
+                                run_dir = Path(tmp, f"run-{cls}-{threads}-{workers}-{p}-{r}")
+                                rates[p]["train"].append(engine_rate(bundles[p], cfgs[p], device, run_dir))
+                    med = {
+                        p: {k: statistics.median(v) if v else float("nan") for k, v in d.items()}
+                        for p, d in rates.items()
+                    }
+                    rows.append((cls, len(bundles["batched"].train), threads, workers, med))
+    torch.set_num_threads(max(args.threads))
+    print(machine_line(device))
+    print(
+        f"MVTec at 224, presets [mvtec, cpu_mvtec] (confetti p=0.5, batch 8, VGG11-BN random init),"
+        f" {args.rounds} alternating rounds, medians"
+    )
+    print(
+        "| set | images | threads | workers | loader per-sample img/s | loader batched img/s | loader ratio"
+        " | train per-sample img/s | train batched img/s | train ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for cls, n, threads, workers, med in rows:
+        a, b = med["per-sample"], med["batched"]
+        print(
+            f"| {cls} | {n} | {threads} | {workers} | {a['loader']:.1f} | {b['loader']:.1f} | {b['loader'] / a['loader']:.2f}"
+            f" | {a['train']:.2f} | {b['train']:.2f} | {b['train'] / a['train']:.2f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -113,7 +206,20 @@ def main() -> None:
     parser.add_argument("--fmnist-root", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--mvtec-root", default=str(SHARED / "mvtec_ad_subset"))
     parser.add_argument("--oe-source", default=str(SHARED / "imagenet1k_samples"))
+    parser.add_argument("--hazelnut-root", default=str(SHARED / "hazelnut_toy"))
+    parser.add_argument(
+        "--mvtec-compare", action="store_true", help="MVTec: per-sample vs batched augmentation, one run"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--mvtec-compare: alternating rounds")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=[1, 2], help="--mvtec-compare: torch threads"
+    )
+    parser.add_argument("--loader-only", action="store_true", help="--mvtec-compare: no training epochs")
     args = parser.parse_args()
+    if args.mvtec_compare:
+        args.workers = [0, 2] if args.workers is None else [args.workers]
+        compare_mvtec(args)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as cache:
         for name, presets, overrides, cls in cases(args, cache):

@@ -56,9 +56,8 @@ class DataConfig:
     stored_size: int = 240  # MVTec/folder images are cached at this size (spec §4)
     train_limit: int | None = None  # keep a seeded subset of N nominal training images
     test_limit: int | None = None  # keep a seeded, label-stratified subset of N test images
-    batch_augment: bool = (
-        True  # Fashion-MNIST/CIFAR-10: augment whole batches with tensor ops (same distributions)
-    )
+    # Fashion-MNIST, CIFAR-10, MVTec/folder: augment whole batches with tensor ops (same distributions)
+    batch_augment: bool = True
     # Where the batch augmentation runs: "loader" (DataLoader workers, CPU), "device" (the training
     # device, e.g. the GPU, from uint8 batches), "auto" (device when training on CUDA).
     augment_on: str = "auto"

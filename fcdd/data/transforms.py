@@ -25,6 +25,10 @@ from fcdd.data.image_io import to_8bit
 from fcdd.data.normalisation import normalise
 
 MODES = {1: "L", 3: "RGB"}
+# MVTec/folder training augmentation (spec §4), shared with its batched form (fcdd.data.stored_augment):
+# one of two ColorJitter(b, c, s, h) per image; x + 0.1 * std(x) * N(0, 1) with probability 1/2.
+STORED_JITTERS = ((0.04, 0.04, 0.04, 0.04), (0.005, 0.0005, 0.0005, 0.0005))
+STORED_NOISE, STORED_NOISE_P = 0.1, 0.5
 PREPROCESS_KEYS = ("input_size", "channels", "resize", "crop", "normalisation")
 
 
@@ -40,6 +44,11 @@ def to_mode(image: Image.Image, channels: int) -> Image.Image:
 def pil_to_uint8(image: Image.Image, channels: int) -> torch.Tensor:
     """PIL image -> uint8 tensor [C, H, W] with the wanted number of channels."""
     return F.pil_to_tensor(to_mode(image, channels))
+
+
+def stored_before_crop(size: int) -> int:
+    """Side a stored MVTec/folder image is resized to before its random crop (paper: 240 for 224)."""
+    return max(size, round(size * 240 / 224))
 
 
 class AlignedResize(v2.Resize):
@@ -209,7 +218,7 @@ def train_transform(
     if dataset in ("mvtec", "folder"):
         # Paper: stored 240, crop 224. Keep that ratio when input_size is changed.
         stored = int(stored_size or size)
-        before_crop = max(size, round(size * 240 / 224))
+        before_crop = stored_before_crop(size)
         crop = (
             [v2.RandomCrop(size)]
             if before_crop == stored
@@ -218,10 +227,10 @@ def train_transform(
         joint = v2.Compose(
             [
                 v2.RandomChoice([v2.Compose(crop), AlignedResize([size, size])]),
-                v2.RandomChoice(
-                    [v2.ColorJitter(0.04, 0.04, 0.04, 0.04), v2.ColorJitter(0.005, 0.0005, 0.0005, 0.0005)]
-                ),
+                v2.RandomChoice([v2.ColorJitter(*j) for j in STORED_JITTERS]),
             ]
         )
-        return TrainTransform(joint, AddNoise(0.1, relative=True, p=0.5, clamp=True), norm)
+        return TrainTransform(
+            joint, AddNoise(STORED_NOISE, relative=True, p=STORED_NOISE_P, clamp=True), norm
+        )
     raise DataError(f"no training transform for dataset {dataset!r}")

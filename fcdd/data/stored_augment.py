@@ -1,0 +1,148 @@
+"""Spec §4 augmentation of MVTec/folder images (stored at 240 px, trained at 224) on a whole batch.
+
+The per-sample path (fcdd.data.transforms.train_transform, "mvtec"/"folder") runs torchvision v2
+per image: a random choice of (random crop | resize to the input size), a random choice of two
+ColorJitters, relative Gaussian noise with probability 1/2, then the normalisation. Here the same
+draws run as tensor ops over the batch [B, C, S, S]: geometry first and in uint8 (the same resize
+kernels as torchvision's, only 224² of 240² pixels go on), one conversion to float, the jitter of
+fcdd.data.batch_augment with per-sample parameter sets, noise with per-sample scale and coin.
+
+Randomness comes from ``generator`` (default: torch's global generator, seeded per batch by
+fcdd.engine), so a batch depends on its seed only: exact resume, any num_workers. On CUDA every
+branch runs on every sample and ``torch.where`` keeps the drawn one (no host sync); on the CPU
+each branch runs on its own samples only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from fcdd.data.batch_augment import _brightness, _contrast, _hue, _saturation, apply_jitter
+from fcdd.data.normalisation import normalise
+from fcdd.data.transforms import STORED_JITTERS, STORED_NOISE, STORED_NOISE_P, stored_before_crop
+
+COLOUR_OPS = (_brightness, _contrast, _saturation)  # order codes 0, 1, 2 of apply_jitter; 3 is the hue
+
+
+def every_branch(x: torch.Tensor) -> bool:
+    """Run each random branch on all samples and select (CUDA: no host sync), or on its own samples."""
+    return x.is_cuda
+
+
+class StoredBatchAugment:
+    """(uint8 images [B, C, S, S], bool masks [B, 1, S, S] or None) -> (normalised float images
+    [B, C, size, size], float masks [B, 1, size, size]); S is the stored size."""
+
+    def __init__(self, size: int, normalisation: dict[str, Any]):
+        self.size, self.normalisation = size, normalisation
+        self.before_crop = stored_before_crop(size)
+
+    def __call__(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        n, c, dev = images.shape[0], images.shape[1], images.device
+        gen_device = generator.device if generator is not None else "cpu"
+
+        def rand(*shape: int) -> torch.Tensor:
+            return torch.rand(shape, generator=generator, device=gen_device).to(dev)
+
+        # Every draw up front, in one order for both paths: which geometry (v2.RandomChoice: crop or
+        # plain resize), crop offsets, which jitter, the jitter's op order and factors, the noise coin.
+        crop = rand(n) < 0.5
+        span = self.before_crop - self.size + 1
+        offsets = torch.randint(0, span, (2, n), generator=generator, device=gen_device).to(dev)
+        second = (rand(n) < 0.5).float()  # the second ColorJitter of STORED_JITTERS
+        order = torch.argsort(rand(n, 4), dim=1)  # torchvision: a random order of the four ops
+        u = rand(n, 4)
+        (b0, c0, s0, h0), (b1, c1, s1, h1) = STORED_JITTERS
+        strength = [a + (b - a) * second for a, b in ((b0, b1), (c0, c1), (s0, s1), (h0, h1))]
+        factors = torch.stack([1 - strength[k] + 2 * strength[k] * u[:, k] for k in range(3)], 1)  # [n, 3]
+        shift = strength[3] * (2 * u[:, 3] - 1)
+        noisy = rand(n) < STORED_NOISE_P
+        draws = crop, offsets, order, factors, shift, noisy
+        stacked = images if masks is None else torch.cat([images, masks.to(images.dtype)], 1)
+        if every_branch(images):
+            x, m = self._batched(stacked, c, draws, generator, gen_device)
+        else:
+            x, m = self._per_image(stacked, c, draws, generator)
+        return normalise(x, self.normalisation), (m if masks is not None else None)
+
+    # --- CPU: one image at a time ----------------------------------------------------------------
+    # At 224 px an op over one image is ~150k elements, so a Python loop costs nothing next to the
+    # work, while gathering each op's samples out of the batch (and scattering them back) would copy
+    # the batch 16 times. What the loop saves against the per-sample v2 path: uint8 until the float
+    # conversion (one, after the crop), the closed-form hue, noise drawn only for the noisy images.
+
+    def _per_image(
+        self, x: torch.Tensor, channels: int, draws, generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        crop, offsets, order, factors, shift, noisy = (d.tolist() for d in draws)
+        n, s = x.shape[0], self.size
+        images = torch.empty((n, channels, s, s))
+        masks = torch.empty((n, x.shape[1] - channels, s, s))
+        for i in range(n):
+            if crop[i]:
+                top, left = offsets[0][i], offsets[1][i]
+                src = (
+                    x[i]
+                    if x.shape[-1] == self.before_crop
+                    else self._resize(x[i : i + 1], self.before_crop, channels)[0]
+                )
+                g = src[:, top : top + s, left : left + s]  # a view: the crop copies nothing
+            else:
+                g = self._resize(x[i : i + 1], s, channels)[0]
+            torch.div(g[:channels], 255, out=images[i])
+            masks[i].copy_(g[channels:])
+            y = images[i : i + 1]
+            for k in order[i]:
+                if k == 3:
+                    y = _hue(y, torch.tensor([shift[i]]))
+                else:
+                    y = COLOUR_OPS[k](y, factors[i][k])
+            if noisy[i]:
+                scale = STORED_NOISE * float(y.std())
+                y = y.add_(torch.randn(y.shape, generator=generator).mul_(scale)).clamp_(0, 1)
+            images[i : i + 1] = y
+        return images, masks
+
+    # --- CUDA: every branch on every image, the drawn one kept (no host sync) ---------------------
+
+    def _batched(self, x: torch.Tensor, channels: int, draws, generator, gen_device):
+        crop, offsets, order, factors, shift, noisy = draws
+        n = x.shape[0]
+        g = torch.where(
+            crop.view(-1, 1, 1, 1), self._crop(x, offsets, channels), self._resize(x, self.size, channels)
+        )
+        y = g[:, :channels].float().div_(255)
+        y = apply_jitter(y, order, [factors[:, k].view(n, 1, 1, 1) for k in range(3)], shift)
+        scale = STORED_NOISE * y.flatten(1).std(1).view(n, 1, 1, 1)
+        noise = torch.randn(y.shape, generator=generator, device=gen_device).to(y.device)
+        y = torch.where(noisy.view(n, 1, 1, 1), (y + scale * noise).clamp_(0, 1), y)
+        return y, g[:, channels:].float()
+
+    # --- geometry, on uint8 ----------------------------------------------------------------------
+
+    def _resize(self, x: torch.Tensor, side: int, channels: int) -> torch.Tensor:
+        """Images bilinear (antialiased), masks NEAREST_EXACT: transforms.AlignedResize per sample."""
+        size = [side, side]
+        image = F.resize(x[:, :channels], size, antialias=True)
+        if x.shape[1] == channels:
+            return image
+        mask = F.resize(x[:, channels:], size, interpolation=InterpolationMode.NEAREST_EXACT)
+        return torch.cat([image, mask], 1)
+
+    def _crop(self, x: torch.Tensor, offsets: torch.Tensor, channels: int) -> torch.Tensor:
+        if x.shape[-1] != self.before_crop:
+            x = self._resize(x, self.before_crop, channels)
+        s, n = self.size, x.shape[0]
+        rows = offsets[0][:, None] + torch.arange(s, device=x.device)  # [n, s]
+        cols = offsets[1][:, None] + torch.arange(s, device=x.device)
+        b = torch.arange(n, device=x.device)[:, None, None]
+        return x[b, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # [n, C, s, s]
