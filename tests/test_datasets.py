@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from fcdd.config import Config
-from fcdd.data import DataError, build_datasets, class_names, seeded_subset, stratified_subset
+from fcdd.data import DataError, build_datasets, class_names, describe, seeded_subset, stratified_subset
 from fcdd.data.fmnist import FMNIST_CLASSES
 from fcdd.data.imagenet30 import IMAGENET30
 from fcdd.data.training_set import TensorStore, TrainingSet
@@ -154,7 +154,8 @@ def test_fmnist_one_vs_rest_counts_labels_and_stats(tmp_path, fmnist_root):
     assert bundle.name == "fmnist" and bundle.classes[8] == "bag"
     assert len(bundle.train) == 5 and len(bundle.test) == 20
     assert bundle.test.labels.tolist().count(0) == 2 and bundle.test.labels.sum() == 18
-    assert bundle.summary["test"]["defect_types"]["good"] == 2
+    types = bundle.summary["test"]["defect_types"]  # the 18 anomalous images, 2 of each other class
+    assert "good" not in types and "bag" not in types and len(types) == 9 and set(types.values()) == {2}
     item = bundle.train[0]
     assert item["image"].shape == (1, 28, 28) and item["label"].item() == 0 and item["mask"].sum() == 0
     norm = bundle.preprocess["normalisation"]
@@ -173,6 +174,14 @@ def test_fmnist_one_vs_rest_counts_labels_and_stats(tmp_path, fmnist_root):
     assert test_image.min() >= -0.5 and test_image.max() <= 1.5  # scaled with the class's min/max
     json.dumps(bundle.preprocess)  # must be JSON-serialisable
     assert bundle.test.raw_image(0).shape == (28, 28, 3) and bundle.test.full_mask(0).shape == (28, 28)
+
+
+def test_loaded_summary_counts_defect_types_over_anomalous_images_only(tmp_path, fmnist_root):
+    bundle = build_datasets(config(tmp_path, "fmnist", fmnist_root, 28), "bag", seed=0)
+    test_line = describe(bundle.summary).splitlines()[1]
+    assert test_line.startswith("  test 2 good, 18 defective: ankle-boot 2, coat 2, dress 2,")
+    assert "good 2" not in test_line and "bag" not in test_line
+    assert sum(bundle.summary["test"]["defect_types"].values()) == bundle.summary["test"]["anomalous"]
 
 
 def test_fmnist_torchvision_raw_layout_uncompressed(tmp_path, fmnist_root):
@@ -300,7 +309,7 @@ def test_mvtec_counts_masks_and_cache(tmp_path, mvtec_root):
     test = bundle.test
     assert len(bundle.train) == 6 and len(test) == 5 and test.has_masks
     assert test.defect_types == ["dent", "good", "good", "scratch", "scratch"]
-    assert bundle.summary["test"]["defect_types"] == {"dent": 1, "good": 2, "scratch": 2}
+    assert bundle.summary["test"]["defect_types"] == {"dent": 1, "scratch": 2}  # anomalous only
     assert bundle.preprocess == {**bundle.preprocess, "input_size": 28, "channels": 3, "crop": None}
     full = test.full_mask(3)
     assert full.shape == (40, 40) == test.original_size(3) and full.sum() == 144  # 12x12 square
@@ -407,7 +416,7 @@ def test_folder_split_masks_and_skipped_files(tmp_path, folder_root):
     with pytest.warns(UserWarning, match="README.txt"):
         bundle = build_datasets(cfg, "folder", 0)
     assert len(bundle.train) == 7 and len(bundle.test) == 6 and bundle.test.has_masks
-    assert bundle.summary["test"]["defect_types"] == {"bad": 3, "good": 3}
+    assert bundle.summary["test"]["defect_types"] == {"bad": 3}
     assert bundle.summary["skipped"] and bundle.summary["skipped"][0]["path"].endswith("README.txt")
     i = bundle.test.paths.index(str(folder_root / "bad" / "d1.png"))
     assert bundle.test.full_mask(i).sum() == 100 and bundle.test.full_mask(i)[5, 13]

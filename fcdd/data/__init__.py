@@ -220,7 +220,10 @@ def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
             "total": len(test),
             "nominal": int((test.labels == 0).sum()),
             "anomalous": int((test.labels == 1).sum()),
-            "defect_types": dict(sorted(Counter(test.defect_types).items())),
+            # per defect type over the anomalous images only (the nominal ones are counted above)
+            "defect_types": dict(
+                sorted(Counter(d for d, y in zip(test.defect_types, test.labels, strict=True) if y).items())
+            ),
             "has_masks": test.has_masks,
             "masks_found": _masks_found(raw.test) if test.has_masks else 0,
         },
