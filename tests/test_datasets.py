@@ -36,6 +36,13 @@ def config(tmp_path: Path, dataset: str, root: Path | str, input_size: int, **da
     return cfg
 
 
+def augmented_item(train_set, i: int) -> dict:
+    """Item i as training sees it: with a batch transform (data.batch_augment) items stay uint8 at
+    the stored size and the loader's collate augments them; this runs that collate on one item."""
+    batch = train_set.collate([train_set[i]])
+    return {k: v[0] for k, v in batch.items()}
+
+
 # ---------------------------------------------------------------- generated layouts
 
 
@@ -366,7 +373,7 @@ def test_mvtec_confetti_injection_through_build_datasets(tmp_path, mvtec_root):
     cfg.anomalies.kind, cfg.anomalies.probability = "confetti", 1.0
     bundle = build_datasets(cfg, "widget", 0)
     torch.manual_seed(0)
-    item = bundle.train[0]
+    item = augmented_item(bundle.train, 0)
     assert item["label"].item() == 1 and item["mask"].shape == (1, 28, 28) and item["mask"].min() == 1.0
     assert bundle.summary["train"]["anomaly_kind"] == "confetti"
 
@@ -386,7 +393,7 @@ def test_mvtec_semi_moves_k_per_defect_type_out_of_the_test_set(tmp_path, mvtec_
     assert len(moved) == 2 and bundle.summary["train"]["real_anomalies"] == 2
     assert not set(moved) & set(bundle.test.paths) and len(bundle.test) == 3
     torch.manual_seed(0)
-    item = bundle.train[0]
+    item = augmented_item(bundle.train, 0)
     assert item["label"].item() == 1 and 0 < item["mask"].mean() < 0.5  # a real defect mask, not all ones
 
 
