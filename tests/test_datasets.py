@@ -450,6 +450,29 @@ def test_folder_errors(tmp_path, folder_root):
         build_datasets(cfg, "folder", 0)
 
 
+def test_folder_defect_type_is_the_last_folder_name_unless_two_collide(tmp_path, folder_root):
+    rng = np.random.default_rng(1)
+    for sub in ("test/broken_large", "lot1/crack", "lot2/crack", "MT_Fray/Imgs", "MT_Crack/Imgs"):
+        save(folder_root / sub / "x.png", textured(48, rng, (5, 5, 10)))
+    cfg = folder_cfg(tmp_path, folder_root)
+    cfg.data.folder.anomalous = ["bad/*.png", "test/*", "lot*/crack", "MT_*/Imgs"]
+    with pytest.warns(UserWarning):  # README.txt skipped; the new images have no mask
+        bundle = build_datasets(cfg, "folder", 0)
+    assert bundle.summary["test"]["defect_types"] == {
+        "bad": 3, "broken_large": 1, "lot1/crack": 1, "lot2/crack": 1, "MT_Crack/Imgs": 1, "MT_Fray/Imgs": 1,
+    }  # fmt: skip
+    i = bundle.test.paths.index(str(folder_root / "test" / "broken_large" / "x.png"))
+    assert bundle.test.defect_types[i] == "broken_large"
+    from fcdd.data.folder import defect_type_names
+
+    assert defect_type_names(["x", "a/x", "b/y", "."]) == {
+        "x": "x",
+        "a/x": "a/x",
+        "b/y": "y",
+        ".": "anomalous",
+    }
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "magnetic_tile").is_dir(), reason="../shared/data absent")
 def test_folder_magnetic_tile(tmp_path):

@@ -4,7 +4,7 @@ Folder dataset (cfg.data.folder): ``nominal`` / ``anomalous`` / ``masks`` are di
 patterns relative to cfg.data.root. Files matched by ``masks`` are never images. A mask belongs to
 the image with the same stem (+ ``mask_suffix``), preferably in the same directory. The nominal
 images are split into train/test with the run seed (``test_ratio`` to test); the defect type of an
-anomalous image is its directory relative to the root.
+anomalous image is the name of its folder (with parent names where two folders share that name).
 """
 
 from __future__ import annotations
@@ -186,6 +186,20 @@ def _find_mask(image: str, index: dict[str, list[str]]) -> str | None:
     return None
 
 
+def defect_type_names(folders: list[str]) -> dict[str, str]:
+    """Defect type of each anomalous folder (relative to the root): its last folder name, or as
+    many trailing names as it takes to tell it from every other folder (``MT_Crack/Imgs`` beside
+    ``MT_Fray/Imgs``). The root itself (images directly in it) is "anomalous"."""
+    parts = {f: Path(f).parts or ("anomalous",) for f in set(folders)}  # Path(".").parts == ()
+    names = {}
+    for f, own in parts.items():
+        k = 1
+        while k < len(own) and any(p[-k:] == own[-k:] for g, p in parts.items() if g != f):
+            k += 1
+        names[f] = "/".join(own[-k:])
+    return names
+
+
 def folder_class_name(cfg: Any) -> str:
     if len(cfg.data.classes) > 1:
         raise DataError(f"a folder dataset has one class; data.classes lists {cfg.data.classes}")
@@ -248,7 +262,9 @@ def load_folder(cfg: Any, cls: str, seed: int) -> RawData:
     test_imgs, test_m = cached_arrays(
         cfg.data.cache_dir, f"{name}-test", test_paths, test_masks, size, fc.mask_threshold
     )
-    defect = ["good"] * len(test_nominal) + [Path(f).parent.relative_to(root).as_posix() for f in anomalous]
+    folders = [Path(f).parent.relative_to(root).as_posix() for f in anomalous]
+    names = defect_type_names(folders)
+    defect = ["good"] * len(test_nominal) + [names[d] for d in folders]
     labels = [0] * len(test_nominal) + [1] * len(anomalous)
     test = file_test_data(
         test_paths, labels, defect, test_imgs, test_m, test_masks, fc.mask_threshold, has_masks
