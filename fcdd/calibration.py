@@ -304,9 +304,9 @@ class MaskScorer:
 
     BINS = 1024
 
-    def __init__(self, calibration: dict, lo: float, hi: float):
-        self.thresholds = {a: pixel_threshold(calibration, a) for a in ALPHAS}
-        self.counts = {a: np.zeros(3, dtype=np.int64) for a in ALPHAS}  # tp, fp, fn
+    def __init__(self, calibration: dict, lo: float, hi: float, alphas: tuple[float, ...] = ALPHAS):
+        self.thresholds = {a: pixel_threshold(calibration, check_alpha(a)) for a in alphas}
+        self.counts = {a: np.zeros(3, dtype=np.int64) for a in alphas}  # tp, fp, fn
         self.edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, self.BINS + 1)
         self.pos = np.zeros(self.BINS, dtype=np.int64)
         self.neg = np.zeros(self.BINS, dtype=np.int64)

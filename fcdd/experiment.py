@@ -168,20 +168,24 @@ def clear_run_folder(run_dir: Path) -> None:
     shutil.rmtree(run_dir / "figures", ignore_errors=True)
 
 
+def score_heatmaps(detector: Detector, dataset: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image scores (n,), upsampled heatmaps (n, H, W) at the input size) of a dataset, in order."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    scores, heat = [], []
+    for batch in loader:
+        s, _, up = detector.score_tensor(batch["image"])
+        scores.append(s.float().cpu().numpy())
+        heat.append(up.float().cpu().numpy())
+    return np.concatenate(scores), np.concatenate(heat)
+
+
 def evaluate(
     detector: Detector, test_set: Any, cfg: Config, out_dir: Path, title: str = ""
 ) -> tuple[dict, dict]:
     """Score a test set; write scores, ROC points and figures; return (metrics, artifact paths)."""
     out_dir = Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(test_set, batch_size=cfg.evaluation.batch_size, shuffle=False, num_workers=0)
-    scores, heat = [], []
-    for batch in loader:
-        s, _, up = detector.score_tensor(batch["image"])
-        scores.append(s.float().cpu().numpy())
-        heat.append(up.float().cpu().numpy())
-    scores_np = np.concatenate(scores)
-    heat_np = np.concatenate(heat)  # (n, H, W) at the input size
+    scores_np, heat_np = score_heatmaps(detector, test_set, cfg.evaluation.batch_size)
     labels = np.asarray(test_set.labels).astype(int)
 
     metrics: dict[str, Any] = {"n_test": int(len(labels)), "n_anomalous": int(labels.sum())}

@@ -334,3 +334,34 @@ def test_bench_packed_quick_compares_packed_and_separate():
     assert [(r[0], r[1]) for r in rows] == [("cnn28", "1"), ("cnn28", "3")]
     for r in rows:  # the ratio column is packed img/s over separate img/s
         assert float(r[5]) == pytest.approx(float(r[4]) / float(r[3]), rel=0.02)
+
+
+def test_bench_mask_iou_reports_masks_at_any_alpha(defect_folder, make_folder_config, tmp_path, capsys):
+    """The script rebuilds the run's own test split: at the reported alphas it gives the run's
+    metrics.json numbers; below 1/(n+1) nothing is flagged; above it the threshold is the conformal one."""
+    from fcdd.calibration import pixel_threshold
+    from fcdd.experiment import run_experiment
+
+    bm = _load("bench_mask_iou")
+    cfg = make_folder_config(defect_folder, tmp_path, "train.epochs=2")
+    run = run_experiment(cfg, "tiles", seed=0)
+    calib = torch.load(run.model_path, weights_only=True)["meta"]["calibration"]
+    assert calib["n"] == 15  # min alpha 1/16: alpha 0.05 flags nothing, 0.5 does
+    result = bm.mask_table(str(run.model_path), [0.05, 0.5], [])
+    at = {r["alpha"]: r for r in result["rows"]}
+    assert at[0.05]["iou"] == pytest.approx(run.metrics["a0.05_mask_iou"])
+    assert result["oracle_mask_iou"] == pytest.approx(run.metrics["oracle_mask_iou"])
+    assert at[0.05]["pixel_threshold"] == float("inf") and at[0.05]["good_images_flagged"] == 0
+    assert at[0.5]["pixel_threshold"] == pytest.approx(sorted(calib["pixel_max"])[7])  # ceil(16 * 0.5)-th
+    assert at[0.5]["pixel_threshold"] == pytest.approx(pixel_threshold(calib, 0.5))
+    assert at[0.5]["iou"] > 0 and at[0.5]["recall"] > 0
+    assert bm.main([str(run.model_path), "--alpha", "0.5"]) == 0
+    assert "| 0.5 |" in capsys.readouterr().out
+    # An uncalibrated model and a bad alpha: one line each, exit status 2.
+    state = torch.load(run.model_path, weights_only=True)
+    state["meta"].pop("calibration")
+    torch.save(state, tmp_path / "uncalibrated.pt")
+    assert bm.main([str(tmp_path / "uncalibrated.pt")]) == 2
+    assert bm.main([str(run.model_path), "--alpha", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no calibration" in err[0] and "--alpha" in err[1]
