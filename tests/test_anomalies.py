@@ -109,6 +109,35 @@ def test_blur_is_normalised_gaussian_25_sigma_5():
     assert out[30, 18:43] == pytest.approx(g * g[12] / g.sum() ** 2, rel=1e-4)
 
 
+def test_windowed_blur_equals_the_full_reflect_padded_convolution():
+    """Only the window around the squares is computed: the result equals the whole depthwise
+    convolution with reflected borders, also for squares on the border (their reflections count)."""
+    import torch
+
+    x = np.arange(25, dtype=np.float32) - 12
+    k = torch.from_numpy(np.exp(-(x**2) / 50.0) / np.exp(-(x**2) / 50.0).sum())
+    rng = np.random.default_rng(0)
+    for height, width, rows, cols in [
+        (240, 240, (0, 30), (100, 160)),
+        (64, 100, (40, 64), (0, 100)),
+        (30, 30, (5, 9), (5, 9)),
+    ]:
+        noise = np.zeros((height, width, 3), np.float32)
+        noise[slice(*rows), slice(*cols)] = rng.integers(-256, 0, (rows[1] - rows[0], cols[1] - cols[0], 3))
+        t = torch.nn.functional.pad(
+            torch.from_numpy(noise.transpose(2, 0, 1).copy())[None], (12,) * 4, mode="reflect"
+        )
+        t = torch.nn.functional.conv2d(t, k.view(1, 1, 25, 1).repeat(3, 1, 1, 1), groups=3)
+        full = torch.nn.functional.conv2d(t, k.view(1, 1, 1, 25).repeat(3, 1, 1, 1), groups=3)[0].numpy()
+        out = C.gaussian_blur(noise)
+        np.testing.assert_allclose(out, full.transpose(1, 2, 0), atol=2e-4, rtol=0)
+        block, (top, bottom, left, right) = C.blur_window(noise)
+        assert block.shape == (bottom - top, right - left, 3)
+        if height == 240:  # squares in rows 0-30: the window is a band, not the whole image
+            assert (bottom - top) * (right - left) < height * width / 4
+    assert C.blur_window(np.zeros((40, 40, 3), np.float32))[0].size == 0
+
+
 def test_confetti_darkens_bright_images_and_clamps():
     rng = np.random.default_rng(3)
     image = np.full((120, 120, 3), 200, np.uint8)
