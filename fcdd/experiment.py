@@ -210,7 +210,11 @@ def evaluate(
     calibration = detector.meta.get("calibration")
     metrics.update(conformal.decision_metrics(labels, scores_np, calibration))
 
-    if test_set.has_masks and both_labels:
+    pixel_images, pixel_note = _pixel_scope(test_set, labels)
+    if pixel_note:
+        metrics["pixel_note"] = pixel_note
+    if pixel_images is not None and both_labels:
+        metrics["pixel_images"] = int(len(pixel_images))
         pix = PixelAUC()
         masks_scored = (
             conformal.MaskScorer(calibration, float(heat_np.min()), float(heat_np.max()))
@@ -218,7 +222,7 @@ def evaluate(
             else None
         )
         full_masks, full_maps = [], []
-        for i in range(len(labels)):
+        for i in pixel_images:
             mask = np.asarray(test_set.full_mask(i), dtype=bool)
             full = _resize_nearest(heat_np[i], mask.shape)
             pix.update(full, mask)
@@ -243,6 +247,25 @@ def evaluate(
         figs.roc_plot(curves, artifacts["roc_figure"], title=f"ROC · {title}")
     artifacts.update(_heatmap_figures(test_set, heat_np, scores_np, labels, cfg, out_dir / "figures", title))
     return metrics, artifacts
+
+
+def _pixel_scope(test_set: Any, labels: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """The test images pixel metrics are computed over (None: none) and a note for metrics.json
+    where images are left out: pixel ground truth is known for nominal images and for anomalous
+    ones with a mask; an anomalous image without one would count its defect as nominal pixels."""
+    if not test_set.has_masks:
+        return None, getattr(test_set, "mask_note", None)
+    known = np.asarray(getattr(test_set, "mask_known", np.ones(len(labels), dtype=bool)), dtype=bool)
+    anomalous, unmasked = int(labels.sum()), int((~known & (labels == 1)).sum())
+    if anomalous and unmasked == anomalous:  # masks exist, but not for the images test_limit kept
+        return None, f"none of the {anomalous} anomalous test images has a mask: pixel metrics are off"
+    note = (
+        f"pixel metrics over the {int(known.sum())} of {len(labels)} test images with ground truth: "
+        f"{unmasked} of {anomalous} anomalous images have no mask"
+        if unmasked
+        else None
+    )
+    return np.flatnonzero(known), note
 
 
 def _heatmap_figures(

@@ -338,9 +338,9 @@ def test_mvtec_errors_name_the_file(tmp_path, mvtec_root):
     Image.new("L", (20, 20)).save(mask)
     with pytest.raises(DataError, match="000.png: mask is 20x20 but its image .*dent/000.png is 40x40"):
         build_datasets(cfg, "widget", 0)
-    mask.unlink()
-    with pytest.raises(DataError, match="dent/000.png: no ground-truth mask"):
-        build_datasets(cfg, "widget", 0)
+    mask.unlink()  # a defect image without its mask: left out of the pixel metrics (tests/test_mvtec_masks.py)
+    with pytest.warns(UserWarning, match="1 of 3 anomalous test images have no mask .*dent/000.png"):
+        assert build_datasets(cfg, "widget", 0).test.has_masks
     save(mask, square_mask(40, (0, 0, 4)))
     save(mask.parent / "007.png", square_mask(40, (0, 0, 4)))
     with pytest.raises(DataError, match="007.png: mask without image"):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fcdd.metrics import aggregate
-from pipelines.stages.evaluate import METRIC_KEYS, compact_metrics, top_metrics
+from pipelines.stages import report as report_stage
+from pipelines.stages.evaluate import METRIC_KEYS, compact_metrics, top_metrics, with_pixel_notes
 
 
 def _rows(classes, pixel):
@@ -38,3 +39,17 @@ def test_compact_metrics_hold_the_class_image_aucs_and_the_means_only():
 def test_compact_metrics_keep_the_pixel_means_where_masks_exist():
     detail = top_metrics("mvtec", aggregate(_rows(["grid"], 0.8), keys=METRIC_KEYS))
     assert set(compact_metrics(detail)["mean"]) == {"image_auc", "pixel_auc", "aupro"}
+
+
+def test_partial_or_absent_masks_are_stated_in_metrics_detail_and_the_report():
+    rows = _rows(["grid", "tyre"], 0.8)
+    note = "pixel metrics over the 5 of 6 test images with ground truth: 1 of 3 anomalous images have no mask"
+    for row in rows:
+        row["pixel_note"] = note if row["class"] == "tyre" else None
+    detail = with_pixel_notes(top_metrics("mvtec", aggregate(rows, keys=METRIC_KEYS)), rows)
+    assert (
+        detail["per_class"]["tyre"]["pixel_note"] == note and "pixel_note" not in detail["per_class"]["grid"]
+    )
+    assert compact_metrics(detail)["mean"]["pixel_auc"] == 0.8  # the compact file stays numbers only
+    text = report_stage.render({"dataset": "mvtec", "quantile": 0.99, "metrics": detail, "config": {}})
+    assert f"- tyre: {note}" in text and "- grid:" not in text

@@ -119,6 +119,13 @@ def _semi(cfg: Any, raw: RawData, seed: int) -> tuple[list, list[str]]:
     test = raw.test
     if test.masks is None:
         raise DataError(f"anomalies.kind semi needs anomalous test images with masks; {raw.name} has none")
+    known = np.ones(len(test.labels), dtype=bool) if test.mask_known is None else test.mask_known
+    unmasked = [p for p, y, k in zip(test.paths, test.labels, known, strict=True) if y and not k]
+    if unmasked:  # a real defect moved to training needs its mask: it is the pixel-wise target
+        raise DataError(
+            f"anomalies.kind semi needs a mask for every anomalous test image; {len(unmasked)} have none "
+            f"(e.g. {unmasked[0]})"
+        )
     from fcdd.data.anomalies import select_semi_supervised
 
     train_idx, keep = select_semi_supervised(test.defect_types, test.labels, cfg.anomalies.semi_k, seed)
@@ -139,6 +146,10 @@ def describe(summary: dict[str, Any]) -> str:
     """What was loaded, in one paragraph: printed when training starts."""
     tr, te = summary["train"], summary["test"]
     source = tr.get("anomaly_source_images")
+    if te["has_masks"]:
+        masks = f"; masks found for {te['masks_found']} of {te['anomalous']}"
+    else:
+        masks = "; no masks" + (f" ({te['mask_note']})" if te.get("mask_note") else "")
     lines = [
         f"loaded {summary['dataset']}/{summary['class']} from {summary['root']}: "
         f"train {tr['nominal']} nominal (of {tr['nominal_available']}"
@@ -147,9 +158,7 @@ def describe(summary: dict[str, Any]) -> str:
         + (f" from {source} source images" if source is not None else ""),
         f"  test {te['nominal']} good, {te['anomalous']} defective: "
         + ", ".join(f"{k} {v}" for k, v in te["defect_types"].items())
-        + (
-            f"; masks found for {te['masks_found']} of {te['anomalous']}" if te["has_masks"] else "; no masks"
-        ),
+        + masks,
     ]
     skipped = summary.get("skipped") or []
     if skipped:
@@ -226,6 +235,7 @@ def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
             ),
             "has_masks": test.has_masks,
             "masks_found": _masks_found(raw.test) if test.has_masks else 0,
+            "mask_note": test.mask_note,
         },
         "moved_to_train": moved,
         "skipped": raw.skipped,

@@ -123,8 +123,10 @@ def file_test_data(
     mask_paths: list[str | None],
     threshold: int,
     has_masks: bool,
+    mask_note: str | None = None,
 ) -> TestData:
     """TestData over cached arrays, reading originals lazily for full masks and figures."""
+    known = [y == 0 or m is not None for y, m in zip(labels, mask_paths, strict=True)]
     return TestData(
         images=TensorStore(images),
         labels=np.asarray(labels, dtype=np.int64),
@@ -133,7 +135,31 @@ def file_test_data(
         **file_metadata(paths),
         masks=TensorStore(masks.view(np.uint8)) if has_masks else None,
         full_mask=partial(_full_mask, paths, mask_paths, threshold) if has_masks else None,
+        mask_known=np.asarray(known, dtype=bool) if has_masks else None,
+        mask_note=None if has_masks else mask_note,
     )
+
+
+def masks_cover(
+    where: str, paths: list[str], labels: list[int], mask_paths: list[str | None]
+) -> tuple[bool, str | None]:
+    """(has_masks, why not) for a test split: pixel metrics need a mask for at least one anomalous
+    image; anomalous images without one are left out of them (one warning says how many)."""
+    unmasked = [p for p, y, m in zip(paths, labels, mask_paths, strict=True) if y and m is None]
+    anomalous = sum(int(y) for y in labels)
+    if not anomalous:
+        return False, None
+    if len(unmasked) == anomalous:
+        note = f"{where}: none of the {anomalous} anomalous test images has a mask: pixel metrics are off"
+        warnings.warn(note, stacklevel=3)
+        return False, note
+    if unmasked:
+        warnings.warn(
+            f"{where}: {len(unmasked)} of {anomalous} anomalous test images have no mask (e.g. {unmasked[0]}): "
+            f"pixel metrics use the {anomalous - len(unmasked)} that have one and the nominal images",
+            stacklevel=3,
+        )
+    return True, None
 
 
 def _path_rgb(paths: list[str], j: int) -> np.ndarray:
@@ -251,11 +277,13 @@ def load_folder(cfg: Any, cls: str, seed: int) -> RawData:
     train = [nominal[i] for i in sorted(order[n_test:])]
     test_paths = test_nominal + anomalous
     test_masks = [None] * len(test_nominal) + [_find_mask(f, index) for f in anomalous]
-    missing = sum(m is None for m in test_masks[len(test_nominal) :])
-    has_masks = bool(anomalous) and missing == 0 and bool(mask_files)
-    if mask_files and missing:
-        warnings.warn(
-            f"{missing} anomalous images under {root} have no mask: pixel metrics are off", stacklevel=2
+    labels = [0] * len(test_nominal) + [1] * len(anomalous)
+    if mask_files:
+        has_masks, mask_note = masks_cover(f"data.folder.masks under {root}", test_paths, labels, test_masks)
+    else:
+        has_masks, mask_note = (
+            False,
+            "data.folder.masks is empty: no pixel ground truth, pixel metrics are off",
         )
     size = cfg.data.stored_size
     train_imgs, _ = cached_arrays(cfg.data.cache_dir, f"{name}-train", train, [None] * len(train), size)
@@ -265,9 +293,8 @@ def load_folder(cfg: Any, cls: str, seed: int) -> RawData:
     folders = [Path(f).parent.relative_to(root).as_posix() for f in anomalous]
     names = defect_type_names(folders)
     defect = ["good"] * len(test_nominal) + [names[d] for d in folders]
-    labels = [0] * len(test_nominal) + [1] * len(anomalous)
     test = file_test_data(
-        test_paths, labels, defect, test_imgs, test_m, test_masks, fc.mask_threshold, has_masks
+        test_paths, labels, defect, test_imgs, test_m, test_masks, fc.mask_threshold, has_masks, mask_note
     )
     key = f"folder|{name}|{root.resolve()}|seed={seed}|files={files_key(train)}"
     return RawData(

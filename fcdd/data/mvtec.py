@@ -2,16 +2,26 @@
 
 Layout: <category>/train/good/*, <category>/test/<defect>/*, <category>/ground_truth/<defect>/
 <stem>_mask.png (or <stem>.png). Images and masks are cached at cfg.data.stored_size in
-cfg.data.cache_dir; full-resolution masks are read from the originals for pixel AUC.
+cfg.data.cache_dir; full-resolution masks are read from the originals for pixel AUC. Masks are
+optional per category: without ground_truth/ pixel metrics are off; defect images without a mask
+are left out of the pixel metrics (a warning says how many).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 from fcdd.data.errors import DataError
-from fcdd.data.folder import cached_arrays, file_test_data, files_key, list_images, stored_geometry
+from fcdd.data.folder import (
+    cached_arrays,
+    file_test_data,
+    files_key,
+    list_images,
+    masks_cover,
+    stored_geometry,
+)
 from fcdd.data.training_set import RawData, TensorStore
 
 MVTEC_CATEGORIES = (
@@ -56,10 +66,6 @@ def load_mvtec(cfg: Any, cls: str, seed: int) -> RawData:
         gt_dir = base / "ground_truth" / d.name
         for f in files:
             mask = None if d.name == "good" else _find_mask(gt_dir, Path(f).stem)
-            if d.name != "good" and mask is None:
-                raise DataError(
-                    f"{f}: no ground-truth mask (looked for {gt_dir}/{Path(f).stem}_mask.png or .png)"
-                )
             paths.append(f)
             masks.append(str(mask) if mask else None)
             labels.append(int(d.name != "good"))
@@ -72,10 +78,15 @@ def load_mvtec(cfg: Any, cls: str, seed: int) -> RawData:
                     raise DataError(f"{m}: mask without image (no {d}/{stem}.*)")
     if not paths:
         raise DataError(f"{test_dir}: no test images")
+    if (base / "ground_truth").is_dir():
+        has_masks, mask_note = masks_cover(f"{base / 'ground_truth'}", paths, labels, masks)
+    else:  # a category without pixel annotations: image AUC on its own test split only
+        has_masks, mask_note = False, f"{base}: no ground_truth/ folder: pixel metrics are off"
+        warnings.warn(mask_note, stacklevel=2)
     size = cfg.data.stored_size
     train_imgs, _ = cached_arrays(cfg.data.cache_dir, f"mvtec-{cls}-train", train, [None] * len(train), size)
     test_imgs, test_masks = cached_arrays(cfg.data.cache_dir, f"mvtec-{cls}-test", paths, masks, size)
-    test = file_test_data(paths, labels, defects, test_imgs, test_masks, masks, 127, has_masks=True)
+    test = file_test_data(paths, labels, defects, test_imgs, test_masks, masks, 127, has_masks, mask_note)
     return RawData(
         name="mvtec",
         cls=cls,

@@ -123,6 +123,9 @@ class TestData:
     masks: ImageStore | None = None  # 0/1 masks at storage resolution, [1, H, W]
     full_mask: Callable[[int], np.ndarray] | None = None  # bool (h, w) at original resolution
     keep: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # bool per item: pixel ground truth known (nominal, or anomalous with a mask); None: all, if masks
+    mask_known: np.ndarray | None = None
+    mask_note: str | None = None  # why a dataset that could have masks has none (metrics.json says it)
 
     def __post_init__(self) -> None:
         if len(self.keep) == 0:
@@ -235,6 +238,10 @@ class TestSet(Dataset):
         self.labels: np.ndarray = np.asarray(data.labels)[k].astype(np.int64)
         self.defect_types: list[str] = [data.defect_types[j] for j in k]
         self.has_masks: bool = data.masks is not None
+        # Pixel metrics take the images whose ground truth is known (anomalous ones without a mask are left out).
+        known = np.ones(len(data.labels), dtype=bool) if data.mask_known is None else data.mask_known
+        self.mask_known: np.ndarray = np.asarray(known, dtype=bool)[k] & self.has_masks
+        self.mask_note: str | None = data.mask_note
 
     def __len__(self) -> int:
         return len(self.data.keep)

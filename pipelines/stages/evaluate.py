@@ -101,6 +101,7 @@ def evaluate_run(cfg, cls: str, seed: int, run_dir: Path, device: str) -> dict:
         **{k: metrics.get(k) for k in METRIC_KEYS},
         "n_test": metrics.get("n_test"),
         **{k: metrics.get(k) for k in DECISION_KEYS},
+        "pixel_note": metrics.get("pixel_note"),  # why pixel metrics are off or leave images out
     }
 
 
@@ -141,6 +142,15 @@ def top_metrics(dataset: str, summary: dict) -> dict:
     return {"dataset": dataset, "mean": mean, "per_class": per_class}
 
 
+def with_pixel_notes(detail: dict, rows: list[dict]) -> dict:
+    """metrics_detail with each class's ``pixel_note`` beside its numbers: why its pixel metrics
+    are null (no masks) or cover only the test images that have a mask."""
+    for row in rows:
+        if row.get("pixel_note"):
+            detail["per_class"][str(row["class"])]["pixel_note"] = row["pixel_note"]
+    return detail
+
+
 COMPACT_MEANS = ("image_auc", "pixel_auc", "aupro")
 
 
@@ -179,6 +189,7 @@ def main() -> None:
         for run in trained_runs(cfg)
     ]
     metrics = top_metrics(cfg.data.dataset, aggregate(rows, keys=METRIC_KEYS + DECISION_METRICS))
+    metrics = with_pixel_notes(metrics, rows)
     write_json(METRICS, compact_metrics(metrics))
     write_json(METRICS_DETAIL, metrics)
     write_auc_bars(AUC_BARS, metrics["per_class"])

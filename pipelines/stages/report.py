@@ -59,6 +59,8 @@ def render(summary: dict) -> str:
         f"| **mean** | **{fmt(mean.get('image_auc'))}** | {fmt(mean.get('pixel_auc'))} | "
         f"{fmt(mean.get('aupro'))} | | |"
     )
+    notes = [f"- {cls}: {e['pixel_note']}" for cls, e in metrics["per_class"].items() if e.get("pixel_note")]
+    lines += ["", "Pixel metrics:", *notes] if notes else []
     lines += decision_table(summary.get("rows", []))
     lines += ["", "Per-class AUC bars and ROC curves: `dvc plots show` (dvc_plots/index.html).", ""]
     for name in summary.get("figures", []):
