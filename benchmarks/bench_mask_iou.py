@@ -47,7 +47,7 @@ def mask_table(model: str, alphas: list[float], overrides: list[str]) -> dict:
     labels = np.asarray(test.labels).astype(int)
     scorer = conformal.MaskScorer(calibration, float(heat.min()), float(heat.max()), tuple(alphas))
     good_max = []  # each good test image's highest pixel: flagged anywhere iff above the threshold
-    for i in range(len(labels)):
+    for i in np.flatnonzero(test.mask_known):  # defect images without a mask are left out, as in evaluate
         mask = np.asarray(test.full_mask(i), dtype=bool)
         full = _resize_nearest(heat[i], mask.shape)
         scorer.update(full, mask)
