@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
+from fcdd.data.geometry import size_hw
 from fcdd.detector import Detector
 from fcdd.engine import resolve_device, seed_everything
 from fcdd.hardware import machine_line
@@ -77,8 +78,8 @@ def time_calls(call, device: torch.device, min_calls: int, min_seconds: float) -
 
 def bench_tensor(det: Detector, batch: int, amp: bool, min_calls: int, min_seconds: float) -> Timing:
     device = det.device
-    size = det.preprocess["input_size"]
-    x = torch.randn(batch, det.model.in_channels, size, size, device=device)
+    h, w = size_hw(det.preprocess["input_size"])  # an int (square) or [H, W]
+    x = torch.randn(batch, det.model.in_channels, h, w, device=device)
 
     def call() -> None:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):

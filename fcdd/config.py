@@ -21,6 +21,8 @@ import yaml
 
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # train.compile: torch.compile modes
 DATASETS = ("fmnist", "cifar10", "imagenet30", "mvtec", "folder")
+RESIZED_DATASETS = ("mvtec", "folder")  # images of any size, resized to model.input_size
+RESIZE_MODES = ("fixed", "keep_aspect")  # data.resize; see fcdd/data/geometry.py
 
 # Spec §3/§5: per-dataset Gaussian σ for the receptive-field upsampling and heatmap quantile q.
 DATASET_SIGMA = {"fmnist": 1.2, "cifar10": 1.2, "imagenet30": 8.0, "mvtec": 12.0}
@@ -53,7 +55,11 @@ class DataConfig:
     cache_dir: str = "cache"  # resized images, normalisation statistics
     download: bool = False  # allow torchvision to download missing standard files
     num_workers: int = 2
-    stored_size: int = 240  # MVTec/folder images are cached at this size (spec §4)
+    stored_size: int = 240  # MVTec/folder images are cached at this size (spec §4; short side of a rectangle)
+    # MVTec/folder: fixed resizes every image to model.input_size (an int: square, [H, W]: rectangle);
+    # keep_aspect takes model.input_size (an int) as the short side and the long side from the
+    # training images' median aspect ratio.
+    resize: str = "fixed"
     train_limit: int | None = None  # keep a seeded subset of N nominal training images
     test_limit: int | None = None  # keep a seeded, label-stratified subset of N test images
     # Fashion-MNIST, CIFAR-10, MVTec/folder: augment whole batches with tensor ops (same distributions)
@@ -68,7 +74,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     net: str = "cnn28"  # cnn28 | cnn32 | vgg11_bn
-    input_size: int = 28
+    input_size: int | list[int] = 28  # square side, or [height, width]
     pretrained: bool = False  # ImageNet weights through torchvision's weights API
     weights_path: str | None = None  # or a local .pth state dict of torchvision's VGG11-BN
     freeze: int = 0  # freeze the first N modules of the VGG features (paper, MVTec: 15)
@@ -461,7 +467,6 @@ def validate(cfg: Config) -> None:
             "train.batch_size": t.batch_size,
             "train.accumulate": t.accumulate,
             "train.epoch_repeats": t.epoch_repeats,
-            "model.input_size": m.input_size,
             "data.stored_size": d.stored_size,
             "data.train_limit": d.train_limit,
             "data.test_limit": d.test_limit,
@@ -485,6 +490,7 @@ def validate(cfg: Config) -> None:
         for where, value in values.items():
             if value is not None and value < low:
                 raise ConfigError(f"{where}: must be at least {low}, got {value}")
+    _check_input_size(d, m)
     check("data.folder.test_ratio", 0.0 < d.folder.test_ratio < 1.0, "in (0, 1)", d.folder.test_ratio)
     mt = d.folder.mask_threshold
     check("data.folder.mask_threshold", 0 <= mt < 255, "in [0, 254] (mask pixel > threshold: anomalous)", mt)
@@ -550,6 +556,24 @@ def validate(cfg: Config) -> None:
     flow, _, deployment = o.deployment.partition("/")
     check("orchestration.deployment", bool(flow and deployment), "FLOW_NAME/DEPLOYMENT_NAME", o.deployment)
     _check_checkpoint_store(t)
+
+
+def _check_input_size(d: DataConfig, m: ModelConfig) -> None:
+    """model.input_size: a positive int or [H, W]; data.resize keep_aspect needs the int short side."""
+    if d.resize not in RESIZE_MODES:
+        raise ConfigError(f"data.resize: {d.resize!r} is not one of {', '.join(RESIZE_MODES)}")
+    size = m.input_size
+    sides = size if isinstance(size, list) else [size, size]
+    if len(sides) != 2 or min(sides) < 1:
+        raise ConfigError(f"model.input_size: must be a positive integer or [height, width], got {size!r}")
+    if d.resize == "keep_aspect" and isinstance(size, list):
+        raise ConfigError(
+            f"model.input_size: data.resize keep_aspect takes one integer (the short side), got {size!r}"
+        )
+    if d.resize == "keep_aspect" and d.dataset not in RESIZED_DATASETS:
+        raise ConfigError(
+            f"data.resize: keep_aspect applies to {' and '.join(RESIZED_DATASETS)}; {d.dataset} has fixed inputs"
+        )
 
 
 def _check_checkpoint_store(t: TrainConfig) -> None:

@@ -94,8 +94,9 @@ def run_experiment(
 def _run_locked(cfg: Config, cls: str, seed: int, device, run_dir: Path, callbacks: Any) -> RunResult:
     data = build_datasets(cfg, cls, seed)
     seed_everything(seed)  # the network's initial weights repeat with the seed
-    model = build_model(cfg, in_channels=data.preprocess["channels"]).to(device)
-    upsampler = ReceptiveFieldUpsampler(model.receptive_field, cfg.sigma, cfg.model.input_size).to(device)
+    input_size = data.preprocess["input_size"]  # model.input_size as resolved for this data (keep_aspect)
+    model = build_model(cfg, data.preprocess["channels"], input_size).to(device)
+    upsampler = ReceptiveFieldUpsampler(model.receptive_field, cfg.sigma, input_size).to(device)
     (run_dir / "data_summary.json").write_text(json.dumps(data.summary, indent=2, default=str))
     print(describe(data.summary), file=sys.stderr, flush=True)
     if data.kept.get("limited"):  # data.train_limit / test_limit chose these: say which
@@ -114,12 +115,12 @@ def _run_locked(cfg: Config, cls: str, seed: int, device, run_dir: Path, callbac
     )
 
     meta = {
-        "net": _asdict(cfg.model),
+        "net": _asdict(cfg.model) | {"input_size": input_size},  # what Detector.load rebuilds
         "dataset": cfg.data.dataset,
         "class": cls,
         "seed": seed,
         "quantile": cfg.quantile,
-        "input_size": cfg.model.input_size,
+        "input_size": input_size,
         "config": {k: _plain(v) for k, v in cfg.flat().items()},
         "data_root_resolved": resolved_root(cfg.data.root),  # evaluate finds it from any folder
         "settings": settings,
@@ -272,11 +273,9 @@ def _heatmap_figures(
     test_set, heat_np, scores, labels, cfg: Config, fig_dir: Path, title: str
 ) -> dict[str, Path]:
     """Local and global heatmap grids over a spread of the score ranking (spec §6 figures)."""
-    size = heat_np.shape[-1]
+    size = tuple(heat_np.shape[-2:])  # (H, W) of the input
     images = _Lazy(len(labels), lambda i: _resize_image(test_set.raw_image(i), size))
-    masks = _Lazy(
-        len(labels), lambda i: _resize_nearest(np.asarray(test_set.full_mask(i), float), (size, size))
-    )
+    masks = _Lazy(len(labels), lambda i: _resize_nearest(np.asarray(test_set.full_mask(i), float), size))
     out = {}
     for name in ("local", "global"):
         path = fig_dir / f"heatmaps_{name}.png"
@@ -316,11 +315,11 @@ def _resize_nearest(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return resize_nearest(t, shape)[0, 0].numpy()
 
 
-def _resize_image(img: np.ndarray, size: int) -> np.ndarray:
+def _resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
     pil = Image.fromarray(np.asarray(img, dtype=np.uint8))
-    return np.asarray(pil.convert("RGB").resize((size, size), Image.BILINEAR))
+    return np.asarray(pil.convert("RGB").resize((size[1], size[0]), Image.BILINEAR))
 
 
 KEPT_IMAGES = "kept_images.csv"

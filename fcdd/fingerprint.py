@@ -40,12 +40,19 @@ RUNTIME_KEYS = frozenset(
 # Outside those sections but changing what a run trains on: the calibration split holds out
 # nominal training images.
 RESULT_EXTRA_KEYS = frozenset({"evaluation.calibration"})
+# Keys added after checkpoints were written, left out at the value that behaves as before, so those
+# checkpoints keep their fingerprint and resume.
+LATER_KEYS_AT_OLD_BEHAVIOUR = {"data.resize": "fixed"}
 SHOWN_KEYS = 4  # differing keys named in full in a mismatch message
 
 
 def result_settings(cfg: Config, cls: str | None = None, seed: int | None = None) -> dict[str, Any]:
     """``section.key`` -> value of every setting that changes the trained result."""
-    values = {k: v for k, v in cfg.flat().items() if _counts(k)}
+    values = {
+        k: v
+        for k, v in cfg.flat().items()
+        if _counts(k) and LATER_KEYS_AT_OLD_BEHAVIOUR.get(k, _MISSING) != v
+    }
     if cls is not None:
         values["data.classes"] = [str(cls)]
     if seed is not None:

@@ -31,6 +31,9 @@ HINTS = """\
 #   quantile: 0.97        # heatmap normalisation q (the folder preset: 0.99)
 # data:
 #   train_limit: 200      # a seeded subset of the nominal training images (kept paths: run folder)
+#   resize: keep_aspect   # model.input_size is the short side; the long side keeps the images' aspect
+# model:
+#   input_size: [224, 560]  # [H, W] for elongated images (an integer: square)
 # tracking:
 #   enabled: true         # `fcdd train` logs to MLflow and registers the model
 """

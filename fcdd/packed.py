@@ -316,10 +316,13 @@ def train_pack(cfg: Config, jobs: list[tuple[str, int]], callbacks: list[Any] | 
         data = build_datasets(run_cfg, cls, seed)
         cls = str(data.summary.get("class", cls))
         seed_everything(seed)  # the same initial weights as a run of its own
-        model = build_model(run_cfg, in_channels=data.preprocess["channels"]).to(device)
+        model = build_model(run_cfg, data.preprocess["channels"], data.preprocess["input_size"]).to(device)
         if upsampler is None:
-            upsampler = ReceptiveFieldUpsampler(model.receptive_field, cfg.sigma, cfg.model.input_size).to(
-                device
+            upsampler = ReceptiveFieldUpsampler(model.receptive_field, cfg.sigma, model.input_size).to(device)
+        elif models and model.input_size != models[0].input_size:  # data.resize keep_aspect, per split
+            raise ValueError(
+                f"orchestration.pack: class {cls} seed {seed} has inputs of {model.input_size}, the pack's "
+                f"first run {models[0].input_size}; one pack trains one input size (set model.input_size: [H, W])"
             )
         models.append(model)
         train_sets.append(data.train)

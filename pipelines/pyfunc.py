@@ -326,9 +326,12 @@ def model_signature():
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
-def example_input(input_size: int, channels: int) -> pd.DataFrame:
-    """A small grey image at the model's input size: the logged input example."""
-    shape = (input_size, input_size) if channels == 1 else (input_size, input_size, 3)
+def example_input(input_size: int | list[int], channels: int) -> pd.DataFrame:
+    """A small grey image at the model's input size (an int: square, or [H, W]): the logged input example."""
+    from fcdd.data.geometry import size_hw
+
+    h, w = size_hw(input_size)
+    shape = (h, w) if channels == 1 else (h, w, 3)
     return images_frame([np.full(shape, 128, dtype=np.uint8)])
 
 
@@ -361,7 +364,7 @@ def log_detector_model(
 
     model_path = Path(model_path)
     detector = Detector.load(model_path)  # fails early with a clear message on a bad file
-    example = example_input(int(detector.preprocess["input_size"]), int(detector.preprocess["channels"]))
+    example = example_input(detector.preprocess["input_size"], int(detector.preprocess["channels"]))
     here = Path(__file__).resolve().parent
     artifacts = {DETECTOR_ARTIFACT: str(model_path)}
     with tempfile.TemporaryDirectory(prefix="fcdd-onnx-") as tmp:

@@ -20,6 +20,7 @@ from fcdd.data.batch_augment import batch_augment
 from fcdd.data.cifar10 import CIFAR10_CLASSES, load_cifar10
 from fcdd.data.errors import DataError
 from fcdd.data.fmnist import FMNIST_CLASSES, load_fmnist
+from fcdd.data.geometry import size_hw
 from fcdd.data.folder import folder_class_name, load_folder
 from fcdd.data.imagenet30 import NAMES as IMAGENET30_CLASSES
 from fcdd.data.imagenet30 import load_imagenet30
@@ -110,8 +111,29 @@ def _stats(cfg: Any, raw: RawData, keep: np.ndarray, geometry: dict[str, Any], s
     limit = f"limit={cfg.data.train_limit},seed={seed}" if len(keep) < len(raw.train) else "all"
     if cfg.evaluation.calibration:  # the calibration images are not part of the statistics
         limit += f",calibration={cfg.evaluation.calibration}"
-    key = f"{raw.stats_key}|size={geometry['input_size']}|{limit}"
+    key = f"{raw.stats_key}|size={_size_key(geometry)}|{limit}"
     return cached_stats(cfg.data.cache_dir, key, lambda: compute(batches()))
+
+
+def _size_key(geometry: dict[str, Any]) -> str:
+    """The input size in a statistics key: the int of a square (keys made before rectangles stay
+    valid), ``HxW`` and the stored ``HxW`` of a rectangle (both shape the pixels the stats see)."""
+    h, w = size_hw(geometry["input_size"])
+    if h == w:
+        return str(h)
+    stored = geometry.get("stored")
+    return f"{h}x{w}" + (f",stored={'x'.join(map(str, size_hw(stored)))}" if stored else "")
+
+
+def _check_input_size(cfg: Any, size: int | list[int]) -> None:
+    """The dataset's inputs are what model.input_size (and data.resize) asks for."""
+    h, w = size_hw(size)
+    wanted = cfg.model.input_size
+    ok = min(h, w) == wanted if cfg.data.resize == "keep_aspect" else (h, w) == size_hw(wanted)
+    if not ok:
+        raise DataError(
+            f"data.dataset {cfg.data.dataset} has {h}x{w} inputs but model.input_size is {wanted}"
+        )
 
 
 def _semi(cfg: Any, raw: RawData, seed: int) -> tuple[list, list[str]]:
@@ -175,11 +197,7 @@ def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
     if name not in LOADERS:
         raise DataError(f"data.dataset {name!r} is not one of {', '.join(LOADERS)}")
     raw = LOADERS[name](cfg, str(cls), seed)
-    size = raw.geometry["input_size"]
-    if size != cfg.model.input_size:
-        raise DataError(
-            f"data.dataset {name} has {size}x{size} inputs but model.input_size is {cfg.model.input_size}"
-        )
+    _check_input_size(cfg, raw.geometry["input_size"])
     kind = cfg.anomalies.kind
     real, moved = _semi(cfg, raw, seed) if kind == "semi" else (None, [])
     raw.test.keep = stratified_subset(raw.test.keep, np.asarray(raw.test.labels), cfg.data.test_limit, seed)

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from fcdd.data.errors import DataError
+from fcdd.data.geometry import resolve_input_hw, scaled_hw, size_hw, size_value, warn_aspect
 from fcdd.data.image_io import image_size, read_image
 from fcdd.data.training_set import RawData, TensorStore, TestData, slug
 
@@ -83,28 +84,30 @@ def cached_arrays(
     name: str,
     images: list[str],
     masks: list[str | None],
-    size: int,
+    size: int | list[int],
     threshold: int = 127,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Images (uint8 [N, size, size, 3], antialiased) and masks (bool [N, size, size], nearest)
-    resized to ``size`` and cached as .npy in cache_dir (the raw folder may be read-only)."""
+    """Images (uint8 [N, H, W, 3], antialiased) and masks (bool [N, H, W], nearest) resized to
+    ``size`` (an int: square, or [H, W]) and cached as .npy in cache_dir (the raw folder may be
+    read-only)."""
+    h, w = size_hw(size)
     key = files_key(images + [m for m in masks if m], size, threshold, masks)
-    folder = Path(cache_dir) / "images" / f"{slug(name)}-{size}-{key}"
+    folder = Path(cache_dir) / "images" / f"{slug(name)}-{h if h == w else f'{h}x{w}'}-{key}"
     img_file, mask_file = folder / "images.npy", folder / "masks.npy"
     if img_file.is_file() and mask_file.is_file():
         return np.load(img_file, mmap_mode="r"), np.load(mask_file, mmap_mode="r")
-    imgs = np.zeros((len(images), size, size, 3), dtype=np.uint8)
-    msks = np.zeros((len(images), size, size), dtype=bool)
+    imgs = np.zeros((len(images), h, w, 3), dtype=np.uint8)
+    msks = np.zeros((len(images), h, w), dtype=bool)
     for n, (path, mask_path) in enumerate(zip(images, masks, strict=True)):
         im = open_image(path).convert("RGB")
-        imgs[n] = np.asarray(im.resize((size, size), Image.BILINEAR, reducing_gap=None))
+        imgs[n] = np.asarray(im.resize((w, h), Image.BILINEAR, reducing_gap=None))
         if mask_path:
             m = open_mask(mask_path, threshold)
             if m.shape != (im.height, im.width):
                 raise DataError(
                     f"{mask_path}: mask is {m.shape[1]}x{m.shape[0]} but its image {path} is {im.width}x{im.height}"
                 )
-            msks[n] = np.asarray(Image.fromarray(m).resize((size, size), Image.NEAREST))
+            msks[n] = np.asarray(Image.fromarray(m).resize((w, h), Image.NEAREST))
     folder.mkdir(parents=True, exist_ok=True)
     for f, a in ((img_file, imgs), (mask_file, msks)):
         tmp = f.with_suffix(f".{os.getpid()}.tmp.npy")
@@ -285,7 +288,8 @@ def load_folder(cfg: Any, cls: str, seed: int) -> RawData:
             False,
             "data.folder.masks is empty: no pixel ground truth, pixel metrics are off",
         )
-    size = cfg.data.stored_size
+    geometry = resized_geometry(cfg, f"folder {name}", train, test_paths)
+    size = geometry["stored"]
     train_imgs, _ = cached_arrays(cfg.data.cache_dir, f"{name}-train", train, [None] * len(train), size)
     test_imgs, test_m = cached_arrays(
         cfg.data.cache_dir, f"{name}-test", test_paths, test_masks, size, fc.mask_threshold
@@ -304,18 +308,25 @@ def load_folder(cfg: Any, cls: str, seed: int) -> RawData:
         channels=3,
         train=TensorStore(train_imgs),
         test=test,
-        geometry=stored_geometry(cfg),
+        geometry=geometry,
         stats="gcn-minmax",
         stats_key=key,
-        source_size=size,
+        source_size=min(size_hw(size)),  # OE images are cached square at about this side
         stored_size=size,
         train_paths=train,
         skipped=skipped,
     )
 
 
-def stored_geometry(cfg: Any) -> dict[str, Any]:
-    """MVTec/folder: images stored at ``stored`` px (spec §4: 240), then resized to input_size at
-    test time, no crop. ``stored`` lets inference on a user's image take the same two steps."""
-    size = cfg.model.input_size
-    return {"input_size": size, "resize": size, "crop": None, "stored": int(cfg.data.stored_size)}
+def resized_geometry(cfg: Any, what: str, train: list[str], test: list[str]) -> dict[str, Any]:
+    """MVTec/folder: images stored at ``stored`` (spec §4: 240; the short side of a rectangle, which
+    keeps the input's aspect ratio), then resized to input_size at test time, no crop. ``stored``
+    lets inference on a user's image take the same two steps. The input size comes from
+    model.input_size and data.resize (fcdd.data.geometry); a resize that distorts images warns
+    once for ``what``."""
+    sizes = [image_size(p) for p in train + test]  # header reads, no decoding
+    hw = resolve_input_hw(cfg, sizes[: len(train)])
+    warn_aspect(what, train + test, sizes, hw)
+    size = size_value(hw)
+    stored = size_value(scaled_hw(hw, int(cfg.data.stored_size)))
+    return {"input_size": size, "resize": size, "crop": None, "stored": stored}

@@ -14,6 +14,7 @@ import numpy as np
 
 from fcdd.data.errors import DataError
 from fcdd.data.folder import file_metadata, list_images, open_image
+from fcdd.data.geometry import size_hw, size_value
 from fcdd.data.training_set import FileStore, RawData, TestData, resolve_class, slug
 
 # (name, ImageNet-1k WordNet id), in the order of Hendrycks et al. (2019).
@@ -72,7 +73,8 @@ def load_imagenet30(cfg: Any, cls: str, seed: int) -> RawData:
         paths=paths,
         **file_metadata(paths),
     )
-    size = cfg.model.input_size
+    size = size_value(size_hw(cfg.model.input_size))  # [H, W]: a rectangular centre crop
+    resize = round(min(size_hw(size)) * 256 / 224)  # the short side, as in the paper's 256 -> 224
     return RawData(
         name="imagenet30",
         cls=NAMES[c],
@@ -80,10 +82,10 @@ def load_imagenet30(cfg: Any, cls: str, seed: int) -> RawData:
         channels=3,
         train=FileStore(train, 3, open_image),
         test=test,
-        geometry={"input_size": size, "resize": round(size * 256 / 224), "crop": size},
+        geometry={"input_size": size, "resize": resize, "crop": size},
         stats="imagenet",
         stats_key=f"imagenet30|{NAMES[c]}",
-        source_size=round(size * 256 / 224),
+        source_size=resize,
         train_paths=train,
         skipped=skipped,
     )

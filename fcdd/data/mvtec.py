@@ -20,8 +20,9 @@ from fcdd.data.folder import (
     files_key,
     list_images,
     masks_cover,
-    stored_geometry,
+    resized_geometry,
 )
+from fcdd.data.geometry import size_hw
 from fcdd.data.training_set import RawData, TensorStore
 
 MVTEC_CATEGORIES = (
@@ -83,7 +84,8 @@ def load_mvtec(cfg: Any, cls: str, seed: int) -> RawData:
     else:  # a category without pixel annotations: image AUC on its own test split only
         has_masks, mask_note = False, f"{base}: no ground_truth/ folder: pixel metrics are off"
         warnings.warn(mask_note, stacklevel=2)
-    size = cfg.data.stored_size
+    geometry = resized_geometry(cfg, f"mvtec {cls}", train, paths)
+    size = geometry["stored"]
     train_imgs, _ = cached_arrays(cfg.data.cache_dir, f"mvtec-{cls}-train", train, [None] * len(train), size)
     test_imgs, test_masks = cached_arrays(cfg.data.cache_dir, f"mvtec-{cls}-test", paths, masks, size)
     test = file_test_data(paths, labels, defects, test_imgs, test_masks, masks, 127, has_masks, mask_note)
@@ -94,10 +96,10 @@ def load_mvtec(cfg: Any, cls: str, seed: int) -> RawData:
         channels=3,
         train=TensorStore(train_imgs),
         test=test,
-        geometry=stored_geometry(cfg),
+        geometry=geometry,
         stats="gcn-minmax",
         stats_key=f"mvtec|{cls}|{root.resolve()}|files={files_key(train)}",
-        source_size=size,
+        source_size=min(size_hw(size)),  # OE images are cached square at about this side
         stored_size=size,
         train_paths=train,
         skipped=skipped,

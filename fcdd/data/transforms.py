@@ -21,6 +21,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from fcdd.data.errors import DataError
+from fcdd.data.geometry import size_hw
 from fcdd.data.image_io import to_8bit
 from fcdd.data.normalisation import normalise
 
@@ -65,7 +66,8 @@ class TestTransform:
     """Inference preprocessing from a JSON-serialisable ``preprocess`` dict (docs/architecture.md).
 
     Geometry: with ``crop``, resize the short side to ``resize`` (if set) and centre-crop ``crop``;
-    without it, resize to input_size x input_size. Then scale to [0, 1] and normalise.
+    without it, resize to input_size. Sizes are ints (square) or [H, W] (fcdd.data.geometry). Then
+    scale to [0, 1] and normalise.
     """
 
     __test__ = False  # not a pytest test class
@@ -75,7 +77,7 @@ class TestTransform:
         if missing:
             raise DataError(f"preprocess dict lacks {', '.join(missing)}; got keys {sorted(preprocess)}")
         self.preprocess = preprocess
-        self.size = int(preprocess["input_size"])
+        self.size = size_hw(preprocess["input_size"])
         self.channels = int(preprocess["channels"])
         self.resize = preprocess["resize"]
         self.crop = preprocess["crop"]
@@ -89,26 +91,26 @@ class TestTransform:
         if self.crop is not None:
             if self.resize is not None:
                 x = F.resize(x, [int(self.resize)], interpolation=mode, antialias=not nearest)
-            return F.center_crop(x, [int(self.crop)])
-        if tuple(x.shape[-2:]) != (self.size, self.size):
-            x = F.resize(x, [self.size, self.size], interpolation=mode, antialias=not nearest)
+            return F.center_crop(x, list(size_hw(self.crop)))
+        if tuple(x.shape[-2:]) != self.size:
+            x = F.resize(x, list(self.size), interpolation=mode, antialias=not nearest)
         return x
 
     def from_uint8(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 [C, H, W] with the right channels -> normalised float [C, input, input]."""
+        """uint8 [C, h, w] with the right channels -> normalised float [C, H, W] of input_size."""
         return normalise(self.geometry(x).float().div_(255), self.normalisation)
 
     def mask(self, mask: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """bool mask (h, w) -> float [1, input, input] in {0, 1}, with the image's geometry."""
+        """bool mask (h, w) -> float [1, H, W] in {0, 1}, with the image's geometry."""
         m = torch.as_tensor(np.asarray(mask, dtype=np.uint8)).unsqueeze(0)
         return self.geometry(m, nearest=True).float()
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         stored = self.preprocess.get("stored")
-        if stored and image.size != (stored, stored):
+        if stored and image.size != size_hw(stored)[::-1]:
             # The test images went through the stored-size cache (folder.cached_arrays): same resize here,
             # so a user's image scores exactly as the same file did in the test set.
-            image = to_mode(image, 3).resize((stored, stored), Image.BILINEAR, reducing_gap=None)
+            image = to_mode(image, 3).resize(size_hw(stored)[::-1], Image.BILINEAR, reducing_gap=None)
         return self.from_uint8(pil_to_uint8(image, self.channels))
 
 
@@ -188,10 +190,12 @@ class TrainTransform:
 
 
 def train_transform(
-    dataset: str, preprocess: dict[str, Any], stored_size: int | None = None
+    dataset: str, preprocess: dict[str, Any], stored_size: int | list[int] | None = None
 ) -> TrainTransform:
-    """The spec §4 training augmentation of ``dataset``, ending in the same normalisation as the test."""
-    size = int(preprocess["input_size"])
+    """The spec §4 training augmentation of ``dataset``, ending in the same normalisation as the test.
+    Sizes are ints (square) or [H, W]; crops keep the input's H x W."""
+    hw = size_hw(preprocess["input_size"])
+    size = list(hw)
     norm = preprocess["normalisation"]
     if dataset == "fmnist":
         joint = v2.Compose([v2.RandomCrop(size, padding=2), v2.RandomHorizontalFlip()])
@@ -216,17 +220,17 @@ def train_transform(
         )
         return TrainTransform(joint, AddNoise(0.001), norm)
     if dataset in ("mvtec", "folder"):
-        # Paper: stored 240, crop 224. Keep that ratio when input_size is changed.
-        stored = int(stored_size or size)
-        before_crop = stored_before_crop(size)
+        # Paper: stored 240, crop 224. Keep that ratio when input_size is changed (per side).
+        stored = size_hw(stored_size or hw)
+        before_crop = tuple(stored_before_crop(n) for n in hw)
         crop = (
             [v2.RandomCrop(size)]
             if before_crop == stored
-            else [AlignedResize([before_crop] * 2), v2.RandomCrop(size)]
+            else [AlignedResize(list(before_crop)), v2.RandomCrop(size)]
         )
         joint = v2.Compose(
             [
-                v2.RandomChoice([v2.Compose(crop), AlignedResize([size, size])]),
+                v2.RandomChoice([v2.Compose(crop), AlignedResize(size)]),
                 v2.RandomChoice([v2.ColorJitter(*j) for j in STORED_JITTERS]),
             ]
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +35,7 @@ __all__ = [
 
 def build_net(
     net: str,
-    input_size: int,
+    input_size: int | Sequence[int],
     in_channels: int | None = None,
     pretrained: bool = False,
     weights_path: str | Path | None = None,
@@ -54,7 +55,11 @@ def build_net(
     return CNN28(channels, input_size) if net == "cnn28" else CNN32(channels, input_size)
 
 
-def build_model(cfg: Config, in_channels: int | None = None) -> FCDDNet:
-    """The net named by ``cfg.model``."""
+def build_model(
+    cfg: Config, in_channels: int | None = None, input_size: int | Sequence[int] | None = None
+) -> FCDDNet:
+    """The net named by ``cfg.model``; ``input_size`` (the data's resolved size, e.g. under
+    data.resize keep_aspect) replaces model.input_size where given."""
     m = cfg.model
-    return build_net(m.net, m.input_size, in_channels, m.pretrained, m.weights_path, m.freeze)
+    size = m.input_size if input_size is None else input_size
+    return build_net(m.net, size, in_channels, m.pretrained, m.weights_path, m.freeze)

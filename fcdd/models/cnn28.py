@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 
 from fcdd.models.receptive_field import FCDDNet
@@ -15,7 +17,7 @@ class CNN28(FCDDNet):
     The second block has no BN/activation, as in the spec table (and the authors' FCDD_CNN28_W).
     """
 
-    def __init__(self, in_channels: int = 1, input_size: int = 28, width: int = 128):
+    def __init__(self, in_channels: int = 1, input_size: int | Sequence[int] = 28, width: int = 128):
         features = nn.Sequential(
             nn.Conv2d(in_channels, width, 5, padding=2),
             nn.BatchNorm2d(width, eps=BN_EPS),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 
 from fcdd.models.cnn28 import BN_EPS
@@ -16,7 +18,7 @@ class CNN32(FCDDNet):
     """conv3(C->128) BN LReLU MP; conv3(128->256) BN LReLU; conv3(256->256) BN LReLU MP;
     conv3(256->128); conv1x1(128->1). All 3x3 convs have padding 1."""
 
-    def __init__(self, in_channels: int = 3, input_size: int = 32):
+    def __init__(self, in_channels: int = 3, input_size: int | Sequence[int] = 32):
         features = nn.Sequential(
             *_conv_bn_relu(in_channels, 128),
             nn.MaxPool2d(2, 2),

@@ -6,7 +6,7 @@ modules in order, so they can never disagree with the layers actually used.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -61,28 +61,35 @@ def _layer_params(module: nn.Module) -> tuple[int, int, int]:
     return kernel, stride, _square(padding, "padding", module)
 
 
-def walk_layers(layers: nn.Module | Iterable[nn.Module], input_size: int) -> tuple[ReceptiveField, int]:
+def walk_layers(
+    layers: nn.Module | Iterable[nn.Module], input_size: int | Sequence[int]
+) -> tuple[ReceptiveField, int | tuple[int, int]]:
     """Apply the spec §2 recurrences over the conv/pool modules of ``layers`` in registration order
-    (which is execution order for the sequential FCDD nets). Returns (receptive field, output size)."""
+    (which is execution order for the sequential FCDD nets). Returns (receptive field, output size):
+    the output size is an int for an int (square) input size and (u, v) for an (H, W) one."""
     modules = layers.modules() if isinstance(layers, nn.Module) else layers
-    n, j, r, s = input_size, 1, 1, 0.0
+    square = isinstance(input_size, int)
+    h, w = (input_size, input_size) if square else (int(input_size[0]), int(input_size[1]))
+    n, m, j, r, s = h, w, 1, 1, 0.0
     for module in modules:
         if not isinstance(module, _TRACKED):
             continue
         k, t, p = _layer_params(module)
-        n = (n + 2 * p - k) // t + 1
-        if n < 1:
+        n, m = (n + 2 * p - k) // t + 1, (m + 2 * p - k) // t + 1
+        if min(n, m) < 1:
             raise ValueError(
                 f"receptive field: input size {input_size} is too small; {module} has no output left"
             )
         r = r + (k - 1) * j
         s = s + ((k - 1) / 2 - p) * j
         j = j * t
-    return ReceptiveField(r=r, j=j, s=s), n
+    return ReceptiveField(r=r, j=j, s=s), (n if square else (n, m))
 
 
-def receptive_field(layers: nn.Module | Iterable[nn.Module], input_size: int) -> ReceptiveField:
-    """The (r, j, s) of ``layers`` for a square input of width ``input_size``."""
+def receptive_field(
+    layers: nn.Module | Iterable[nn.Module], input_size: int | Sequence[int]
+) -> ReceptiveField:
+    """The (r, j, s) of ``layers`` (the same for any input size that leaves an output)."""
     return walk_layers(layers, input_size)[0]
 
 
@@ -90,17 +97,20 @@ class FCDDNet(nn.Module):
     """A fully convolutional net with one output channel: ``features`` then a 1x1 ``head``.
 
     ``forward(x[B, C, H, W]) -> φ(x)[B, 1, u, v]``. ``receptive_field`` and ``output_size`` are
-    computed from the layers for ``input_size``.
+    computed from the layers for ``input_size`` (an int: square; (H, W): rectangle; then
+    ``output_size`` is (u, v)).
     """
 
-    def __init__(self, features: nn.Sequential, head: nn.Conv2d, in_channels: int, input_size: int):
+    def __init__(
+        self, features: nn.Sequential, head: nn.Conv2d, in_channels: int, input_size: int | Sequence[int]
+    ):
         super().__init__()
         if head.out_channels != 1:
             raise ValueError(f"FCDD head must have 1 output channel, got {head.out_channels}")
         self.features = features
         self.head = head
         self.in_channels = in_channels
-        self.input_size = input_size
+        self.input_size = input_size if isinstance(input_size, int) else tuple(int(v) for v in input_size)
         self.receptive_field, self.output_size = walk_layers(self, input_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

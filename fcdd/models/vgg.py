@@ -7,6 +7,7 @@ from a local ``.pth`` state dict, and are loaded into the full ``features`` BEFO
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -98,7 +99,7 @@ class FCDDVGG11(FCDDNet):
 
     def __init__(
         self,
-        input_size: int = 224,
+        input_size: int | Sequence[int] = 224,
         pretrained: bool = False,
         weights_path: str | Path | None = None,
         freeze: int = 0,
