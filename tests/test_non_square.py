@@ -4,6 +4,7 @@ a resize that squashes images says so once."""
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -103,9 +104,12 @@ def test_training_sees_h_by_w_and_the_model_keeps_it(trained):
 
 
 def test_dataset_tensors_are_h_by_w(trained):
-    cfg = trained[0]
+    cfg = copy.deepcopy(trained[0])
     data = build_datasets(cfg, "tiles", 0)
-    assert tuple(data.train[0]["image"].shape) == (3, *INPUT)
+    batch = data.train.collate([data.train[i] for i in range(4)])  # batched augmentation (default)
+    assert tuple(batch["image"].shape) == (4, 3, *INPUT) and tuple(batch["mask"].shape) == (4, 1, *INPUT)
+    cfg.data.batch_augment = False  # and the per-sample transforms
+    assert tuple(build_datasets(cfg, "tiles", 0).train[0]["image"].shape) == (3, *INPUT)
     item = data.test[0]
     assert tuple(item["image"].shape) == (3, *INPUT)
 
@@ -183,7 +187,7 @@ def test_squashing_resize_warns_once_and_keep_aspect_does_not(strips, make_folde
         data = build_datasets(keep, "tiles", 0)
     assert not [w for w in caught if "aspect ratio" in str(w.message)]
     assert data.preprocess["input_size"] == INPUT  # short side 40, long side 40 * 2.5
-    assert tuple(data.train[0]["image"].shape) == (3, *INPUT)
+    assert tuple(data.train.collate([data.train[0]])["image"].shape) == (1, 3, *INPUT)
 
 
 def test_keep_aspect_trains_evaluates_and_saves_the_resolved_size(strips, make_folder_config, tmp_path):
@@ -221,3 +225,29 @@ def test_batch_augment_keeps_h_by_w():
     augment = BatchAugment(2, {"kind": "none"})
     x, m = augment(torch.zeros(3, 1, *INPUT, dtype=torch.uint8), torch.zeros(3, 1, *INPUT, dtype=torch.bool))
     assert tuple(x.shape) == (3, 1, *INPUT) and tuple(m.shape) == (3, 1, *INPUT)
+
+
+@pytest.mark.parametrize("every_branch", [False, True])  # the CPU loop and the CUDA path (forced here)
+def test_stored_batch_augment_crops_rectangles_and_masks_follow(monkeypatch, every_branch):
+    from fcdd.data import stored_augment
+    from fcdd.data.batch_augment import batch_augment
+
+    monkeypatch.setattr(stored_augment, "every_branch", lambda x: every_branch)
+    n, (sh, sw) = 64, (44, 110)  # the stored copy of a [40, 100] input (stored_size 44)
+    images = torch.zeros(n, 3, sh, sw, dtype=torch.uint8)
+    masks = torch.zeros(n, 1, sh, sw, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(0)
+    for i in range(n):
+        y, x = (
+            torch.randint(0, sh - 12, (1,), generator=gen).item(),
+            torch.randint(0, sw - 30, (1,), generator=gen).item(),
+        )
+        images[i, :, y : y + 12, x : x + 30] = 255
+        masks[i, :, y : y + 12, x : x + 30] = True
+    augment = batch_augment("folder", {"input_size": INPUT, "normalisation": {"kind": "none"}})
+    torch.manual_seed(0)
+    out, m = augment(images, masks)
+    assert tuple(out.shape) == (n, 3, *INPUT) and tuple(m.shape) == (n, 1, *INPUT)
+    inside = (out * m).sum((1, 2, 3)) / (3 * m.sum((1, 2, 3))).clamp_min(1)
+    outside = (out * (1 - m)).sum((1, 2, 3)) / (3 * (1 - m).sum((1, 2, 3)))
+    assert bool((m.sum((1, 2, 3)) > 0).all()) and float((inside - outside).min()) > 0.5

@@ -218,5 +218,5 @@ def batch_augment(dataset: str, preprocess: dict[str, Any]) -> BatchAugment | No
     if dataset in ("mvtec", "folder"):
         from fcdd.data.stored_augment import StoredBatchAugment  # builds on this module's colour ops
 
-        return StoredBatchAugment(int(preprocess["input_size"]), norm)
+        return StoredBatchAugment(preprocess["input_size"], norm)
     return None

@@ -15,6 +15,7 @@ each branch runs on its own samples only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from fcdd.data.batch_augment import _brightness, _contrast, _hue, _saturation, apply_jitter
+from fcdd.data.geometry import size_hw
 from fcdd.data.normalisation import normalise
 from fcdd.data.transforms import STORED_JITTERS, STORED_NOISE, STORED_NOISE_P, stored_before_crop
 
@@ -34,12 +36,12 @@ def every_branch(x: torch.Tensor) -> bool:
 
 
 class StoredBatchAugment:
-    """(uint8 images [B, C, S, S], bool masks [B, 1, S, S] or None) -> (normalised float images
-    [B, C, size, size], float masks [B, 1, size, size]); S is the stored size."""
+    """(uint8 images [B, C, S, T], bool masks [B, 1, S, T] or None) -> (normalised float images
+    [B, C, H, W], float masks [B, 1, H, W]); S x T is the stored size, ``size`` = H x W (an int: square)."""
 
-    def __init__(self, size: int, normalisation: dict[str, Any]):
-        self.size, self.normalisation = size, normalisation
-        self.before_crop = stored_before_crop(size)
+    def __init__(self, size: int | Sequence[int], normalisation: dict[str, Any]):
+        self.size, self.normalisation = size_hw(size), normalisation
+        self.before_crop = tuple(stored_before_crop(n) for n in self.size)  # per side
 
     def __call__(
         self,
@@ -56,8 +58,13 @@ class StoredBatchAugment:
         # Every draw up front, in one order for both paths: which geometry (v2.RandomChoice: crop or
         # plain resize), crop offsets, which jitter, the jitter's op order and factors, the noise coin.
         crop = rand(n) < 0.5
-        span = self.before_crop - self.size + 1
-        offsets = torch.randint(0, span, (2, n), generator=generator, device=gen_device).to(dev)
+        spans = [b - s + 1 for b, s in zip(self.before_crop, self.size, strict=True)]
+        if spans[0] == spans[1]:  # square: the one draw of before, so square batches are unchanged
+            offsets = torch.randint(0, spans[0], (2, n), generator=generator, device=gen_device).to(dev)
+        else:
+            offsets = torch.stack(
+                [torch.randint(0, span, (n,), generator=generator, device=gen_device) for span in spans]
+            ).to(dev)
         second = (rand(n) < 0.5).float()  # the second ColorJitter of STORED_JITTERS
         order = torch.argsort(rand(n, 4), dim=1)  # torchvision: a random order of the four ops
         u = rand(n, 4)
@@ -84,20 +91,20 @@ class StoredBatchAugment:
         self, x: torch.Tensor, channels: int, draws, generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         crop, offsets, order, factors, shift, noisy = (d.tolist() for d in draws)
-        n, s = x.shape[0], self.size
-        images = torch.empty((n, channels, s, s))
-        masks = torch.empty((n, x.shape[1] - channels, s, s))
+        n, (sh, sw) = x.shape[0], self.size
+        images = torch.empty((n, channels, sh, sw))
+        masks = torch.empty((n, x.shape[1] - channels, sh, sw))
         for i in range(n):
             if crop[i]:
                 top, left = offsets[0][i], offsets[1][i]
                 src = (
                     x[i]
-                    if x.shape[-1] == self.before_crop
+                    if tuple(x.shape[-2:]) == self.before_crop
                     else self._resize(x[i : i + 1], self.before_crop, channels)[0]
                 )
-                g = src[:, top : top + s, left : left + s]  # a view: the crop copies nothing
+                g = src[:, top : top + sh, left : left + sw]  # a view: the crop copies nothing
             else:
-                g = self._resize(x[i : i + 1], s, channels)[0]
+                g = self._resize(x[i : i + 1], self.size, channels)[0]
             torch.div(g[:channels], 255, out=images[i])
             masks[i].copy_(g[channels:])
             y = images[i : i + 1]
@@ -129,9 +136,9 @@ class StoredBatchAugment:
 
     # --- geometry, on uint8 ----------------------------------------------------------------------
 
-    def _resize(self, x: torch.Tensor, side: int, channels: int) -> torch.Tensor:
+    def _resize(self, x: torch.Tensor, hw: tuple[int, int], channels: int) -> torch.Tensor:
         """Images bilinear (antialiased), masks NEAREST_EXACT: transforms.AlignedResize per sample."""
-        size = [side, side]
+        size = list(hw)
         image = F.resize(x[:, :channels], size, antialias=True)
         if x.shape[1] == channels:
             return image
@@ -139,10 +146,10 @@ class StoredBatchAugment:
         return torch.cat([image, mask], 1)
 
     def _crop(self, x: torch.Tensor, offsets: torch.Tensor, channels: int) -> torch.Tensor:
-        if x.shape[-1] != self.before_crop:
+        if tuple(x.shape[-2:]) != self.before_crop:
             x = self._resize(x, self.before_crop, channels)
-        s, n = self.size, x.shape[0]
-        rows = offsets[0][:, None] + torch.arange(s, device=x.device)  # [n, s]
-        cols = offsets[1][:, None] + torch.arange(s, device=x.device)
+        (sh, sw), n = self.size, x.shape[0]
+        rows = offsets[0][:, None] + torch.arange(sh, device=x.device)  # [n, H]
+        cols = offsets[1][:, None] + torch.arange(sw, device=x.device)  # [n, W]
         b = torch.arange(n, device=x.device)[:, None, None]
         return x[b, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # [n, C, s, s]
