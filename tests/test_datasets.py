@@ -456,8 +456,10 @@ def test_folder_defect_type_is_the_last_folder_name_unless_two_collide(tmp_path,
         save(folder_root / sub / "x.png", textured(48, rng, (5, 5, 10)))
     cfg = folder_cfg(tmp_path, folder_root)
     cfg.data.folder.anomalous = ["bad/*.png", "test/*", "lot*/crack", "MT_*/Imgs"]
-    with pytest.warns(UserWarning):  # README.txt skipped; the new images have no mask
+    with pytest.warns(UserWarning, match="5 of 8 anomalous test images have no mask"):  # the new ones
         bundle = build_datasets(cfg, "folder", 0)
+    unmasked = [Path(p).name == "x.png" for p in bundle.test.paths]
+    assert bundle.test.has_masks and bundle.test.mask_known.tolist() == [not u for u in unmasked]
     assert bundle.summary["test"]["defect_types"] == {
         "bad": 3, "broken_large": 1, "lot1/crack": 1, "lot2/crack": 1, "MT_Crack/Imgs": 1, "MT_Fray/Imgs": 1,
     }  # fmt: skip

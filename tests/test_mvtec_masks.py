@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -139,3 +140,30 @@ def test_partial_masks_pixel_metrics_on_the_images_that_have_one(tmp_path, categ
 def _range(maps: list[np.ndarray]) -> tuple[float, float]:
     """evaluate's MaskScorer bins span the maps of all test images at the input size."""
     return float(min(m.min() for m in maps)), float(max(m.max() for m in maps))
+
+
+GRID = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mvtec_ad_subset" / "grid"
+
+
+@pytest.mark.skipif(not GRID.is_dir(), reason="../shared/data absent")
+def test_real_grid_without_and_with_partial_ground_truth(tmp_path):
+    """The real MVTec grid category seen through symlinks: all masks, none, and all but 'bent'."""
+    types = sorted(p.name for p in (GRID / "ground_truth").iterdir())
+    views = {}
+    for name, with_masks in (("full", types), ("none", None), ("partial", [t for t in types if t != "bent"])):
+        base = tmp_path / name / "grid"
+        for split in ("train", "test"):
+            base.mkdir(parents=True, exist_ok=True)
+            (base / split).symlink_to((GRID / split).resolve())
+        for d in with_masks or []:
+            (base / "ground_truth").mkdir(exist_ok=True)
+            (base / "ground_truth" / d).symlink_to((GRID / "ground_truth" / d).resolve())
+        cfg = _cfg(tmp_path, base)
+        cfg.data.stored_size = 64
+        with pytest.warns(UserWarning) if name != "full" else contextlib.nullcontext():
+            views[name] = build_datasets(cfg, "grid", 0).test
+    full, none, partial = views["full"], views["none"], views["partial"]
+    assert len(full) == len(none) == len(partial) == 14 and none.labels.tolist() == full.labels.tolist()
+    assert full.mask_known.all() and not none.has_masks and not none.mask_known.any()
+    bent = [d == "bent" for d in partial.defect_types]
+    assert any(bent) and partial.mask_known.tolist() == [not b for b in bent]
