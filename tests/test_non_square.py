@@ -131,14 +131,15 @@ def test_evaluate_reproduces_and_predict_gives_each_image_its_own_size(trained, 
     assert Image.open(heat).size == (W, H)
 
 
-def test_export_scores_like_pytorch(trained, strips, tmp_path):
-    pytest.importorskip("onnxruntime")
+@pytest.mark.parametrize("fmt", ["onnx", "openvino", "torchscript"])
+def test_export_scores_like_pytorch(trained, strips, tmp_path, fmt):
     pytest.importorskip("onnx")
+    pytest.importorskip({"onnx": "onnxruntime", "openvino": "openvino", "torchscript": "torch"}[fmt])
     from fcdd.backends import ExportedDetector
     from fcdd.export import META_FILE, export_detector
 
     det = Detector.load(trained[1].run_dir / "model.pt")
-    export_detector(det, "onnx", tmp_path)
+    export_detector(det, fmt, tmp_path)
     meta = json.loads((tmp_path / META_FILE).read_text())
     assert meta["input"]["shape"] == ["batch", 3, *INPUT] and meta["preprocess"]["input_size"] == INPUT
     files = [strips / "defect" / "d01.png", strips / "good" / "g01.png"]
@@ -147,6 +148,19 @@ def test_export_scores_like_pytorch(trained, strips, tmp_path):
     for a, b in zip(got.heatmaps, ref.heatmaps, strict=True):
         assert a.shape == (H, W)
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
+
+
+def test_packed_training_takes_the_rectangle(strips, make_folder_config, tmp_path):
+    """train_pack (the pipeline's batched runs) builds and trains [40, 100] nets; each run then
+    evaluates from its checkpoint as a run of its own."""
+    from fcdd.packed import train_pack
+
+    cfg = _cfg(make_folder_config, strips, tmp_path, f"model.input_size={INPUT}", "train.seeds=[0, 1]")
+    dirs = train_pack(cfg, [("tiles", 0), ("tiles", 1)])
+    for seed, run_dir in enumerate(dirs):
+        result = experiment.run_experiment(cfg, "tiles", seed)
+        assert result.run_dir == run_dir and [h["epoch"] for h in result.history] == [1]
+        assert Detector.load(run_dir / "model.pt").model.output_size == (10, 25)
 
 
 def test_served_pyfunc_scores_like_the_detector(trained, strips):
