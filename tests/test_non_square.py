@@ -265,3 +265,26 @@ def test_stored_batch_augment_crops_rectangles_and_masks_follow(monkeypatch, eve
     inside = (out * m).sum((1, 2, 3)) / (3 * m.sum((1, 2, 3))).clamp_min(1)
     outside = (out * (1 - m)).sum((1, 2, 3)) / (3 * (1 - m).sum((1, 2, 3)))
     assert bool((m.sum((1, 2, 3)) > 0).all()) and float((inside - outside).min()) > 0.5
+
+
+def test_resize_then_centre_crop_keeps_the_rectangle():
+    """The crop geometry (ImageNet-30's resize-then-centre-crop) with an [H, W] crop: the short side
+    goes to ``resize``, then the centre H x W."""
+    pre = {"input_size": INPUT, "channels": 1, "resize": 46, "crop": INPUT, "normalisation": {"kind": "none"}}
+    ramp = np.tile(np.linspace(0, 255, W, dtype=np.float32), (H, 1)).astype(np.uint8)
+    x = test_transform(pre)(Image.fromarray(ramp))
+    assert tuple(x.shape) == (1, *INPUT)
+    # 80x200 -> 46x115, centre 100 columns: the ramp's middle, symmetric about 0.5
+    assert float(x[0, :, 0].mean() + x[0, :, -1].mean()) == pytest.approx(1.0, abs=0.02)
+    assert 0.02 < float(x[0, 0, 0]) < 0.1
+
+
+def test_fixed_resize_leaves_old_fingerprints_alone(strips, make_folder_config, tmp_path):
+    """data.resize is new: at its old behaviour (fixed) it is not hashed, so checkpoints written
+    before it existed still resume; keep_aspect counts."""
+    from fcdd.fingerprint import result_settings
+
+    fixed = _cfg(make_folder_config, strips, tmp_path, "model.input_size=40")
+    keep = _cfg(make_folder_config, strips, tmp_path, "model.input_size=40", "data.resize=keep_aspect")
+    assert "data.resize" not in result_settings(fixed)
+    assert result_settings(keep)["data.resize"] == "keep_aspect"
