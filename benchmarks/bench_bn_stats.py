@@ -113,7 +113,8 @@ for name, kind in [("recal nominal train images", nom), ("recal train loader (mi
     torch.manual_seed(1)
     with torch.no_grad():
         for _ in range(2):
-            for b in DataLoader(kind, batch_size=8, shuffle=True):
+            collate = getattr(kind, "collate", None)  # batch-augmenting sets hand out uint8 items
+            for b in DataLoader(kind, batch_size=8, shuffle=True, collate_fn=collate):
                 m(b["image"])
     m.eval()
     if kind is nom:

@@ -13,6 +13,7 @@ and injected anomalies). Frozen layers (eval mode through ``model.train()``) kee
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import torch
 from torch import nn
@@ -57,7 +58,11 @@ def recalibrate_batchnorm(
         m.momentum = None  # cumulative average: every batch counts the same
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # augmentation and injection draw from it: the pass repeats
-    loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=0, drop_last=False)
+    # A training set with a batch transform hands out uint8 items and augments in its collate.
+    collate = partial(source.collate, keys=("image",)) if hasattr(source, "collate") else None
+    loader = DataLoader(
+        source, batch_size=batch_size, shuffle=False, num_workers=0, drop_last=False, collate_fn=collate
+    )
     seen = 0
     try:
         for batch in loader:
