@@ -51,7 +51,7 @@ def cases(args: argparse.Namespace, cache: str) -> list[tuple[str, list[str], li
         fmnist += ["data.train_limit=2048"]
         grid += ["data.train_limit=8", "train.epoch_repeats=1", "train.batch_size=8"]
     if args.workers is not None:
-        common += [f"data.num_workers={args.workers}"]
+        common += [f"data.num_workers={args.workers[0]}"]
     return [
         ("fmnist/cnn28", ["fmnist"], fmnist + common, "bag"),
         ("mvtec-grid/vgg11_bn", ["mvtec"], grid + common, "grid"),
@@ -138,7 +138,8 @@ def engine_rate(bundle, cfg, device: torch.device, run_dir: Path) -> float:
 
 def compare_mvtec(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
-    sets = [("grid", args.mvtec_root), ("hazelnut", args.hazelnut_root)]
+    roots = {"grid": args.mvtec_root, "hazelnut": args.hazelnut_root}
+    sets = [(cls, roots[cls]) for cls in args.sets]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for cls, root in sets:
@@ -202,7 +203,9 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="small epochs (CPU-friendly)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: config's)")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=None, help="DataLoader workers (default: config's)"
+    )
     parser.add_argument("--fmnist-root", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--mvtec-root", default=str(SHARED / "mvtec_ad_subset"))
     parser.add_argument("--oe-source", default=str(SHARED / "imagenet1k_samples"))
@@ -215,9 +218,16 @@ def main() -> None:
         "--threads", type=int, nargs="+", default=[1, 2], help="--mvtec-compare: torch threads"
     )
     parser.add_argument("--loader-only", action="store_true", help="--mvtec-compare: no training epochs")
+    parser.add_argument(
+        "--sets",
+        nargs="+",
+        default=["grid", "hazelnut"],
+        choices=["grid", "hazelnut"],
+        help="--mvtec-compare",
+    )
     args = parser.parse_args()
     if args.mvtec_compare:
-        args.workers = [0, 2] if args.workers is None else [args.workers]
+        args.workers = args.workers or [0, 2]
         compare_mvtec(args)
         return
     rows = []

@@ -56,6 +56,42 @@ def test_batched_path_has_the_per_sample_distribution(stored, size):
     assert not m.any()
 
 
+def test_all_branches_path_has_the_per_image_distribution(monkeypatch):
+    """The CUDA form (every branch on the whole batch, torch.where keeps the drawn one) run on the
+    CPU: the same statistics as the CPU's image-by-image form, and the same masks for the same draws."""
+    import fcdd.data.stored_augment as sa
+
+    image, n = _image(34), 1500
+    images = image.expand(n, -1, -1, -1).contiguous()
+    masks = (images[:, :1] > 128).contiguous()
+    augment = StoredBatchAugment(32, NONE)
+    torch.manual_seed(0)
+    a, ma = augment(images, masks)
+    monkeypatch.setattr(sa, "every_branch", lambda x: True)
+    torch.manual_seed(0)
+    b, mb = augment(images, masks)
+    assert torch.equal(ma, mb)  # geometry draws come first and alike: identical crops and resizes
+    assert float((a.mean(0) - b.mean(0)).abs().max()) < 0.03
+    assert float((a.std(0) - b.std(0)).abs().mean()) < 0.01
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA sync debug mode needs a GPU")
+def test_device_augmentation_does_not_sync_on_cuda():
+    cuda = torch.device("cuda")
+    images = torch.randint(0, 256, (8, 3, 240, 240), dtype=torch.uint8).to(cuda)
+    masks = torch.zeros(8, 1, 240, 240, dtype=torch.bool, device=cuda)
+    generator = torch.Generator(device=cuda).manual_seed(0)
+    augment = StoredBatchAugment(224, {"kind": "gcn-minmax", "min": -1.0, "max": 2.0})
+    augment(images, masks, generator)  # warm-up: first calls may allocate and load kernels
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        x, m = augment(images, masks, generator)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert x.shape == (8, 3, 224, 224) and m.shape == (8, 1, 224, 224) and x.is_cuda
+
+
 def test_masks_move_with_the_image():
     """A bright square on black, its mask on the square: after crop/resize, jitter and noise the
     mask still covers the bright pixels in every sample (and both geometry branches occur)."""
