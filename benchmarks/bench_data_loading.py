@@ -14,12 +14,14 @@ Run from the repository root; ``--workers`` overrides cfg.data.num_workers (defa
 compares, for MVTec at 224 (grid and the hazelnut toy set, confetti, the `cpu_mvtec` profile), the
 per-sample augmentation (``data.batch_augment=false``, the baseline) with the batched one
 (fcdd.data.stored_augment) in ONE run, rounds alternating, medians: the loader alone (images/s after
-the first batch) and one epoch through ``fcdd.engine.train`` (VGG11-BN, the engine's fast path).
+the first batch) and one epoch through ``fcdd.engine.train`` (VGG11-BN, the engine's fast path; at
+``--train-threads`` only, default 2: an epoch takes ~10 s on 2 cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -117,15 +119,36 @@ def time_epoch(name: str, presets: list[str], overrides: list[str], cls: str, de
 PATHS = {"per-sample": "data.batch_augment=false", "batched": "data.batch_augment=true"}
 
 
-def loader_rate(bundle, cfg, device: torch.device, seed: int) -> float:
-    """images/s of the engine's loader alone, from the first batch on (worker start-up excluded)."""
+def _cpu_seconds(pids: list[int]) -> float:
+    """user + system CPU seconds of processes (DataLoader workers), from /proc (Linux; else 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def loader_rate(bundle, cfg, device: torch.device, seed: int, passes: int) -> tuple[float, float]:
+    """The engine's loader alone over ``passes`` epochs, from the first batch on (worker start-up
+    excluded): (images per wall second, images per CPU second of this process and its workers).
+    On a shared CPU the second is the steadier one: it does not count time spent waiting for a core."""
+    loader = make_loader(bundle.train, cfg, device, seed, ("image", "label", "mask"))
     images, start = 0, None
-    for batch in make_loader(bundle.train, cfg, device, seed, ("image", "label", "mask")):
-        if start is None:
-            start = time.perf_counter()
-            continue
-        images += len(batch["label"])
-    return images / (time.perf_counter() - start) if images else float("nan")
+    for _ in range(passes):
+        it = iter(loader)
+        for batch in it:
+            if start is None:
+                workers = [w.pid for w in getattr(it, "_workers", [])]
+                start, cpu = time.perf_counter(), time.process_time() + _cpu_seconds(workers)
+                continue
+            images += len(batch["label"])
+    wall = time.perf_counter() - start
+    cpu = time.process_time() + _cpu_seconds(workers) - cpu
+    del it, loader
+    return images / wall, images / max(cpu, 1e-9)
 
 
 def engine_rate(bundle, cfg, device: torch.device, run_dir: Path) -> float:
@@ -139,62 +162,72 @@ def engine_rate(bundle, cfg, device: torch.device, run_dir: Path) -> float:
 def compare_mvtec(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     roots = {"grid": args.mvtec_root, "hazelnut": args.hazelnut_root}
-    sets = [(cls, roots[cls]) for cls in args.sets]
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for cls, root in sets:
-            if not Path(root, cls).is_dir():
-                print(f"skipping {cls}: {Path(root, cls)} not found")
-                continue
-            for threads in args.threads:
-                for workers in args.workers:
-                    base = [
-                        "data.dataset=mvtec",
-                        f"data.root={root}",
-                        f"data.cache_dir={tmp}/cache",
-                        f"data.num_workers={workers}",
-                        f"train.threads={threads}",
-                        "train.epochs=1",
-                        "train.progress=false",
-                        "tracking.enabled=false",
-                        "evaluation.calibration=0",
-                    ]
-                    cfgs = {
-                        p: load_config("params.yaml", [*base, o], preset=["mvtec", "cpu_mvtec"])
-                        for p, o in PATHS.items()
-                    }
-                    bundles = {p: build_datasets(c, cls, seed=0) for p, c in cfgs.items()}
-                    rates: dict[str, dict[str, list[float]]] = {p: {"loader": [], "train": []} for p in PATHS}
-                    for r in range(args.rounds):
-                        order = list(PATHS) if r % 2 == 0 else list(PATHS)[::-1]
-                        for p in order:
-                            torch.set_num_threads(threads)
-                            rates[p]["loader"].append(loader_rate(bundles[p], cfgs[p], device, seed=r))
-                            if not args.loader_only:
-                                run_dir = Path(tmp, f"run-{cls}-{threads}-{workers}-{p}-{r}")
-                                rates[p]["train"].append(engine_rate(bundles[p], cfgs[p], device, run_dir))
-                    med = {
-                        p: {k: statistics.median(v) if v else float("nan") for k, v in d.items()}
-                        for p, d in rates.items()
-                    }
-                    rows.append((cls, len(bundles["batched"].train), threads, workers, med))
     torch.set_num_threads(max(args.threads))
     print(machine_line(device))
     print(
-        f"MVTec at 224, presets [mvtec, cpu_mvtec] (confetti p=0.5, batch 8, VGG11-BN random init),"
-        f" {args.rounds} alternating rounds, medians"
+        "MVTec at 224, presets [mvtec, cpu_mvtec] (confetti p=0.5, batch 8, VGG11-BN random init);"
+        f" loader: {args.rounds} alternating rounds, engine epochs: {args.train_rounds}"
+        f" at {args.train_threads} threads; medians"
     )
     print(
         "| set | images | threads | workers | loader per-sample img/s | loader batched img/s | loader ratio"
+        " | per CPU-s per-sample | per CPU-s batched | CPU ratio"
         " | train per-sample img/s | train batched img/s | train ratio |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for cls, n, threads, workers, med in rows:
-        a, b = med["per-sample"], med["batched"]
-        print(
-            f"| {cls} | {n} | {threads} | {workers} | {a['loader']:.1f} | {b['loader']:.1f} | {b['loader'] / a['loader']:.2f}"
-            f" | {a['train']:.2f} | {b['train']:.2f} | {b['train'] / a['train']:.2f} |"
-        )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for cls in args.sets:
+            if not Path(roots[cls], cls).is_dir():
+                print(f"skipping {cls}: {Path(roots[cls], cls)} not found")
+                continue
+            for threads in args.threads:
+                for workers in args.workers:
+                    n, med = compare_once(args, cls, roots[cls], threads, workers, device, Path(tmp))
+                    a, b = med["per-sample"], med["batched"]
+                    print(
+                        f"| {cls} | {n} | {threads} | {workers} | {a['loader']:.1f} | {b['loader']:.1f}"
+                        f" | {b['loader'] / a['loader']:.2f} | {a['loader_cpu']:.1f} | {b['loader_cpu']:.1f}"
+                        f" | {b['loader_cpu'] / a['loader_cpu']:.2f} | {a['train']:.2f} | {b['train']:.2f}"
+                        f" | {b['train'] / a['train']:.2f} |",
+                        flush=True,
+                    )
+
+
+def compare_once(args, cls: str, root: str, threads: int, workers: int, device, tmp: Path):
+    """(training images, {path: {"loader"/"train": median images/s}}) of one setting, paths alternating."""
+    base = [
+        "data.dataset=mvtec",
+        f"data.root={root}",
+        f"data.cache_dir={tmp}/cache",
+        f"data.num_workers={workers}",
+        f"train.threads={threads}",
+        "train.epochs=1",
+        "train.progress=false",
+        "tracking.enabled=false",
+        "evaluation.calibration=0",
+    ]
+    cfgs = {
+        p: load_config("params.yaml", [*base, o], preset=["mvtec", "cpu_mvtec"]) for p, o in PATHS.items()
+    }
+    bundles = {p: build_datasets(c, cls, seed=0) for p, c in cfgs.items()}
+    rates: dict[str, dict[str, list[float]]] = {
+        p: {"loader": [], "loader_cpu": [], "train": []} for p in PATHS
+    }
+    train = not args.loader_only and threads in args.train_threads
+    for r in range(max(args.rounds, args.train_rounds if train else 0)):
+        for p in list(PATHS) if r % 2 == 0 else list(PATHS)[::-1]:
+            torch.set_num_threads(threads)
+            if r < args.rounds:
+                wall, cpu = loader_rate(bundles[p], cfgs[p], device, r, args.loader_passes)
+                rates[p]["loader"].append(wall)
+                rates[p]["loader_cpu"].append(cpu)
+            if train and r < args.train_rounds:
+                run_dir = tmp / f"run-{cls}-{threads}-{workers}-{p}-{r}"
+                rates[p]["train"].append(engine_rate(bundles[p], cfgs[p], device, run_dir))
+    med = {
+        p: {k: statistics.median(v) if v else float("nan") for k, v in d.items()} for p, d in rates.items()
+    }
+    return len(bundles["batched"].train), med
 
 
 def main() -> None:
@@ -218,6 +251,13 @@ def main() -> None:
         "--threads", type=int, nargs="+", default=[1, 2], help="--mvtec-compare: torch threads"
     )
     parser.add_argument("--loader-only", action="store_true", help="--mvtec-compare: no training epochs")
+    parser.add_argument(
+        "--loader-passes", type=int, default=3, help="--mvtec-compare: epochs per loader timing"
+    )
+    parser.add_argument("--train-rounds", type=int, default=2, help="--mvtec-compare: engine epochs per path")
+    parser.add_argument(
+        "--train-threads", type=int, nargs="+", default=[2], help="--mvtec-compare: thread counts with epochs"
+    )
     parser.add_argument(
         "--sets",
         nargs="+",
