@@ -37,6 +37,9 @@ from fcdd.config import Config, load_config
 
 # Test-only hook: raise once after this epoch (per run folder) to exercise retry + resume.
 FAIL_AFTER_EPOCH_ENV = "FCDD_FAIL_AFTER_EPOCH"
+# Lease of a held GPU slot, renewed while the run lives: a run whose process or host is lost frees
+# its slot this long after (Prefect's default, 300 s, kept the resubmitted run waiting that long).
+SLOT_LEASE_S = 60
 # The columns of results.csv, in order; a row may carry more (they follow).
 RESULT_COLUMNS = [
     "dataset", "class", "seed", "status", "image_auc", "pixel_auc", "aupro", "image_aupr",
@@ -137,7 +140,7 @@ def training_slot(cfg: Config) -> Iterator[None]:
         yield
         return
     logger.info("waiting for a slot of global concurrency limit %r", name)
-    with concurrency(name, occupy=1, strict=True):
+    with concurrency(name, occupy=1, strict=True, lease_duration=SLOT_LEASE_S):
         logger.info("holding a slot of %r", name)
         yield
 

@@ -119,8 +119,12 @@ class MlflowEpochLogger:
 
     def __init__(self, client: MlflowClient, run_id: str, forward_to: Any = None):
         self.client, self.run_id, self.forward_to = client, run_id, forward_to
+        self.trained = False
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        if not self.trained:  # this attempt's first epoch: > 1 when it resumed from a checkpoint
+            self.client.set_tag(self.run_id, "fcdd.first_epoch", str(int(epoch)))
+            self.trained = True
         numbers = {k: float(v) for k, v in logs.items() if _is_number(v) and k != "epoch"}
         metrics = [Metric(k, v, _now(), int(epoch)) for k, v in numbers.items()]
         if metrics:
