@@ -163,6 +163,8 @@ def cluster(tmp_path: Path):
              "-U", "fcdd", "--auth=trust"],
             cwd=pg_root, check=True, capture_output=True,
         )  # fmt: skip
+        with (pg_root / "data" / "pg_hba.conf").open("a") as hba:  # the hosts' subnet, no password
+            hba.write(f"host all fcdd {server.rsplit('.', 1)[0]}.0/24 trust\n")
         hosts.start(
             "server",
             [str(pg_bin / "postgres"), "-D", str(pg_root / "data"), "-k", str(pg_root),
