@@ -119,6 +119,9 @@ class Hosts:
         for host in self.made:
             for pid in self.pids(host):
                 _signal(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10  # killed processes still count until they are reaped
+        while time.monotonic() < deadline and any(self.pids(h) for h in self.made):
+            time.sleep(0.25)
         for proc in self.procs:  # the `ip netns exec` parents: reap them
             try:
                 proc.wait(timeout=10)

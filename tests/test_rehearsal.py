@@ -294,15 +294,8 @@ def _class_of(run: dict) -> str:
     return run["name"].removeprefix("fmnist-").split("-seed0")[0]
 
 
-def _running_on(c: Cluster, runs: list[dict], cls: str) -> tuple[dict, str, int] | None:
-    """The RUNNING flow run of this class, the host executing it and its engine process id."""
-    for run in runs:
-        if _class_of(run) == cls and run["state"]["type"] == "RUNNING":
-            for host in c.workers:
-                pid = flow_run_pid(c.hosts.pids(host), run["id"])
-                if pid is not None:
-                    return run, host, pid
-    return None
+def _since(stamp: str | None, t: float) -> str:
+    return f"+{_ts(stamp) - t:.1f} s" if stamp else "never"
 
 
 @pytest.mark.timeout(2400)
@@ -316,50 +309,10 @@ run = run_deployment("fcdd-train/fcdd-train", timeout=0, work_queue_name="contro
 print(run.id)
 """
     parent_id = c.python(trigger).strip().splitlines()[-1]
-    t_start = time.time()
-    events: list[tuple[float, str]] = [(t_start, "fcdd-train triggered")]
-    cases: dict[str, dict] = {}  # "process" / "host": what was killed, when
-    deadline = time.monotonic() + 2100
-    parent = None
-    while time.monotonic() < deadline:
-        parent = c.api(f"/flow_runs/{parent_id}")
-        if parent["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            break
-        shared = _epochs_shared(c)
-        runs = c.api("/flow_runs/filter", {}) if shared else []
-        if "process" not in cases:  # case 1: the first class with an epoch-1 checkpoint
-            for cls, epoch in shared.items():
-                found = _running_on(c, runs, cls) if epoch < EPOCHS else None
-                if found:
-                    run, host, pid = found
-                    os.kill(pid, 9)
-                    cases["process"] = dict(cls=cls, run=run["id"], host=host, t=time.time(), epoch=epoch)
-                    events.append(
-                        (
-                            time.time(),
-                            f"case 1: SIGKILL {run['name']} (pid {pid} on {host}) after epoch {epoch}",
-                        )
-                    )
-                    break
-        elif "host" not in cases:  # case 2: the host running another class with a checkpoint
-            for cls, epoch in shared.items():
-                found = (
-                    _running_on(c, runs, cls) if cls != cases["process"]["cls"] and epoch < EPOCHS else None
-                )
-                if found:
-                    run, host, _ = found
-                    pids = c.hosts.kill_host(host)
-                    cases["host"] = dict(cls=cls, run=run["id"], host=host, t=time.time(), epoch=epoch)
-                    events.append(
-                        (
-                            time.time(),
-                            f"case 2: SIGKILL all {len(pids)} processes of {host} ({run['name']} after epoch {epoch})",
-                        )
-                    )
-                    break
-        time.sleep(0.3)
-    assert parent is not None and parent["state"]["type"] == "COMPLETED", (
-        f"fcdd-train ended {parent and parent['state']}; logs in {c.logs}\n"
+    t0 = time.time()
+    parent, cases, where = _watch(c, parent_id, t0)
+    assert parent["state"]["type"] == "COMPLETED", (
+        f"fcdd-train ended {parent['state']}; logs in {c.logs}\n"
         + (c.logs / "control.log").read_text()[-4000:]
     )
     assert set(cases) == {"process", "host"}, f"the kills did not happen: {cases}"
@@ -368,23 +321,26 @@ print(run.id)
     [csv] = c.control.glob("*/runs/fmnist/results.csv")
     table = pd.read_csv(csv, dtype={"class": str})
     names = ["t-shirt-top", "trouser", "pullover", "dress"]
-    assert list(table["class"]) == names and set(table["status"]) == {"completed"}, table.to_string()
     rows = table.set_index("class")
     runs = {r["id"]: r for r in c.api("/flow_runs/filter", {})}
+    for name, case in cases.items():
+        resumed = runs.get(rows.loc[case["cls"], "flow_run_id"]) or {}
+        lost = runs[case["run"]]
+        print(
+            f"case {name} ({case['cls']} on {case['host']}, lost after epoch {case['epoch']}): "
+            f"Crashed {_since(lost['state']['timestamp'], case['t'])}, resubmitted run created "
+            f"{_since(resumed.get('created'), case['t'])}, running {_since(resumed.get('start_time'), case['t'])} "
+            f"on {where.get(resumed.get('id'))}, completed {_since(resumed.get('end_time'), case['t'])}; "
+            f"parent completed {_since(parent.get('end_time'), case['t'])}"
+        )
+    assert list(table["class"]) == names and set(table["status"]) == {"completed"}, table.to_string()
+    assert table[["image_auc", "mlflow_run_id", "flow_run_id", "first_epoch"]].notna().all().all(), table
     live = [h for h in c.workers if h != cases["host"]["host"]]
     for case in cases.values():
         row = rows.loc[case["cls"]]
         assert row["first_epoch"] > 1 and row["resubmissions"] >= 1, row.to_dict()
         assert runs[case["run"]]["state"]["type"] == "CRASHED", runs[case["run"]]["state"]
-        assert row["flow_run_id"] != case["run"]
-        assert any(str(row["run_dir"]).startswith(str(c.workers[h])) for h in live), row["run_dir"]
-        resumed = runs[row["flow_run_id"]]
-        case.update(
-            crashed=_ts(runs[case["run"]]["state"]["timestamp"]),
-            created=_ts(resumed["created"]),
-            started=_ts(resumed["start_time"]),
-            ended=_ts(resumed["end_time"]),
-        )
+        assert row["flow_run_id"] != case["run"] and where.get(row["flow_run_id"]) in live, (row, where)
 
     # MLflow on the server: one finished run per class (the lost run continued, not orphaned), a
     # finished parent; one registry version per class, challenger and champion on it.
@@ -422,13 +378,42 @@ print(json.dumps({{"runs": [(r.info.run_id, r.info.status, r.data.tags) for r in
         assert model["versions"] == [("1", class_runs[cls][0])], model
         assert model["aliases"] == {"champion": "1", "challenger": "1"}, model
 
-    for name, case in cases.items():
-        t0 = case["t"]
-        print(
-            f"\ncase {name} ({case['cls']}, lost after epoch {case['epoch']}): Crashed after "
-            f"{case['crashed'] - t0:.1f} s, resubmitted run created {case['created'] - t0:.1f} s, "
-            f"running {case['started'] - t0:.1f} s, completed {case['ended'] - t0:.1f} s after the kill"
-        )
-    for t, what in events:
-        print(f"{t - t_start:7.1f} s  {what}")
-    print(f"{time.time() - t_start:7.1f} s  fcdd-train completed and checked")
+
+def _watch(c: Cluster, parent_id: str, t0: float, timeout: float = 2100) -> tuple[dict, dict, dict]:
+    """Follow the parent to its end; kill as the cases say. Returns the parent flow run, the cases
+    (what was killed: class, flow run, host, time, epoch) and on which host each class run ran."""
+    cases: dict[str, dict] = {}
+    where: dict[str, str] = {}  # flow run id -> worker host
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        parent = c.api(f"/flow_runs/{parent_id}")
+        if parent["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return parent, cases, where
+        running = [r for r in c.api("/flow_runs/filter", {}) if r["state"]["type"] == "RUNNING"]
+        for run in running:
+            for host in c.workers:
+                if run["id"] not in where and flow_run_pid(c.hosts.pids(host), run["id"]):
+                    where[run["id"]] = host
+        shared = _epochs_shared(c)
+        for run in running:
+            cls, host = _class_of(run), where.get(run["id"])
+            if host is None or not 0 < shared.get(cls, 0) < EPOCHS:
+                continue
+            if "process" not in cases:  # case 1: a class run's process, after its first checkpoint
+                pid = flow_run_pid(c.hosts.pids(host), run["id"])
+                if pid is None:
+                    continue
+                os.kill(pid, 9)
+                what = f"case 1: SIGKILL {run['name']} (pid {pid} on {host}) after epoch {shared[cls]}"
+            elif "host" not in cases and cls != cases["process"]["cls"]:  # case 2: a whole host
+                pids = c.hosts.kill_host(host)
+                what = f"case 2: SIGKILL all {len(pids)} processes of {host} ({run['name']} after epoch {shared[cls]})"
+            else:
+                continue
+            cases["process" if "process" not in cases else "host"] = dict(
+                cls=cls, run=run["id"], host=host, t=time.time(), epoch=shared[cls]
+            )
+            print(f"{time.time() - t0:7.1f} s  {what}", flush=True)
+            break
+        time.sleep(0.3)
+    raise AssertionError(f"fcdd-train not finished after {timeout} s; cases {cases}; logs in {c.logs}")
