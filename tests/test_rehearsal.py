@@ -330,7 +330,8 @@ print(run.id)
             f"case {name} ({case['cls']} on {case['host']}, lost after epoch {case['epoch']}): "
             f"Crashed {_since(lost['state']['timestamp'], case['t'])}, resubmitted run created "
             f"{_since(resumed.get('created'), case['t'])}, running {_since(resumed.get('start_time'), case['t'])} "
-            f"on {where.get(resumed.get('id'))}, completed {_since(resumed.get('end_time'), case['t'])}; "
+            f"on {where.get(resumed.get('id'))}, next epoch in the shared folder "
+            f"{'+%.1f s' % (case['resumed_t'] - case['t']) if 'resumed_t' in case else 'never'}, completed {_since(resumed.get('end_time'), case['t'])}; "
             f"parent completed {_since(parent.get('end_time'), case['t'])}"
         )
     assert list(table["class"]) == names and set(table["status"]) == {"completed"}, table.to_string()
@@ -375,7 +376,7 @@ print(json.dumps({{"runs": [(r.info.run_id, r.info.status, r.data.tags) for r in
         assert int(tags["fcdd.first_epoch"]) > 1 and int(tags["fcdd.attempts"]) >= 2, tags
     for cls in names:
         model = report["models"][f"fcdd-fmnist-{cls}"]
-        assert model["versions"] == [("1", class_runs[cls][0])], model
+        assert model["versions"] == [["1", class_runs[cls][0]]], model  # JSON: lists
         assert model["aliases"] == {"champion": "1", "challenger": "1"}, model
 
 
@@ -395,6 +396,9 @@ def _watch(c: Cluster, parent_id: str, t0: float, timeout: float = 2100) -> tupl
                 if run["id"] not in where and flow_run_pid(c.hosts.pids(host), run["id"]):
                     where[run["id"]] = host
         shared = _epochs_shared(c)
+        for case in cases.values():  # the lost class trained on: its next epoch in the shared folder
+            if "resumed_t" not in case and shared.get(case["cls"], 0) > case["epoch"]:
+                case["resumed_t"] = time.time()
         for run in running:
             cls, host = _class_of(run), where.get(run["id"])
             if host is None or not 0 < shared.get(cls, 0) < EPOCHS:
