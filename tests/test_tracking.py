@@ -99,11 +99,12 @@ def test_retry_continues_the_same_run(cfg, monkeypatch):
         tracking.tracked_experiment(cfg, "3", 1)
     client = MlflowClient(cfg.tracking.uri)
     (failed,) = client.search_runs([client.get_experiment_by_name("fcdd-fmnist").experiment_id])
-    assert failed.info.status == "FAILED"
+    assert failed.info.status == "FAILED" and failed.data.tags["fcdd.first_epoch"] == "0"
     out = tracking.tracked_experiment(cfg, "3", 1)
     assert out["mlflow_run_id"] == failed.info.run_id
     run = client.get_run(out["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["fcdd.attempts"] == "2"
+    assert run.data.tags["fcdd.first_epoch"] == "1"  # this attempt's first epoch: it resumed
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0, 1]
     # a finished run is never reused: the next call starts a new one
     assert tracking.tracked_experiment(cfg, "3", 1)["mlflow_run_id"] != out["mlflow_run_id"]
