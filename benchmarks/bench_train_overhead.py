@@ -12,6 +12,10 @@ bare forward + backward + optimiser step of the same net on tensors already on t
 
     python benchmarks/bench_train_overhead.py --quick            # < 2 minutes on a 2-core CPU
     python benchmarks/bench_train_overhead.py --device cuda [--workers 4]
+    python benchmarks/bench_train_overhead.py --device cuda --nets cnn28 vgg11_bn --compile reduce-overhead
+
+``--compile MODE`` adds a run of the fast engine with ``train.compile=MODE`` (three more columns:
+compiled s/step, compiled/bare, compiled img/s; compilation falls in the untimed first epoch).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from fcdd.config import Config
+from fcdd.config import COMPILE_MODES, Config
 from fcdd.engine import autocast_bf16, make_optimizer, resolve_device, seed_everything, train
 from fcdd.hardware import machine_line
 from fcdd.loss import fcdd_loss
@@ -63,8 +67,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def config_for(case: Case, device: torch.device, fast: bool = True) -> Config:
+def config_for(case: Case, device: torch.device, fast: bool = True, compile: str = "off") -> Config:
     cfg = Config()
+    cfg.train.compile = compile
     cfg.model.net, cfg.model.input_size, cfg.model.freeze = case.net, case.input_size, case.freeze
     cfg.train.amp = cfg.train.channels_last = fast
     cfg.data.num_workers = case.workers
@@ -101,11 +106,13 @@ def _net(case: Case):
     return build_net(case.net, case.input_size, freeze=case.freeze)
 
 
-def time_engine(case: Case, device: torch.device, fast: bool = True) -> tuple[float, float, float]:
+def time_engine(
+    case: Case, device: torch.device, fast: bool = True, compile: str = "off"
+) -> tuple[float, float, float]:
     """(wall, cpu, loop wall) seconds per step through engine.train: the fastest epoch after the
     first, measured between epoch ends (so the per-epoch checkpoint is included), and the loop alone
     (the engine's own epoch_time_s, without the checkpoint)."""
-    cfg = config_for(case, device, fast)
+    cfg = config_for(case, device, fast, compile)
     seed_everything(0)
     model = _net(case)
     data = InMemory(case.batch * case.steps, model.in_channels, case.input_size)
@@ -154,6 +161,10 @@ def main() -> None:
         "--workers", type=int, default=0, help="DataLoader workers for the engine (default 0)"
     )
     parser.add_argument("--bare-first", action="store_true", help="time the bare loop before the engine")
+    parser.add_argument("--nets", nargs="+", help="only these nets' cases (cnn28 cnn32 vgg11_bn)")
+    parser.add_argument(
+        "--compile", choices=COMPILE_MODES[1:], help="also time the fast engine with train.compile=MODE"
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     if args.threads:
@@ -175,7 +186,9 @@ def main() -> None:
             Case("vgg11_bn", 224, 16, 20 if gpu else 3, 2),
         ]
 
-    cases = [replace(case, workers=args.workers) for case in cases]
+    cases = [replace(case, workers=args.workers) for case in cases if not args.nets or case.net in args.nets]
+    if not cases:
+        parser.error(f"--nets {' '.join(args.nets)}: none of cnn28, cnn32, vgg11_bn")
     print(machine_line(device))
     print(
         f"device {device}, torch threads {torch.get_num_threads()}, engine DataLoader workers {args.workers}; "
@@ -196,6 +209,9 @@ def main() -> None:
         "plain img/s",
         "fast img/s",
     )
+    if args.compile:
+        header += ("compiled s/step", "compiled/bare", "compiled img/s")
+        print(f"compiled: the fast engine with train.compile={args.compile}")
     print("  ".join(f"{h:>13}" for h in header))
     for case in cases:
         if args.bare_first:
@@ -207,6 +223,9 @@ def main() -> None:
         row = [case.net, case.freeze, case.batch, case.steps, bare[0], plain[0], fast[0]]
         row += [plain[0] / bare[0], bare[0] / fast[0], bare[1] / fast[1]]
         row += [case.batch / bare[0], case.batch / plain[0], case.batch / fast[0]]  # wall-clock throughput
+        if args.compile:
+            compiled = time_engine(case, device, fast=True, compile=args.compile)
+            row += [compiled[0], compiled[0] / bare[0], case.batch / compiled[0]]
         print("  ".join(f"{v:>13.4f}" if isinstance(v, float) else f"{v!s:>13}" for v in row), flush=True)
 
 

@@ -7,9 +7,9 @@ import argparse
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
+FMNIST = ROOT / "data" / "fashion-mnist"
 BENCH = ROOT / "benchmarks"
 torch.set_num_threads(1)
 
@@ -261,16 +262,38 @@ def test_gpu_suite_quick_runs_every_part(tmp_path):
         pytest.skip(
             ".device/cifar10_jpeg.zip and .device/oe_pool.zip are made by hand (benchmarks/README.md)"
         )
-    env = {"GPU_SUITE_QUICK": "1", "OUT": str(tmp_path / "out"), "GPU_SUITE_RUNS": str(tmp_path / "runs"),
+    if not any(
+        p.is_dir() for p in (device_dir / "fmnist", FMNIST, Path("/usr/share/datasets/fashion-mnist"))
+    ):
+        pytest.skip("no Fashion-MNIST (.device/fmnist, data/fashion-mnist or Debian's package)")
+    out = tmp_path / "out"
+    env = {"GPU_SUITE_QUICK": "1", "OUT": str(out), "GPU_SUITE_RUNS": str(tmp_path / "runs"),
            "PYTHON": sys.executable}  # fmt: skip
-    out = _run(["bash", "benchmarks/gpu_suite.sh"], 240, env)
-    summary = (tmp_path / "out" / "summary.txt").read_text()
-    assert re.search(r"inference: exit 0", summary) and re.search(r"cifar10: exit 0", summary), summary
-    assert "train_overhead: exit" in summary  # quick mode only checks that it starts (8 s timeout)
-    rows = _table_rows((tmp_path / "out" / "results.md").read_text(), "| dataset | class |")
-    assert [r[1] for r in rows][:2] == ["airplane", "automobile"]
-    assert "epochs per job" in out
-    assert len(list((tmp_path / "out" / "cifar10_probe_logs").glob("*.log"))) == 2  # logs come back
+    _run(["bash", "benchmarks/gpu_suite.sh"], 600, env)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "details.tar.gz",
+        "suite.log",
+        "summary.txt",
+        "tables.md",
+    ]
+    summary = (out / "summary.txt").read_text()
+    for name in ("packed", "fmnist_packed", "inference", "cifar10"):
+        assert f"{name}: exit 0" in summary, summary
+    # quick mode only checks that these start (8 s each); on a GPU they run in full
+    assert "train_overhead: exit" in summary and "train_compiled: exit" in summary
+    tables = (out / "tables.md").read_text()
+    assert "EXTRAPOLATED full protocol (3 epochs)" in tables  # the packed protocol hit its cap
+    assert [r[1] for r in _table_rows(tables, "| dataset | class |")][:2] == ["airplane", "automobile"]
+    assert [r[0] for r in _table_rows(tables, "| class | image AUC |")][:2] == ["t-shirt-top", "trouser"]
+    with tarfile.open(out / "details.tar.gz") as tar:
+        names = tar.getnames()
+    assert sum(n.startswith("./cifar10/probe/logs/") and n.endswith(".log") for n in names) == 2
+    assert "./fmnist/results.json" in names
+
+    (out / "summary.txt").unlink()  # a part whose data are missing is skipped, and says why
+    env.update(GPU_SUITE_QUICK="0", GPU_SUITE_PARTS="fmnist", GPU_SUITE_FMNIST=str(tmp_path / "nowhere"))
+    _run(["bash", "benchmarks/gpu_suite.sh"], 120, env)
+    assert f"fmnist: skipped, missing {tmp_path / 'nowhere'}" in (out / "summary.txt").read_text()
 
 
 @pytest.mark.slow
