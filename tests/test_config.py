@@ -166,3 +166,14 @@ def test_exponent_without_a_dot_is_a_number():
     """PyYAML reads `1e-4` as a string; a float setting takes it as the number it means."""
     assert load_config(None, overrides=["train.lr=1e-4"]).train.lr == 1e-4
     assert load_config(None, overrides=["train.weight_decay=5E-6"]).train.weight_decay == 5e-6
+
+
+def test_no_run_packs_unless_asked():
+    """Packing is slower on a CPU (docs/benchmarks.md, bench_packed): the default, the main job and
+    every preset of params.yaml train one run at a time; only an explicit orchestration.pack packs."""
+    assert load_config(None).orchestration.pack == 1
+    assert load_config(PARAMS).orchestration.pack == 1
+    presets = yaml.safe_load(PARAMS.read_text())["presets"]
+    for name in presets:
+        assert load_config(PARAMS, preset=[name]).orchestration.pack == 1, name
+    assert load_config(PARAMS, overrides=["orchestration.pack=10"]).orchestration.pack == 10
