@@ -161,7 +161,9 @@ def main() -> None:
         "--workers", type=int, default=0, help="DataLoader workers for the engine (default 0)"
     )
     parser.add_argument("--bare-first", action="store_true", help="time the bare loop before the engine")
-    parser.add_argument("--nets", nargs="+", help="only these nets' cases (cnn28 cnn32 vgg11_bn)")
+    parser.add_argument(
+        "--nets", nargs="+", help="only these cases: NET or NET:FROZEN (cnn28 cnn32 vgg11_bn vgg11_bn:15)"
+    )
     parser.add_argument(
         "--compile", choices=COMPILE_MODES[1:], help="also time the fast engine with train.compile=MODE"
     )
@@ -186,9 +188,13 @@ def main() -> None:
             Case("vgg11_bn", 224, 16, 20 if gpu else 3, 2),
         ]
 
-    cases = [replace(case, workers=args.workers) for case in cases if not args.nets or case.net in args.nets]
-    if not cases:
-        parser.error(f"--nets {' '.join(args.nets)}: none of cnn28, cnn32, vgg11_bn")
+    if args.nets:
+        cases = [case for case in cases if case.net in args.nets or f"{case.net}:{case.freeze}" in args.nets]
+        if not cases:
+            parser.error(
+                f"--nets {' '.join(args.nets)}: none of cnn28, cnn32, vgg11_bn, vgg11_bn:15, vgg11_bn:0"
+            )
+    cases = [replace(case, workers=args.workers) for case in cases]
     print(machine_line(device))
     print(
         f"device {device}, torch threads {torch.get_num_threads()}, engine DataLoader workers {args.workers}; "
