@@ -32,8 +32,10 @@ from prefect.concurrency.sync import concurrency
 from prefect.context import TaskRunContext
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
+from prefect.states import Failed
 
 from fcdd.config import Config, load_config
+from pipelines.worker_setup import WorkerSetupError, check_tracking_server, is_setup_failure
 
 # Test-only hook: raise once after this epoch (per run folder) to exercise retry + resume.
 FAIL_AFTER_EPOCH_ENV = "FCDD_FAIL_AFTER_EPOCH"
@@ -302,6 +304,11 @@ def train_class(
     their rows (one result artifact each)."""
     cfg = load_flow_config(params, overrides)
     orch = cfg.orchestration
+    try:
+        check_tracking(cfg)  # before the training, not after it
+    except WorkerSetupError as e:
+        get_run_logger().error("%s", e)
+        return Failed(message=str(e))  # the one line is the run's state message in the UI
     if pack:
         fit_packed = fit_pack.with_options(
             retries=orch.retries, retry_delay_seconds=orch.retry_delay_s, timeout_seconds=orch.timeout_s
@@ -360,6 +367,7 @@ def train_dataset(
         len(seeds),
         cfg.orchestration.mode,
     )
+    check_tracking(cfg)
     with _parent_run(cfg) as parent_run_id:
         if cfg.orchestration.pack > 1:
             rows = _run_as_packs(cfg, params, child_overrides, jobs, parent_run_id)
@@ -377,6 +385,14 @@ def train_dataset(
     if failed:
         logger.warning("%d of %d class runs failed: %s", len(failed), len(rows), [r["class"] for r in failed])
     return rows
+
+
+def check_tracking(cfg: Config) -> None:
+    """With tracking on, a tracking server that does not answer is one line naming its URI."""
+    if cfg.tracking.enabled:
+        from pipelines.tracking import tracking_uri
+
+        check_tracking_server(tracking_uri(cfg))
 
 
 @contextlib.contextmanager
@@ -447,26 +463,34 @@ def _run_as_deployments(
 
 def resubmit_crashed(submit: Callable[[int], Any], retries: int, what: str) -> tuple[Any, int]:
     """Run ``submit(attempt)`` (a class deployment run, waited for) again while its flow run ends
-    Crashed, at most ``retries`` more times. Crashed is Prefect's verdict on a lost run: the worker
-    reports a killed process; the zombie automation (docs/orchestration.md) marks a run whose
-    heartbeats stopped, e.g. its host vanished. A Failed run already had its in-process retries.
-    The new run resumes from the shared checkpoint (train.checkpoint_uri). Returns (last run,
-    number of crashed runs)."""
+    lost, at most ``retries`` more times. Lost: Crashed, Prefect's verdict on a lost run (the worker
+    reports a killed process; the zombie automation, docs/orchestration.md, marks a run whose
+    heartbeats stopped, e.g. its host vanished), or Failed because its worker could not prepare it
+    (clone, dvc pull, tracking server: pipelines.worker_setup), which another worker may. Any other
+    Failed run already had its in-process retries. The new run resumes from the shared checkpoint
+    (train.checkpoint_uri). Returns (last run, number of lost runs)."""
     logger = get_run_logger()
     crashed = 0
     while True:
         run = submit(crashed + 1)
-        if run.state is None or not run.state.is_crashed() or crashed >= retries:
+        if not _lost(run.state) or crashed >= retries:
             return run, crashed
         crashed += 1
         logger.warning(
-            "%s: flow run %s crashed (%s); resubmitting (%d of %d)",
+            "%s: flow run %s %s (%s); resubmitting (%d of %d)",
             what,
             run.id,
+            "crashed" if run.state.is_crashed() else "failed on its worker",
             one_line(run.state.message or "no message"),
             crashed,
             retries,
         )
+
+
+def _lost(state) -> bool:
+    return state is not None and (
+        state.is_crashed() or (state.is_failed() and is_setup_failure(state.message))
+    )
 
 
 def one_line(text: str, limit: int = 300) -> str:
