@@ -229,6 +229,7 @@ def cmd_train(args) -> int:
         canonical_class(cfg, cls)  # an unknown class fails here, before any MLflow run is opened
     seeds = args.seeds or cfg.train.seeds
     tracked = _tracked_runner(cfg)
+    _check_data_root(cfg)  # a missing root too: before tracking creates its store (mlruns.db)
     rows = []
     for cls in classes:
         for seed in seeds:
@@ -430,6 +431,17 @@ def cmd_init(args) -> int:
 
 
 # ------------------------------------------------------------------ helpers
+def _check_data_root(cfg) -> None:
+    """data.root must exist unless data.download may fetch it (the loader's own checks follow)."""
+    from fcdd.data.errors import DataError
+
+    root = Path(cfg.data.root).expanduser()
+    if cfg.data.download or root.exists():
+        return
+    where = "" if root.is_absolute() else f" (relative to {Path.cwd()})"
+    raise DataError(f"data.root {cfg.data.root}: no such file or folder{where}")
+
+
 def _tracked_runner(cfg):
     """``pipelines.tracking.tracked_experiment`` when ``tracking.enabled`` (fcdd/ itself never
     imports MLflow: the pipelines package is the plug-in); None when tracking is off."""

@@ -284,10 +284,19 @@ def checkpoint_state(
         "sampler_rng": loader.batch_sampler.generator.get_state(),  # type: ignore[attr-defined]
         "loader_rng": loader.generator.get_state(),  # type: ignore[union-attr]
         "rng": _rng_state(),
-        "history": history,
+        "history": [_without_timings(h) for h in history],
         "loss_kind": loss_kind,
         "settings": settings,
     }
+
+
+# Wall-clock measurements of an epoch: they go to the callbacks and MLflow, not into checkpoint.pt,
+# whose bytes must repeat for the same seed and settings (dvc.lock hashes the run folder).
+TIMING_KEYS = ("images_per_s", "epoch_time_s")
+
+
+def _without_timings(logs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in logs.items() if k not in TIMING_KEYS}
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ from fcdd.fingerprint import fingerprint
 from fcdd.metrics import PixelAUC, aupro, image_metrics
 from fcdd.models import build_model
 from fcdd.runlock import run_folder_lock
-from fcdd.stored_config import resolved_root
+from fcdd.stored_config import config_to_store, root_from_model
 
 
 @dataclass
@@ -121,8 +121,8 @@ def _run_locked(cfg: Config, cls: str, seed: int, device, run_dir: Path, callbac
         "seed": seed,
         "quantile": cfg.quantile,
         "input_size": input_size,
-        "config": {k: _plain(v) for k, v in cfg.flat().items()},
-        "data_root_resolved": resolved_root(cfg.data.root),  # evaluate finds it from any folder
+        "config": {k: _plain(v) for k, v in config_to_store(cfg.flat()).items()},
+        **root_from_model(cfg.data.root, run_dir),  # evaluate finds the data from any folder
         "settings": settings,
         "epochs": len(history),
         "bn_recalibration": {"mode": cfg.train.bn_recalibration, "images": bn_images},

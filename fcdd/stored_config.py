@@ -1,23 +1,51 @@
 """The configuration a model was trained with, rebuilt from its model.pt (``fcdd evaluate``).
 
-model.pt's meta carries ``config`` (every ``section.key`` as trained) and ``data_root_resolved``
-(data.root made absolute at training time), so the exact split (dataset, root, folder spec,
-limits, semi split) can be rebuilt from any working directory. A params file, presets and
-``-o`` overrides given explicitly apply on top, in that order.
+model.pt's meta carries ``config`` (every ``section.key`` as trained) and, for a relative
+data.root, ``data_root_from_model`` (the root relative to the model file's folder), so the exact
+split (dataset, root, folder spec, limits, semi split) can be rebuilt from any working directory.
+A params file, presets and ``-o`` overrides given explicitly apply on top, in that order.
+
+The root is stored relative to the model, not as an absolute path: model.pt's bytes then do not
+depend on the folder the repository was cloned into (dvc.lock hashes them). Models of earlier
+versions carry ``data_root_resolved`` (absolute); it is still tried.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
 from fcdd.config import Config, ConfigError, _build, _deep_update, config_layers, validate
 
+# Where results are logged and how runs are scheduled: not stored in model.pt (nor in the pipeline's
+# summaries), so its bytes do not depend on them (dvc.lock hashes it; no DVC stage declares them).
+NOT_STORED_SECTIONS = ("tracking", "orchestration")
 
-def resolved_root(root: str) -> str:
-    """data.root as an absolute path (stored beside the as-given value at training time)."""
-    return str(Path(root).expanduser().resolve())
+
+def config_to_store(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flat config (``Config.flat()``) without the sections in NOT_STORED_SECTIONS."""
+    return {k: v for k, v in flat.items() if k.split(".", 1)[0] not in NOT_STORED_SECTIONS}
+
+
+def root_from_model(root: str, model_dir: str | Path) -> dict[str, str]:
+    """``{"data_root_from_model": path}`` for a relative data.root: where the root lies seen from
+    the folder model.pt is saved in; nothing for an absolute root (the as-given value says it)."""
+    if Path(root).expanduser().is_absolute():
+        return {}
+    # Lexical, not resolve(): a data/ symlink (a shared dataset) must not put its target in the file.
+    rel = os.path.relpath(os.path.abspath(root), os.path.abspath(model_dir))
+    return {"data_root_from_model": Path(rel).as_posix()}
+
+
+def _root_at_training(meta: dict[str, Any], model: str) -> str | None:
+    """The data root the model was trained on, found from the model file's folder (a model.pt path;
+    not an MLflow URI), else the absolute path older models stored."""
+    rel = meta.get("data_root_from_model")
+    if rel and Path(model).is_file():
+        return os.path.normpath(Path(os.path.abspath(model)).parent / rel)
+    return meta.get("data_root_resolved")
 
 
 def _nested(flat: dict[str, Any]) -> dict[str, Any]:
@@ -39,8 +67,9 @@ def config_from_model(
     preset: list[str] | None = None,
 ) -> Config:
     """The stored configuration < ``params`` (if given) < ``preset`` < ``overrides``; data.root, when
-    nothing overrides it, is the first that exists of the as-given value (if absolute) and the one
-    resolved at training, else the as-given value relative to the current folder."""
+    nothing overrides it, is the first that exists of the as-given value (if absolute), the one
+    resolved at training (relative to the model file's folder), else the as-given value relative to
+    the current folder."""
     stored = meta.get("config")
     if not isinstance(stored, dict):
         raise ConfigError(f"{model}: the model stores no training configuration; pass --params")
@@ -56,7 +85,7 @@ def config_from_model(
     except ConfigError as e:
         raise ConfigError(f"{model}: its stored configuration: {e}") from e
     if not given_root:
-        cfg.data.root = _stored_root(cfg.data.root, meta.get("data_root_resolved"), model)
+        cfg.data.root = _stored_root(cfg.data.root, _root_at_training(meta, model), model)
     validate(cfg)
     return cfg
 

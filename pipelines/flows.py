@@ -45,7 +45,14 @@ SLOT_LEASE_S = 60
 # The columns of results.csv, in order; a row may carry more (they follow).
 RESULT_COLUMNS = [
     "dataset", "class", "seed", "status", "image_auc", "pixel_auc", "aupro", "image_aupr",
-    "epochs", "attempts", "first_epoch", "run_dir", "mlflow_run_id", "flow_run_id", "error",
+    "epochs", "run_dir", "error",
+]  # fmt: skip
+# What differs from one run of the same settings to the next: ids, registry versions, retries. results.csv
+# lies in the train stage's DVC output, whose hash must repeat, so these go to <dataset>-tracking.csv
+# beside the dataset's folder (with class and seed to join on).
+TRACKING_COLUMNS = [
+    "mlflow_run_id", "flow_run_id", "model_name", "model_version", "champion", "attempts", "first_epoch",
+    "resubmissions",
 ]  # fmt: skip
 
 
@@ -597,19 +604,28 @@ def _state_error(state) -> str:
 
 
 def results_frame(rows: list[dict]) -> pd.DataFrame:
+    """Every column of the rows, the known ones first (run-specific ones included)."""
     frame = pd.DataFrame(rows)
-    for column in RESULT_COLUMNS:
+    for column in RESULT_COLUMNS + TRACKING_COLUMNS:
         if column not in frame:
             frame[column] = None
-    extra = [c for c in frame.columns if c not in RESULT_COLUMNS]
-    return frame[RESULT_COLUMNS + extra]
+    extra = [c for c in frame.columns if c not in RESULT_COLUMNS + TRACKING_COLUMNS]
+    return frame[RESULT_COLUMNS + TRACKING_COLUMNS + extra]
+
+
+def tracking_path(cfg: Config) -> Path:
+    return Path(cfg.train.output_dir) / f"{cfg.data.dataset}-tracking.csv"
 
 
 def write_results(cfg: Config, rows: list[dict]) -> Path:
+    """results.csv (what the settings decide) in the dataset's folder; the run-specific columns in
+    tracking_path(cfg), outside it."""
     path = Path(cfg.train.output_dir) / cfg.data.dataset / "results.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    results_frame(rows).to_csv(path, index=False)
-    get_run_logger().info("results table: %s", path)
+    frame = results_frame(rows)
+    frame.drop(columns=TRACKING_COLUMNS).to_csv(path, index=False)
+    frame[["class", "seed", *TRACKING_COLUMNS]].to_csv(tracking_path(cfg), index=False)
+    get_run_logger().info("results table: %s (run ids, versions, attempts: %s)", path, tracking_path(cfg))
     return path
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,7 +249,28 @@ def load_detector(model_uri: str, device: str = "cpu"):
     from fcdd.detector import Detector
 
     with tempfile.TemporaryDirectory(prefix="fcdd-model-") as tmp:
-        return Detector.load(_download_artifact(model_uri, DETECTOR_ARTIFACT, tmp), device=device)
+        detector = Detector.load(_download_artifact(model_uri, DETECTOR_ARTIFACT, tmp), device=device)
+    _locate_data_root(detector, model_uri)
+    return detector
+
+
+def _locate_data_root(detector, model_uri: str) -> None:
+    """model.pt names a relative data root as seen from its run folder (its bytes must not depend on
+    the clone's place); a downloaded copy lies elsewhere, so the absolute root is rebuilt from the
+    source run's ``fcdd.run_dir`` tag, where ``fcdd evaluate`` looks for it. Best effort: without
+    the run, ``--root`` still says where the data is."""
+    rel = detector.meta.get("data_root_from_model")
+    if not rel or detector.meta.get("data_root_resolved"):
+        return
+    from mlflow.models import get_model_info
+
+    try:
+        run_id = get_model_info(model_uri).run_id
+        run_dir = MlflowClient().get_run(run_id).data.tags.get("fcdd.run_dir") if run_id else None
+    except (MlflowException, OSError):
+        return
+    if run_dir:
+        detector.meta["data_root_resolved"] = os.path.normpath(os.path.join(run_dir, rel))
 
 
 def download_onnx(model_uri: str, dst: str | Path) -> Path:

@@ -213,6 +213,55 @@ def test_train_with_tracking_logs_and_registers_through_the_flows_code(
     assert client.get_model_version_by_alias("fcdd-folder-tiles", "champion").version == version.version
 
 
+@pytest.mark.slow
+def test_evaluate_a_registry_model_finds_its_relative_data_root_from_the_run(
+    defect_folder, make_folder_config, tmp_path, monkeypatch, capsys
+):
+    """model.pt names data/tiles relative to its run folder; a models:/ copy is downloaded elsewhere,
+    so evaluate takes the source run's folder (MLflow tag) to find the data, from any folder."""
+    pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    work = tmp_path / "work"
+    shutil.copytree(defect_folder, work / "data" / "tiles")
+    monkeypatch.chdir(work)
+    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    tracking = [f"tracking.uri={store}", f"tracking.artifact_location={tmp_path / 'mlartifacts'}"]
+    cfg = make_folder_config(Path("data/tiles"), work, "train.epochs=1", "tracking.enabled=true", *tracking)
+    assert main(["train", "--params", str(_params_file(work, cfg)), "-o", "tracking.onnx=false"]) == 0
+    trained = json.loads((work / "runs/folder/tiles/seed0/metrics.json").read_text())
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["evaluate", "models:/fcdd-folder-tiles/1", "--tracking-uri", store, "--out", "ev"]) == 0, (
+        capsys.readouterr().err
+    )
+    metrics = json.loads((elsewhere / "ev" / "metrics.json").read_text())
+    assert metrics["n_test"] == trained["n_test"]
+    assert metrics["image_auc"] == pytest.approx(trained["image_auc"], abs=1e-6)
+
+
+def test_train_with_a_missing_data_root_fails_before_tracking_opens_its_store(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "mlruns.db"
+    argv = ["train", "--params", str(REPO / "params.yaml"), "--classes", "0", "-o", "data.root=no/such/data"]
+    argv += ["-o", "tracking.enabled=true", "-o", f"tracking.uri=sqlite:///{store}"]
+    argv += [
+        "-o",
+        f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
+        "-o",
+        f"train.output_dir={tmp_path}",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "data.root no/such/data: no such file or folder" in err, err
+    assert str(tmp_path) in err  # a relative root: where it was looked for
+    assert not store.exists() and not (tmp_path / "mlartifacts").exists()
+
+
 def test_train_with_tracking_but_no_mlflow_says_so_in_one_line(tmp_path, monkeypatch, capsys):
     import builtins
 

@@ -154,13 +154,16 @@ def fmnist_source() -> Path:
     pytest.skip("Fashion-MNIST is not here: run scripts/setup_data.sh")
 
 
-def tiny_params(path: Path, classes: list[str]) -> None:
-    """The repository's params.yaml, cut down to seconds: few images, one epoch, no MLflow."""
+def tiny_params(path: Path, classes: list[str], tracking: dict | None = None) -> None:
+    """The repository's params.yaml, cut down to seconds: few images, one epoch; MLflow off, or on
+    with the given ``tracking`` settings (no ONNX export: it adds nothing the test looks at)."""
     params = yaml.safe_load(path.read_text())
     params["data"].update(classes=classes, train_limit=128, test_limit=128, num_workers=0)
     params["train"].update(epochs=1, threads=1, device="cpu", progress=False, batch_size=64)
     params["evaluation"].update(heatmap_count=4, batch_size=128)
-    params["tracking"]["enabled"] = False
+    params["tracking"].update(
+        enabled=tracking is not None, **({"onnx": False, **tracking} if tracking else {})
+    )
     if OE_SAMPLES.is_dir():
         params["anomalies"].update(oe_source=str(OE_SAMPLES), oe_limit=32)
     else:  # a user's machine: no OE pool at hand; one-class training alone still trains and scores
@@ -168,11 +171,10 @@ def tiny_params(path: Path, classes: list[str]) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture
-def pipeline_repo(tmp_path: Path) -> tuple[Path, dict]:
-    """A fresh git + DVC repository holding this checkout's files and the raw data."""
+def make_pipeline_repo(repo: Path, prefect_home: Path, tracking: dict | None = None) -> dict:
+    """A fresh git + DVC repository at ``repo`` holding this checkout's files and the raw data;
+    returns the environment the stages run in."""
     source = fmnist_source()
-    repo = tmp_path / "repo"
     listed = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.split()
@@ -182,12 +184,12 @@ def pipeline_repo(tmp_path: Path) -> tuple[Path, dict]:
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, repo / rel)
     shutil.copytree(source, repo / "data" / "fashion-mnist")
-    tiny_params(repo / "params.yaml", ["0", "1"])
+    tiny_params(repo / "params.yaml", ["0", "1"], tracking)
 
     env = dict(os.environ)
     env.update(
         PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",  # the stages' `python` is this venv's
-        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_HOME=str(prefect_home),
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         DVC_NO_ANALYTICS="1",
@@ -198,6 +200,7 @@ def pipeline_repo(tmp_path: Path) -> tuple[Path, dict]:
         GIT_COMMITTER_NAME="t",
         GIT_COMMITTER_EMAIL="t@example.com",
     )
+    env.pop("MLFLOW_TRACKING_URI", None)  # params.yaml names the store
     dvc = str(VENV_BIN / "dvc")
     run(["git", "init", "-q"], repo, env)
     run([dvc, "init", "-q"], repo, env)
@@ -206,7 +209,66 @@ def pipeline_repo(tmp_path: Path) -> tuple[Path, dict]:
     run([dvc, "commit", "-f", "-q", "data.dvc"], repo, env)  # the copied files match data.dvc
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-q", "-m", "tiny pipeline"], repo, env)
-    return repo, env
+    return env
+
+
+@pytest.fixture
+def pipeline_repo(tmp_path: Path) -> tuple[Path, dict]:
+    repo = tmp_path / "repo"
+    return repo, make_pipeline_repo(repo, tmp_path / "prefect")
+
+
+def locked_outs(repo: Path) -> dict[str, str]:
+    """'stage: path' -> md5 of every output dvc.lock records."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {
+        f"{stage}: {out['path']}": out["md5"]
+        for stage, entry in lock["stages"].items()
+        for out in entry.get("outs", [])
+    }
+
+
+def differing_files(a: Path, b: Path) -> list[str]:
+    """Files under two output paths (file or folder) whose bytes differ, or that only one has."""
+
+    def digests(root: Path) -> dict[str, str]:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        return {str(p.relative_to(root.parent)): hashlib.md5(p.read_bytes()).hexdigest() for p in files}
+
+    da, db = digests(a), digests(b)
+    return sorted(k for k in da.keys() | db.keys() if da.get(k) != db.get(k))
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_dvc_repro_in_two_folders_locks_the_same_outputs(tmp_path):
+    """Two clones in different folders, each `dvc repro --force` with MLflow tracking into one SQLite
+    store (so run ids and registry versions differ between the two; artifacts in each clone's own
+    folder): dvc.lock records the same hash for every output. Run-specific metadata (ids, versions,
+    attempts, durations, absolute paths, tracking settings) stays out of the outputs."""
+    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    repos = [tmp_path / "first" / "repo", tmp_path / "second-clone" / "fcdd"]
+    dvc = str(VENV_BIN / "dvc")
+    for repo in repos:
+        tracking = {"uri": store, "artifact_location": str(repo.parent / "mlartifacts")}
+        env = make_pipeline_repo(repo, repo.parent / "prefect", tracking)
+        done = run([dvc, "repro", "--force"], repo, env)
+        assert ran_stages(done.stdout) == {"prepare", "train", "evaluate", "report"}
+    first, second = (locked_outs(repo) for repo in repos)
+    assert set(first) == set(second) and len(first) >= 5
+    differ = {
+        key: differing_files(repos[0] / key.split(": ", 1)[1], repos[1] / key.split(": ", 1)[1])
+        for key in first
+        if first[key] != second[key]
+    }
+    assert not differ, f"outputs hash differently in two folders: {differ}"
+    results = (repos[0] / "runs/fmnist/results.csv").read_text()
+    assert "mlflow_run_id" not in results and "model_version" not in results
+    ids = [
+        (repo / "runs/fmnist-tracking.csv").read_text().splitlines() for repo in repos
+    ]  # beside the output
+    assert ids[0][0].startswith("class,seed,mlflow_run_id,") and len(ids[0]) == 3
+    assert ids[0][1] != ids[1][1] and ",2," in ids[1][1]  # other MLflow runs; registry version 2
 
 
 @pytest.mark.slow

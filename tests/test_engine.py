@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import Config
-from fcdd.engine import CHECKPOINT, TrainingError, choose_loss, resolve_device, train
+from fcdd.engine import CHECKPOINT, TIMING_KEYS, TrainingError, choose_loss, resolve_device, train
 from fcdd.loss import anomaly_scores
 from fcdd.models import CNN28
 
@@ -162,12 +162,22 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, train_cfg):
         assert torch.equal(value, resumed_model.state_dict()[key]), key
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in expected["history"]]
     assert [h["lr"] for h in resumed["history"]] == [h["lr"] for h in expected["history"]]
-    # A finished run resumes to nothing and returns its history.
+    # A finished run resumes to nothing and returns its history (the checkpoint keeps no timings).
     again = train(tiny_model(), data, cfg, "cpu", tmp_path / "cut")
-    assert again["history"] == resumed["history"]
+    assert again["history"] == [
+        {k: v for k, v in h.items() if k not in TIMING_KEYS} for h in resumed["history"]
+    ]
     # A checkpoint that trained longer than asked is not silently taken as this run's result.
     with pytest.raises(TrainingError, match="holds 3 epochs but train.epochs is 2"):
         train(tiny_model(), data, tiny_cfg(epochs=2, **train_cfg), "cpu", tmp_path / "cut")
+
+
+def test_checkpoint_bytes_repeat_for_the_same_seed_and_settings(tmp_path):
+    """dvc.lock hashes the run folder: the checkpoint holds no wall-clock times (callbacks get them)."""
+    for name in ("a", "b"):
+        fit = train(tiny_model(), SquaresOnNoise(8), tiny_cfg(epochs=2), "cpu", tmp_path / name)
+        assert fit["history"][-1]["epoch_time_s"] > 0  # still measured and returned
+    assert (tmp_path / "a" / CHECKPOINT).read_bytes() == (tmp_path / "b" / CHECKPOINT).read_bytes()
 
 
 def test_lr_schedules_and_callback_logs(tmp_path):

@@ -92,6 +92,26 @@ def test_results_frame_puts_the_known_columns_first_and_keeps_failures():
     assert pd.isna(frame.loc[1, "image_auc"])
 
 
+def test_write_results_keeps_run_specific_columns_beside_the_dataset_folder(tmp_path):
+    """results.csv lies in the train stage's DVC output: ids, versions and retries go next to it."""
+    from prefect.logging import disable_run_logger
+
+    cfg = load_config(PARAMS, [f"train.output_dir={tmp_path}", "tracking.enabled=false"])
+    row = {"dataset": "fmnist", "class": "trouser", "seed": 0, "status": "completed", "image_auc": 0.9}
+    row.update(mlflow_run_id="0123abcd", model_name="fcdd-fmnist-trouser", model_version="3", champion=True)
+    row.update(attempts=2, first_epoch=2, n_test=5)
+    with disable_run_logger():
+        path = flows.write_results(cfg, [row])
+    results = pd.read_csv(path)
+    assert path == tmp_path / "fmnist" / "results.csv"
+    assert not set(flows.TRACKING_COLUMNS) & set(results.columns)
+    assert results.loc[0, "image_auc"] == 0.9 and results.loc[0, "n_test"] == 5
+    tracking = pd.read_csv(tmp_path / "fmnist-tracking.csv", dtype={"model_version": str})
+    assert list(tracking.columns) == ["class", "seed", *flows.TRACKING_COLUMNS]
+    assert tracking.loc[0, "mlflow_run_id"] == "0123abcd" and tracking.loc[0, "model_version"] == "3"
+    assert tracking.loc[0, "attempts"] == 2 and tracking.loc[0, "first_epoch"] == 2
+
+
 def test_summary_markdown_reports_means_and_failures():
     cfg = load_config(PARAMS, ["tracking.enabled=false"])
     rows = [

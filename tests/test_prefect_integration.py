@@ -148,14 +148,17 @@ def test_deployment_run_fans_out_to_class_deployment_runs(prefect_server, tmp_pa
     table = pd.read_csv(output / "fmnist" / "results.csv", dtype={"class": str})
     assert list(table["class"]) == ["t-shirt-top"] and list(table["status"]) == ["completed"]
     assert 0.0 <= float(table.loc[0, "image_auc"]) <= 1.0
-    assert isinstance(table.loc[0, "flow_run_id"], str)  # it ran as its own deployment run
+    assert "flow_run_id" not in table  # run-specific: beside the folder DVC hashes, not in it
+    tracking = pd.read_csv(output / "fmnist-tracking.csv", dtype={"class": str})
+    assert list(tracking["class"]) == ["t-shirt-top"]
+    assert isinstance(tracking.loc[0, "flow_run_id"], str)  # it ran as its own deployment run
     assert (output / "fmnist" / "t-shirt-top" / "seed0" / "model.pt").is_file()
 
     flow_runs = _api_post(api, "/flow_runs/filter", {})
     states = [fr["state"]["type"] for fr in flow_runs]
     assert len(flow_runs) == 2 and states == ["COMPLETED", "COMPLETED"], flow_runs
     child = next(fr for fr in flow_runs if fr["name"] == "fmnist-t-shirt-top-seed0")
-    assert child["id"] == table.loc[0, "flow_run_id"]
+    assert child["id"] == tracking.loc[0, "flow_run_id"]
 
     keys = {a["key"] for a in _api_post(api, "/artifacts/filter", {})}
     assert {"fcdd-fmnist-aucs", "fcdd-fmnist-summary", "fcdd-fmnist-t-shirt-top-seed0"} <= keys

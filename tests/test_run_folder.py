@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -338,3 +339,36 @@ def test_training_error_is_caught_by_the_cli(run, capsys, monkeypatch):
     rc, err = _train(run[0], capsys, "--restart")
     assert rc == 2
     _one_error_line(err, "loss is nan")
+
+
+def test_a_run_folder_repeats_byte_for_byte_in_another_clone(
+    defect_folder, make_folder_config, tmp_path, monkeypatch
+):
+    """Two clones at different places, data at data/tiles in each, different MLflow stores: every
+    file of the run folder has the same bytes (dvc.lock hashes them). model.pt stores the data root
+    relative to itself, and `fcdd evaluate` still finds it from any folder."""
+    clones = [tmp_path / "a", tmp_path / "deeper" / "b"]
+    folders = []
+    for clone in clones:
+        shutil.copytree(defect_folder, clone / "data" / "tiles")
+        monkeypatch.chdir(clone)
+        cfg = make_folder_config(
+            Path("data/tiles"), Path("."), "train.epochs=1", f"tracking.uri=sqlite:///{clone}/m.db"
+        )
+        result = experiment.run_experiment(cfg, "tiles", 0)
+        folders.append(clone / result.run_dir)
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    first, second = (files(f) for f in folders)
+    assert {"model.pt", "checkpoint.pt", "scores.csv", "figures/heatmaps_local.png"} <= set(first)
+    assert sorted(first) == sorted(second)
+    assert [name for name in first if first[name] != second[name]] == []
+    meta = Detector.load(folders[1] / "model.pt").meta
+    assert meta["data_root_from_model"] == "../../../../data/tiles" and "data_root_resolved" not in meta
+    assert not any(k.startswith("tracking.") for k in meta["config"])
+
+    monkeypatch.chdir(tmp_path)  # from elsewhere: the root is found next to the model
+    assert main(["evaluate", str(folders[1] / "model.pt"), "--out", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["n_test"] == meta["metrics"]["n_test"]

@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from fcdd.calibration import DECISION_KEYS
+from fcdd.stored_config import config_to_store
 from pipelines.stages.common import (
     AUC_BARS,
     EVAL_DIR,
@@ -201,7 +202,7 @@ def main() -> None:
             "rows": rows,
             "metrics": metrics,
             "figures": sorted(p.name for p in FIGURES_DIR.glob("*.png")),
-            "config": cfg.flat(),
+            "config": config_to_store(cfg.flat()),  # not tracking.*: the summary is a DVC output
         },
     )
     print(
