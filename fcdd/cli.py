@@ -215,6 +215,7 @@ class EpochLine:
 
 def cmd_train(args) -> int:
     from fcdd.data import class_names
+    from fcdd.engine import resolve_device
     from fcdd.experiment import canonical_class, class_slug, run_experiment
     from fcdd.metrics import aggregate
 
@@ -229,6 +230,7 @@ def cmd_train(args) -> int:
         canonical_class(cfg, cls)  # an unknown class fails here, before any MLflow run is opened
     seeds = args.seeds or cfg.train.seeds
     tracked = _tracked_runner(cfg)
+    resolve_device(cfg.train.device)  # cuda without CUDA: said before anything is opened or loaded
     _check_data_root(cfg)  # a missing root too: before tracking creates its store (mlruns.db)
     rows = []
     for cls in classes:
