@@ -241,6 +241,7 @@ def differing_files(a: Path, b: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.timeout(2400)  # two whole pipelines; ~11 min on a busy 2-core machine
 def test_dvc_repro_in_two_folders_locks_the_same_outputs(tmp_path):
     """Two clones in different folders, each `dvc repro --force` with MLflow tracking into one SQLite
     store (so run ids and registry versions differ between the two; artifacts in each clone's own
