@@ -320,6 +320,8 @@ print(run.id)
     # results.csv: every class completed; the killed ones resumed after epoch 1 on a live worker.
     [csv] = c.control.glob("*/runs/fmnist/results.csv")
     table = pd.read_csv(csv, dtype={"class": str})
+    ids = pd.read_csv(csv.parent.parent / "fmnist-tracking.csv", dtype={"class": str})  # run ids, attempts
+    table = table.merge(ids, on=["class", "seed"], how="left")
     names = ["t-shirt-top", "trouser", "pullover", "dress"]
     rows = table.set_index("class")
     runs = {r["id"]: r for r in c.api("/flow_runs/filter", {})}
