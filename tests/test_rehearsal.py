@@ -40,7 +40,7 @@ BIN = Path(sys.executable).parent
 PG_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
 CLASSES = ["0", "1", "2", "3"]
 EPOCHS = 3
-HEARTBEAT_S, ZOMBIE_WITHIN_S = 30, 60
+HEARTBEAT_S, ZOMBIE_WITHIN_S, PENDING_WITHIN_S = 30, 60, 150
 PORTS = {"pg": 5432, "mlflow": 5000, "prefect": 4200, "dvc": 8765}
 
 
@@ -218,6 +218,7 @@ def cluster(tmp_path: Path):
         c.python("from pipelines.deploy import main; main(['--gpus', '2'])")
         automations = yaml.safe_load((REPO / "prefect.automations.yaml").read_text())
         automations["automations"][0]["trigger"]["within"] = ZOMBIE_WITHIN_S
+        automations["automations"][1]["trigger"]["within"] = PENDING_WITHIN_S  # a host lost mid-start
         (tmp_path / "automations.yaml").write_text(yaml.safe_dump(automations))
         prefect_env = _env(PREFECT_API_URL=c.prefect_api, PYTHONPATH=os.environ.get("PYTHONPATH", ""))
         cli = [str(BIN / "prefect")]
