@@ -4,6 +4,7 @@ benchmark script (slow) so that none of them rots."""
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import os
@@ -346,7 +347,48 @@ def test_bench_cpu_levers_prints_every_lever_with_its_ratio():
     )
     assert "CPU: " in out
     rows = _table_rows(out, "| net | lever")
-    assert [r[1] for r in rows] == ["fp32 eager", "channels-last", "bf16 autocast", "bf16 + channels-last"]
+    assert [r[1] for r in rows] == [
+        "fp32 eager",
+        "channels-last",
+        "bf16 autocast",
+        "bf16 + channels-last",
+        "bf16 + cl, oneDNN off",
+        "fp32, oneDNN off",
+    ]
+    assert float(rows[0][3]) == 1.0 and all(float(r[2]) > 0 for r in rows)
+
+
+def test_folding_frozen_batchnorm_is_exact_in_eval_mode():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_cpu_levers import fold_frozen_batchnorm
+
+    from fcdd.models import build_net
+
+    torch.manual_seed(0)
+    net = build_net("vgg11_bn", 32, 3, freeze=15).train()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # statistics far from the identity
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    folded = copy.deepcopy(net)
+    assert fold_frozen_batchnorm(folded) == 4  # the BatchNorms of the four frozen convolutions
+    folded.train()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-5)
+    trainable = [n for n, p in folded.named_parameters() if p.requires_grad]
+    assert trainable == [n for n, p in net.named_parameters() if p.requires_grad]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (SHARED / "imagenet1k_samples").is_dir() or not FMNIST.is_dir(),
+    reason="needs ../shared/data and data/fashion-mnist",
+)
+def test_bench_thread_split_prints_every_split():
+    out = _run([sys.executable, "benchmarks/bench_thread_split.py", "--rounds", "1", "--limit", "256"], 300)
+    assert "CPU: " in out
+    rows = _table_rows(out, "| torch threads")
+    assert [(r[0], r[1]) for r in rows] == [("2", "2"), ("2", "0"), ("2", "1"), ("1", "1"), ("1", "2")]
     assert float(rows[0][3]) == 1.0 and all(float(r[2]) > 0 for r in rows)
 
 
