@@ -94,7 +94,9 @@ def test_resumed_experiment_does_not_retrain(trained):
     cfg, result = trained
     before = result.model_path.stat().st_mtime_ns
     again = run_experiment(cfg, "tiles", seed=0)  # finished checkpoint: evaluate only
-    assert again.history == result.history
+    # the checkpoint keeps the history without its wall-clock keys (same bytes on every run)
+    timing = ("images_per_s", "epoch_time_s")
+    assert again.history == [{k: v for k, v in e.items() if k not in timing} for e in result.history]
     assert again.metrics["image_auc"] == pytest.approx(result.metrics["image_auc"])
     assert again.model_path.stat().st_mtime_ns >= before
 

@@ -57,7 +57,10 @@ def test_large_requests_are_scored_in_chunks_with_the_same_result(monkeypatch):
     chunked = model.predict(None, frame(5), {"heatmap_format": "npy"})
     assert calls == [2, 2, 1]
     np.testing.assert_allclose(chunked["score"], whole["score"], rtol=1e-6)
-    assert list(chunked["heatmap"]) == list(whole["heatmap"]) and list(chunked.index) == [0, 1, 2, 3, 4]
+    # batches of 2 vs 5: oneDNN may round differently per batch size (machine-dependent), so not bytes
+    for a, b in zip(chunked["heatmap"], whole["heatmap"], strict=True):
+        np.testing.assert_allclose(pyfunc.decode_heatmap(a), pyfunc.decode_heatmap(b), rtol=1e-5, atol=1e-6)
+    assert list(chunked.index) == [0, 1, 2, 3, 4]
 
 
 def test_pixel_chunks():
