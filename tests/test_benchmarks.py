@@ -430,3 +430,21 @@ def test_bench_mask_iou_reports_masks_at_any_alpha(defect_folder, make_folder_co
     assert bm.main([str(run.model_path), "--alpha", "1.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "no calibration" in err[0] and "--alpha" in err[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (SHARED / "imagenet1k_samples").is_dir() or not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="needs ../shared/data (the OE pool) and Debian's Fashion-MNIST",
+)
+def test_bench_end_to_end_quick_compares_the_three_paths():
+    out = _run([sys.executable, "benchmarks/bench_end_to_end.py", "--quick"], 240)
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("| case"))
+    assert [c.strip() for c in header.strip("|").split("|")][2:5] == ["previous", "fast step", "fast"]
+    row = next(line for line in lines if line.startswith("| Fashion-MNIST"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert int(cells[1]) == 256  # images per epoch: the quick limit
+    rates = [float(c) for c in cells[2:]]
+    assert all(r > 0 for r in rates)
+    assert rates[4] == pytest.approx(rates[2] / rates[0], abs=0.01)  # fast / previous, from its columns
