@@ -259,7 +259,10 @@ def main() -> None:
     )
     parser.add_argument("--train-rounds", type=int, default=2, help="--mvtec-compare: engine runs per path")
     parser.add_argument(
-        "--train-epochs", type=int, default=2, help="--mvtec-compare: timed epochs per engine run (after a warm-up one)"
+        "--train-epochs",
+        type=int,
+        default=2,
+        help="--mvtec-compare: timed epochs per engine run (after a warm-up one)",
     )
     parser.add_argument(
         "--train-threads", type=int, nargs="+", default=[2], help="--mvtec-compare: thread counts with epochs"

@@ -43,7 +43,8 @@ from fcdd.models import build_model
 SHARED = Path("../shared/data")
 # The main job's copy (scripts/setup_data.sh), else Debian's dataset-fashion-mnist package.
 FMNIST = next(
-    (p for p in ("data/fashion-mnist", "/usr/share/datasets/fashion-mnist") if Path(p).is_dir()), "data/fashion-mnist"
+    (p for p in ("data/fashion-mnist", "/usr/share/datasets/fashion-mnist") if Path(p).is_dir()),
+    "data/fashion-mnist",
 )
 PATHS = {
     "previous": ["train.amp=false", "train.channels_last=false", "data.batch_augment=false"],
@@ -61,13 +62,27 @@ CASES = {
     "cifar10": (
         "airplane",
         ["cifar10"],
-        ["data.dataset=cifar10", f"data.root={SHARED / 'cifar10_jpeg.zip'}", "data.train_limit=1000", "anomalies.oe_limit=1000"],
+        [
+            "data.dataset=cifar10",
+            f"data.root={SHARED / 'cifar10_jpeg.zip'}",
+            "data.train_limit=1000",
+            "anomalies.oe_limit=1000",
+        ],
     ),
-    "grid": ("grid", ["mvtec", "cpu_mvtec"], ["data.dataset=mvtec", f"data.root={SHARED / 'mvtec_ad_subset'}"]),
+    "grid": (
+        "grid",
+        ["mvtec", "cpu_mvtec"],
+        ["data.dataset=mvtec", f"data.root={SHARED / 'mvtec_ad_subset'}"],
+    ),
     "grid:15": (
         "grid",
         ["mvtec"],
-        ["data.dataset=mvtec", f"data.root={SHARED / 'mvtec_ad_subset'}", "model.pretrained=false", "train.epoch_repeats=2"],
+        [
+            "data.dataset=mvtec",
+            f"data.root={SHARED / 'mvtec_ad_subset'}",
+            "model.pretrained=false",
+            "train.epoch_repeats=2",
+        ],
     ),
 }
 LABELS = {
@@ -114,7 +129,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (data.num_workers)")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true", help="fmnist, 256 images, 1 round of 2 epochs, 0 workers")
+    parser.add_argument(
+        "--quick", action="store_true", help="fmnist, 256 images, 1 round of 2 epochs, 0 workers"
+    )
     args = parser.parse_args()
     if args.quick:
         args.cases, args.rounds, args.epochs, args.workers = ["fmnist"], 1, 2, 0
@@ -128,7 +145,11 @@ def main() -> None:
         f"{args.threads} torch threads, {args.workers} DataLoader workers; median training images/s"
     )
     names = list(PATHS)
-    print("| case | images/epoch | " + " | ".join(names) + " | fast step / previous | fast / previous | fast / fast step |")
+    print(
+        "| case | images/epoch | "
+        + " | ".join(names)
+        + " | fast step / previous | fast / previous | fast / fast step |"
+    )
     print("|---|---|" + "---|" * (len(names) + 3), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases:
