@@ -154,8 +154,8 @@ def loader_rate(bundle, cfg, device: torch.device, seed: int, passes: int) -> tu
 
 def engine_rate(bundle, cfg, device: torch.device, run_dir: Path) -> list[float]:
     """images/s of each training epoch after the first through fcdd.engine.train (real loader, pixel
-    loss). The first epoch holds the workers' start-up: timing it alone put the batched path at 0.87x
-    in the 4th session, where the epochs after it show parity."""
+    loss). The first epoch holds the workers' start-up and is left out: single-epoch timings put the
+    batched path at 0.87x in the 4th session, the epochs after the first at 0.97x in the 5th."""
     model = build_model(cfg, in_channels=3)
     upsampler = ReceptiveFieldUpsampler(model.receptive_field, cfg.sigma, cfg.model.input_size)
     result = train(model, bundle.train, cfg, device, run_dir, upsampler=upsampler)

@@ -16,8 +16,8 @@ augmentation) on real data, three paths:
 Rounds alternate the paths (ABC, CBA, ...); each round trains ``--epochs`` epochs and the first of
 them (DataLoader worker start-up, first-touch allocations) is not counted: the figure is the median
 images/s over the other epochs of all rounds (the engine's own epoch clock: data wait included,
-per-epoch checkpoint excluded). Short, single-epoch timings were what put the MVTec batched path at
-0.87x in the 4th session; interleaved medians put it at parity (docs/benchmarks.md).
+per-epoch checkpoint excluded). Single-epoch timings had put the MVTec batched path at 0.87x in the
+4th session; these medians put it at 0.96-0.97x, hence the ``cpu_mvtec`` setting (docs/benchmarks.md).
 
 Cases: Fashion-MNIST ``bag`` (CNN28, batch 128, OE), CIFAR-10 ``airplane`` (CNN32, batch 200, OE),
 the MVTec grid subset (VGG11-BN at 224, confetti) with the ``cpu_mvtec`` profile (random init, 0
@@ -52,8 +52,8 @@ PATHS = {
     "fast step": ["data.batch_augment=false"],
     "fast": ["data.batch_augment=true"],  # explicit: the cpu_mvtec preset turns it off
 }
-# name: (class, presets, overrides): params.yaml's own sections (the main job's Fashion-MNIST) win
-# over presets, hence data.dataset in each.; limits keep an epoch at a few seconds on 2 cores.
+# name: (class, presets, overrides). params.yaml's own sections (the main job's Fashion-MNIST) win
+# over presets, hence data.dataset where it is not fmnist; limits keep an epoch at seconds on 2 cores.
 CASES = {
     "fmnist": (
         "bag",
