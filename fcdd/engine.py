@@ -241,21 +241,18 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config) -> torch.optim
 
 
 def _rng_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
-        "torch": torch.get_rng_state(),
-    }
+    """The global RNG state that training owns: torch's (and CUDA's). Python's ``random`` and numpy's
+    global generators are not stored: training draws nothing from them in this process (batches
+    re-seed all three in the loader, augmentation draws from torch), while other code in the process
+    (tracking, orchestration threads) may, which would make checkpoint bytes depend on it."""
+    state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    # Checkpoints written before the state was trimmed also hold "python" and "numpy": not needed.
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():

@@ -180,6 +180,26 @@ def test_checkpoint_bytes_repeat_for_the_same_seed_and_settings(tmp_path):
     assert (tmp_path / "a" / CHECKPOINT).read_bytes() == (tmp_path / "b" / CHECKPOINT).read_bytes()
 
 
+def test_checkpoint_bytes_do_not_depend_on_other_code_drawing_from_global_rngs(tmp_path):
+    """Tracking or orchestration threads may draw from Python's or numpy's global RNG while a step
+    runs (the main job's flow made 5 of 10 checkpoints differ in rng/python): not the run's state."""
+    import random
+
+    import numpy as np
+
+    class DrawsDuringTheStep(CNN28):
+        def forward(self, x):
+            random.random(), np.random.random()  # what a background thread may do meanwhile
+            return super().forward(x)
+
+    plain = tiny_model()
+    drawing = DrawsDuringTheStep(in_channels=1, input_size=16, width=4)
+    drawing.load_state_dict(plain.state_dict())
+    train(plain, SquaresOnNoise(8), tiny_cfg(epochs=2), "cpu", tmp_path / "a")
+    train(drawing, SquaresOnNoise(8), tiny_cfg(epochs=2), "cpu", tmp_path / "b")
+    assert (tmp_path / "a" / CHECKPOINT).read_bytes() == (tmp_path / "b" / CHECKPOINT).read_bytes()
+
+
 def test_lr_schedules_and_callback_logs(tmp_path):
     callback = StopAfter(epoch=-1)
     cfg = tiny_cfg(epochs=3, lr=0.1, scheduler="lambda", gamma=0.5)
