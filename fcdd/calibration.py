@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fcdd.data.errors import DataError
+from fcdd.errors import ConfigError
 
 MIN_CALIBRATION = 20  # a fraction is raised to this many images where the data allows (p >= 1/21)
 MIN_TRAINING = 10  # nominal images that must remain for training
@@ -47,7 +48,7 @@ DECISION_KEYS = (
 )
 
 
-class CalibrationError(ValueError):
+class CalibrationError(ConfigError):
     """A calibration setting or an alpha cannot be used; the message says which and why."""
 
 

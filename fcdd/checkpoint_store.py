@@ -25,10 +25,12 @@ from typing import Any
 
 import torch
 
+from fcdd.errors import TrainingError
+
 _NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
 
 
-class CheckpointStoreError(RuntimeError):
+class CheckpointStoreError(TrainingError):
     """The shared checkpoint folder cannot be used; the message names it and why."""
 
 

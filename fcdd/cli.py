@@ -12,9 +12,10 @@ from pathlib import Path
 import yaml
 
 from fcdd.config import ConfigError, load_config
+from fcdd.errors import FCDDError, UsageError
 
 
-class CLIError(Exception):
+class CLIError(UsageError):
     """A user error: printed as one line, exit status 2."""
 
 
@@ -619,12 +620,6 @@ def _fmt_metrics(m: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
-    from fcdd.data.errors import DataError
-    from fcdd.detector import DetectorError
-    from fcdd.engine import TrainingError
-    from fcdd.export import ExportError
-    from fcdd.runlock import RunFolderBusy
-
     args = build_parser().parse_args(argv)
     # Warnings as one line each ("fcdd train: warning: ..."), not file:line and source.
     show = warnings.showwarning
@@ -633,16 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (
-        CLIError,
-        ConfigError,
-        DataError,
-        DetectorError,
-        ExportError,
-        TrainingError,
-        RunFolderBusy,
-        FileNotFoundError,
-    ) as e:
+    except (FCDDError, FileNotFoundError) as e:
         print(f"fcdd {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from fcdd.errors import ConfigError
+
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # train.compile: torch.compile modes
 DATASETS = ("fmnist", "cifar10", "imagenet30", "mvtec", "folder")
 RESIZED_DATASETS = ("mvtec", "folder")  # images of any size, resized to model.input_size
@@ -29,10 +31,6 @@ DATASET_SIGMA = {"fmnist": 1.2, "cifar10": 1.2, "imagenet30": 8.0, "mvtec": 12.0
 DEFAULT_SIGMA = 10.0
 DATASET_QUANTILE = {"fmnist": 0.85, "cifar10": 0.85, "imagenet30": 0.97, "mvtec": 0.99}
 DEFAULT_QUANTILE = 0.97
-
-
-class ConfigError(ValueError):
-    """A configuration key or value is wrong; the message names it."""
 
 
 @dataclass

@@ -22,6 +22,7 @@ from fcdd.data import image_io
 from fcdd.data.errors import DataError
 from fcdd.data.image_io import array_to_8bit, read_image, to_8bit
 from fcdd.data.transforms import test_transform
+from fcdd.errors import ModelError
 from fcdd.loss import pseudo_huber
 from fcdd.models import build_model
 
@@ -32,7 +33,7 @@ ImageLike = Image.Image | np.ndarray | str | Path
 REQUIRED_KEYS = {"net": dict, "state_dict": dict, "sigma": (int, float), "preprocess": dict, "meta": dict}
 
 
-class DetectorError(ValueError):
+class DetectorError(ModelError):
     """A detector file or an input image is not usable; the message says which and why."""
 
 

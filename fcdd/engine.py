@@ -31,6 +31,7 @@ from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.compiled_step import TrainStep
 from fcdd.config import Config, ConfigError
 from fcdd.data.batch_augment import augments_on_device, device_augment
+from fcdd.errors import TrainingError
 from fcdd.fingerprint import fingerprint, mismatch
 from fcdd.hardware import cpu_info
 from fcdd.loss import fcdd_loss, pixel_loss, pseudo_huber
@@ -38,10 +39,6 @@ from fcdd.loss import fcdd_loss, pixel_loss, pseudo_huber
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "fcdd-checkpoint/1"
 CUDA_CHECK_EVERY = 25  # steps between loss checks on CUDA (each check waits for the GPU)
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a non-finite loss, an unusable checkpoint); the message says where."""
 
 
 def resolve_device(name: str) -> torch.device:

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fcdd.errors import ExportError
+
 FORMAT = "fcdd-export/1"
 META_FILE = "fcdd_export.json"
 FORMATS = ("onnx", "openvino", "torchscript")
@@ -29,10 +31,6 @@ MODEL_FILES = {"onnx": ["model.onnx"], "openvino": ["model.xml", "model.bin"], "
 INPUT, OUTPUTS = "input", ("score", "heatmap", "anomaly_map")
 EXTRA_HINT = "pip install 'fcdd[export]'"
 OPSET = 17
-
-
-class ExportError(ValueError):
-    """An export cannot be written or an exported folder is not usable; one line says why."""
 
 
 def require(module: str, purpose: str):

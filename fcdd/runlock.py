@@ -17,10 +17,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from fcdd.errors import TrainingError
+
 LOCK_FILE = ".lock"
 
 
-class RunFolderBusy(RuntimeError):
+class RunFolderBusy(TrainingError):
     """Another process trains into the same run folder; the message names it."""
 
 

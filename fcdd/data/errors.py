@@ -1,7 +1,7 @@
-"""The one error type of the data layer."""
+"""The one error type of the data layer (defined in fcdd.errors)."""
 
 from __future__ import annotations
 
+from fcdd.errors import DataError
 
-class DataError(ValueError):
-    """Bad input data: the message names the file or value and what is wrong."""
+__all__ = ["DataError"]

@@ -15,12 +15,13 @@ from torch import nn
 from torchvision.models import VGG11_BN_Weights, vgg11_bn
 from torchvision.models.vgg import cfgs, make_layers
 
+from fcdd.errors import ModelError
 from fcdd.models.receptive_field import FCDDNet
 
 KEEP_MODULES = 21  # conv-BN-ReLU x6 with 3 max-pools: 64, MP, 128, MP, 256, 256, MP, 512, 512
 
 
-class WeightsError(ValueError):
+class WeightsError(ModelError):
     """A pretrained weights file is missing or does not fit VGG11-BN; the message names it."""
 
 
