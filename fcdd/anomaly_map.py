@@ -1,4 +1,4 @@
-"""Receptive-field upsampling (spec §3, Algorithm 1): each low-resolution score spreads over its
+"""Receptive-field upsampling (docs/method.md §3, Algorithm 1): each low-resolution score spreads over its
 receptive field with a fixed Gaussian, via a transposed convolution with stride j, then a crop that
 aligns low-res pixel i with input pixel i*j + s."""
 
@@ -88,5 +88,5 @@ class ReceptiveFieldUpsampler(nn.Module):
 
 
 def resize_nearest(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Pixel scores [B, 1, H, W] at a mask's original resolution (spec §1: nearest)."""
+    """Pixel scores [B, 1, H, W] at a mask's original resolution (docs/method.md §1: nearest)."""
     return F.interpolate(maps, size=tuple(size), mode="nearest")

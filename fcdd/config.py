@@ -53,7 +53,7 @@ class DataConfig:
     cache_dir: str = "cache"  # resized images, normalisation statistics
     download: bool = False  # allow torchvision to download missing standard files
     num_workers: int = 2
-    stored_size: int = 240  # MVTec/folder images are cached at this size (spec §4; short side of a rectangle)
+    stored_size: int = 240  # MVTec/folder images are cached at this size (docs/method.md §4; short side)
     # MVTec/folder: fixed resizes every image to model.input_size (an int: square, [H, W]: rectangle);
     # keep_aspect takes model.input_size (an int) as the short side and the long side from the
     # training images' median aspect ratio.
@@ -76,7 +76,7 @@ class ModelConfig:
     pretrained: bool = False  # ImageNet weights through torchvision's weights API
     weights_path: str | None = None  # or a local .pth state dict of torchvision's VGG11-BN
     freeze: int = 0  # freeze the first N modules of the VGG features (paper, MVTec: 15)
-    sigma: float | None = None  # Gaussian σ of the upsampling; None: per dataset (spec §3)
+    sigma: float | None = None  # Gaussian σ of the upsampling; None: per dataset (docs/method.md §3)
 
 
 @dataclass
@@ -175,7 +175,7 @@ class Config:
     # Derived values: one place for the per-dataset rules of the spec.
     @property
     def sigma(self) -> float:
-        """σ for the upsampling: configured, else per dataset (spec §3: otherwise 10)."""
+        """σ for the upsampling: configured, else per dataset (docs/method.md §3: otherwise 10)."""
         if self.model.sigma is not None:
             return self.model.sigma
         return DATASET_SIGMA.get(self.data.dataset, DEFAULT_SIGMA)
@@ -405,9 +405,9 @@ def explain_config(
     for key, value in cfg.flat().items():
         where = "preset" if key == "preset" and cfg.preset else origin.get(key, "default")
         if key == "evaluation.quantile" and value is None:
-            where += f"; null -> {cfg.quantile} for {cfg.data.dataset} (spec §3)"
+            where += f"; null -> {cfg.quantile} for {cfg.data.dataset} (docs/method.md §3)"
         if key == "model.sigma" and value is None:
-            where += f"; null -> {cfg.sigma} for {cfg.data.dataset} (spec §3)"
+            where += f"; null -> {cfg.sigma} for {cfg.data.dataset} (docs/method.md §3)"
         rows.append((key, value, where))
     return rows
 

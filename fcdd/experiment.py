@@ -272,7 +272,7 @@ def _pixel_scope(test_set: Any, labels: np.ndarray) -> tuple[np.ndarray | None, 
 def _heatmap_figures(
     test_set, heat_np, scores, labels, cfg: Config, fig_dir: Path, title: str
 ) -> dict[str, Path]:
-    """Local and global heatmap grids over a spread of the score ranking (spec §6 figures)."""
+    """Local and global heatmap grids over a spread of the score ranking (docs/method.md §6 figures)."""
     size = tuple(heat_np.shape[-2:])  # (H, W) of the input
     images = _Lazy(len(labels), lambda i: _resize_image(test_set.raw_image(i), size))
     masks = _Lazy(len(labels), lambda i: _resize_nearest(np.asarray(test_set.full_mask(i), float), size))

@@ -1,4 +1,4 @@
-"""Heatmaps for display (spec §3) and the evaluation figures (spec §6).
+"""Heatmaps for display (docs/method.md §3) and the evaluation figures (docs/method.md §6).
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects rendered by Agg, never through pyplot,
 so nothing global changes and no window opens.

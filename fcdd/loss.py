@@ -1,4 +1,4 @@
-"""FCDD objective and scores (spec §1), written to stay finite for tiny and huge outputs."""
+"""FCDD objective and scores (docs/method.md §1), written to stay finite for tiny and huge outputs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 
-LOG_EPS = 1e-31  # spec §1: added inside the log of the anomalous term
+LOG_EPS = 1e-31  # docs/method.md §1: added inside the log of the anomalous term
 
 
 def pseudo_huber(out: torch.Tensor) -> torch.Tensor:
@@ -30,7 +30,7 @@ def _per_sample_mean(x: torch.Tensor) -> torch.Tensor:
 def fcdd_loss(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Image-level loss: per sample, nominal (0) mean A, anomalous (1) −log(1 − exp(−mean A));
     the mean over the batch. A batch with a single label (all nominal or all anomalous) minimises
-    the plain mean of A, as the reference does (spec §1). ``out`` is the raw net output [B, 1, u, v]."""
+    the plain mean of A, as the reference does (docs/method.md §1). ``out`` is the raw net output [B, 1, u, v]."""
     if labels.shape != out.shape[:1]:
         raise ValueError(f"fcdd_loss: expected {out.shape[0]} labels, got shape {list(labels.shape)}")
     mean_a = _per_sample_mean(pseudo_huber(out.float()))
@@ -45,7 +45,7 @@ def fcdd_loss(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def pixel_loss(a_up: torch.Tensor, gt_maps: torch.Tensor) -> torch.Tensor:
-    """Pixel-wise loss (spec §1, semi-supervised): per sample mean_HW(A′·(1−M)) plus
+    """Pixel-wise loss (docs/method.md §1, semi-supervised): per sample mean_HW(A′·(1−M)) plus
     −log(1 − exp(−mean_HW(A′·M))) when M has a 1; both means divide by H·W. ``a_up`` is the
     upsampled A [B, 1, H, W], ``gt_maps`` M in {0, 1} of the same shape."""
     if a_up.shape != gt_maps.shape:
@@ -65,7 +65,7 @@ class AnomalyScores(NamedTuple):
 
 
 def anomaly_scores(out: torch.Tensor, upsampler: ReceptiveFieldUpsampler | None = None) -> AnomalyScores:
-    """Test-time scores from the raw output φ(X) (spec §1; no log term)."""
+    """Test-time scores from the raw output φ(X) (docs/method.md §1; no log term)."""
     amap = pseudo_huber(out.float())
     pixel = upsampler(amap) if upsampler is not None else None
     return AnomalyScores(amap=amap, image=_per_sample_mean(amap), pixel=pixel)

@@ -1,4 +1,4 @@
-"""Evaluation metrics (spec §6): image AUC/ROC, streaming pixel AUC, AUPRO, aggregation over runs."""
+"""Evaluation metrics (docs/method.md §6): image AUC/ROC, streaming pixel AUC, AUPRO, aggregation over runs."""
 
 from __future__ import annotations
 
@@ -316,7 +316,7 @@ def _finite(value: Any) -> float | None:
 def aggregate(
     rows: Iterable[dict], keys: Sequence[str] = ("image_auc", "pixel_auc", "aupro")
 ) -> dict[str, dict]:
-    """Mean and std over seeds per class, and the mean over classes (spec §6).
+    """Mean and std over seeds per class, and the mean over classes (docs/method.md §6).
 
     ``rows``: dicts with ``class``, ``seed`` and metric values (None/NaN = not available, skipped).
     Returns ``{"per_class": {cls: {key: {"mean", "std", "n"}}}, "mean": {key: mean over classes}}``;

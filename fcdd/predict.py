@@ -3,7 +3,7 @@
 Results stream to disk as they are computed: a row of scores.csv (flushed) and, with the per-image
 ("local") colour scale, the heatmap overlay, one batch at a time. The shared ("global") colour
 scale needs every map first, so pass 1 appends each map at the model's input resolution (the map
-that is upscaled, nearest, to the image's own size; spec §1) to one temporary file on disk and
+that is upscaled, nearest, to the image's own size; docs/method.md §1) to one temporary file on disk and
 keeps only the exact running minimum and a fixed-size uniform sample (reservoir) of the values;
 pass 2 reads the maps back one at a time and writes the overlays. Memory is one batch of images
 plus the 65,536-value sample, whatever the number of files: the q-quantile of the colour scale is

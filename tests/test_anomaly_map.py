@@ -1,4 +1,4 @@
-"""Receptive-field upsampling (spec §3) against hand-computed cases."""
+"""Receptive-field upsampling (docs/method.md §3) against hand-computed cases."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def test_other_input_sizes_batches_and_channels():
 
 def test_constant_map_gives_a_periodic_interior_nearly_constant_for_wide_sigma():
     # A sum of Gaussians every j pixels is periodic with period j, not exactly flat: the ripple
-    # depends on σ/j (spec §3's "constant interior" holds for σ large against j, e.g. VGG σ 12).
+    # depends on σ/j (docs/method.md §3's "constant interior" holds for σ large against j, e.g. VGG σ 12).
     model = build_net("vgg11_bn", 224)
     rf = model.receptive_field
     out = ReceptiveFieldUpsampler.for_model(model, 12.0)(torch.ones(1, 1, 28, 28))[0, 0]

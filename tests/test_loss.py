@@ -1,4 +1,4 @@
-"""FCDD loss and scores (spec §1) against hand-computed numbers, and at extreme values."""
+"""FCDD loss and scores (docs/method.md §1) against hand-computed numbers, and at extreme values."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Datasets of spec §4: ``build_datasets(cfg, cls, seed) -> DataBundle`` and ``class_names(cfg)``.
+"""Datasets of docs/method.md §4: ``build_datasets(cfg, cls, seed) -> DataBundle`` and ``class_names(cfg)``.
 
 Order of operations: load the raw splits; (semi) move k real anomalies per defect type from test
 to train; apply the seeded ``train_limit`` / label-stratified ``test_limit``; compute (or read the

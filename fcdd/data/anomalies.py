@@ -1,4 +1,4 @@
-"""Anomalies injected during training (spec §4): Outlier Exposure, confetti noise, real defects.
+"""Anomalies injected during training (docs/method.md §4): Outlier Exposure, confetti noise, real defects.
 
 The training-set wrapper calls ``build_anomaly_source`` once and then ``source(image, rng)`` for each
 sample it replaces; every source returns ``(PIL image of the same mode and size, bool mask (H, W))``.

@@ -211,7 +211,7 @@ def device_augment(train_set: Any, augment_on: str, device: torch.device) -> Dev
 
 
 def batch_augment(dataset: str, preprocess: dict[str, Any]) -> BatchAugment | None:
-    """The batched spec §4 augmentation of ``dataset``, or None where there is none (ImageNet-30)."""
+    """The batched docs/method.md §4 augmentation of ``dataset``, or None where there is none (ImageNet-30)."""
     norm = preprocess["normalisation"]
     if dataset == "fmnist":
         return BatchAugment(2, norm)

@@ -1,4 +1,4 @@
-"""CIFAR-10 one-vs-rest (spec §4), from a JPEG zip, a folder of the same layout, or torchvision.
+"""CIFAR-10 one-vs-rest (docs/method.md §4), from a JPEG zip, a folder of the same layout, or torchvision.
 
 cfg.data.root may be a zip (or folder) with ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``
 (read straight from the zip; decoded arrays cached in cfg.data.cache_dir), or torchvision's root

@@ -1,4 +1,4 @@
-"""Confetti noise (spec §4): the nominal image itself, corrupted by blurred, rotated squares.
+"""Confetti noise (docs/method.md §4): the nominal image itself, corrupted by blurred, rotated squares.
 
 Matches the 'confetti' noise mode of the original FCDD code (``noise_modes.py``/``noise.py`` and the
 ``malformed_normal`` branch of ``online_supervisor.py``), with the spec's sign convention: squares

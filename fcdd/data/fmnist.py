@@ -1,4 +1,4 @@
-"""Fashion-MNIST one-vs-rest (spec §4), from idx-ubyte files (gzipped or not) or torchvision.
+"""Fashion-MNIST one-vs-rest (docs/method.md §4), from idx-ubyte files (gzipped or not) or torchvision.
 
 cfg.data.root may be the folder holding the four ``*-ubyte[.gz]`` files (Debian's
 /usr/share/datasets/fashion-mnist), torchvision's root (``<root>/FashionMNIST/raw``), or, with

@@ -319,7 +319,7 @@ def load_folder(cfg: Any, cls: str, seed: int) -> RawData:
 
 
 def resized_geometry(cfg: Any, what: str, train: list[str], test: list[str]) -> dict[str, Any]:
-    """MVTec/folder: images stored at ``stored`` (spec §4: 240; the short side of a rectangle, which
+    """MVTec/folder: images stored at ``stored`` (docs/method.md §4: 240; the short side of a rectangle, which
     keeps the input's aspect ratio), then resized to input_size at test time, no crop. ``stored``
     lets inference on a user's image take the same two steps. The input size comes from
     model.input_size and data.resize (fcdd.data.geometry); a resize that distorts images warns

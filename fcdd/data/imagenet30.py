@@ -1,4 +1,4 @@
-"""ImageNet-30 one-vs-rest (spec §4) from an ImageNet-style folder.
+"""ImageNet-30 one-vs-rest (docs/method.md §4) from an ImageNet-style folder.
 
 cfg.data.root holds ``train/<dir>/`` and ``val/<dir>/`` where <dir> is a class's WordNet id
 (n12267677) or its name in any spelling ('American_alligator', 'american-alligator'). Training

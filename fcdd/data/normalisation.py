@@ -1,4 +1,4 @@
-"""Normalisation of image tensors (spec §4) and its statistics, computed from nominal training data.
+"""Normalisation of image tensors (docs/method.md §4) and its statistics, computed from nominal training data.
 
 Statistics are cached as JSON in ``cfg.data.cache_dir/normalisation.json``, keyed by a string that
 names the dataset, class, raw-data root and training subset, so a second run skips the pass.

@@ -1,4 +1,4 @@
-"""Outlier Exposure (spec §4): random images of an auxiliary set, never of the test classes.
+"""Outlier Exposure (docs/method.md §4): random images of an auxiliary set, never of the test classes.
 
 Sources: ``cifar100:ROOT`` (torchvision's CIFAR-100 python layout, train split), ``emnist:ROOT``
 (torchvision EMNIST, split 'letters', train), or any folder (searched recursively) or zip of images.
@@ -27,7 +27,7 @@ from fcdd.data.fmnist import FMNIST_CLASSES
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MAX_CACHE_SIDE = 256  # decoded OE images are kept at most at max(size, min(2·size, 256)) px
 
-# ImageNet-30 (spec §4) with the ImageNet-1k wnids, so that `<wnid>_<name>.jpg` files match either way.
+# ImageNet-30 (docs/method.md §4) with the ImageNet-1k wnids, so that `<wnid>_<name>.jpg` files match either way.
 IMAGENET30_WNIDS = {
     "acorn": "n12267677", "airliner": "n02690373", "ambulance": "n02701002", "American alligator": "n01698640",
     "banjo": "n02787622", "barn": "n02793495", "bikini": "n02837789", "digital clock": "n03196217",

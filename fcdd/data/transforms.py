@@ -1,4 +1,4 @@
-"""Preprocessing of spec §4: the joint (image, mask) training transforms and the one test transform.
+"""Preprocessing of docs/method.md §4: the joint (image, mask) training transforms and the one test transform.
 
 Images travel as uint8 tensors [C, H, W] until the last step, where they become float in [0, 1]
 and are normalised (fcdd.data.normalisation). Training transforms wrap image and mask in
@@ -26,7 +26,7 @@ from fcdd.data.image_io import to_8bit
 from fcdd.data.normalisation import normalise
 
 MODES = {1: "L", 3: "RGB"}
-# MVTec/folder training augmentation (spec §4), shared with its batched form (fcdd.data.stored_augment):
+# MVTec/folder training augmentation (docs/method.md §4), shared with its batched form (fcdd.data.stored_augment):
 # one of two ColorJitter(b, c, s, h) per image; x + 0.1 * std(x) * N(0, 1) with probability 1/2.
 STORED_JITTERS = ((0.04, 0.04, 0.04, 0.04), (0.005, 0.0005, 0.0005, 0.0005))
 STORED_NOISE, STORED_NOISE_P = 0.1, 0.5
@@ -192,7 +192,7 @@ class TrainTransform:
 def train_transform(
     dataset: str, preprocess: dict[str, Any], stored_size: int | list[int] | None = None
 ) -> TrainTransform:
-    """The spec §4 training augmentation of ``dataset``, ending in the same normalisation as the test.
+    """The docs/method.md §4 training augmentation of ``dataset``, ending in the same normalisation as the test.
     Sizes are ints (square) or [H, W]; crops keep the input's H x W."""
     hw = size_hw(preprocess["input_size"])
     size = list(hw)

@@ -1,4 +1,4 @@
-"""The FCDD nets (spec §2) and ``build_model(cfg)``."""
+"""The FCDD nets (docs/method.md §2) and ``build_model(cfg)``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CNN28 (the paper's wide Fashion-MNIST net, spec §2): 1x28x28 -> 7x7, r 16, j 4, s 1.5."""
+"""CNN28 (the paper's wide Fashion-MNIST net, docs/method.md §2): 1x28x28 -> 7x7, r 16, j 4, s 1.5."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from torch import nn
 
 from fcdd.models.receptive_field import FCDDNet
 
-BN_EPS = 1e-4  # spec §2: the small nets use BN eps 1e-4
+BN_EPS = 1e-4  # docs/method.md §2: the small nets use BN eps 1e-4
 
 
 class CNN28(FCDDNet):

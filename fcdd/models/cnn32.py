@@ -1,4 +1,4 @@
-"""CNN32 (the paper's LW3K CIFAR-10 net, spec §2): 3x32x32 -> 8x8, r 22, j 4, s 1.5."""
+"""CNN32 (the paper's LW3K CIFAR-10 net, docs/method.md §2): 3x32x32 -> 8x8, r 22, j 4, s 1.5."""
 
 from __future__ import annotations
 

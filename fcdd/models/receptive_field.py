@@ -1,4 +1,4 @@
-"""Receptive-field bookkeeping (spec §2) and the common base of the FCDD nets.
+"""Receptive-field bookkeeping (docs/method.md §2) and the common base of the FCDD nets.
 
 The values r (receptive field), j (jump) and s (shift) are derived by walking a net's conv and pool
 modules in order, so they can never disagree with the layers actually used.
@@ -64,7 +64,7 @@ def _layer_params(module: nn.Module) -> tuple[int, int, int]:
 def walk_layers(
     layers: nn.Module | Iterable[nn.Module], input_size: int | Sequence[int]
 ) -> tuple[ReceptiveField, int | tuple[int, int]]:
-    """Apply the spec §2 recurrences over the conv/pool modules of ``layers`` in registration order
+    """Apply the docs/method.md §2 recurrences over the conv/pool modules of ``layers`` in registration order
     (which is execution order for the sequential FCDD nets). Returns (receptive field, output size):
     the output size is an int for an int (square) input size and (u, v) for an (H, W) one."""
     modules = layers.modules() if isinstance(layers, nn.Module) else layers

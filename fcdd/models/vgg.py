@@ -1,4 +1,4 @@
-"""VGG11-BN FCDD net (spec §2): the first 21 modules of torchvision's VGG11-BN ``features``, then
+"""VGG11-BN FCDD net (docs/method.md §2): the first 21 modules of torchvision's VGG11-BN ``features``, then
 conv1x1(512->1). 3x224x224 -> 28x28, r 62, j 8, s 3.5 (3x256x256 -> 32x32).
 
 ImageNet weights come from torchvision's weights API (needs internet or a filled torch hub cache) or
