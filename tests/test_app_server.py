@@ -324,3 +324,40 @@ def test_labels_never_inside_a_model_folder(calibrated):
     with pytest.raises(feedback.FeedbackError, match="inside the model's folder"):
         feedback.check_labels_folder(calibrated.parent / "labels", [calibrated.parent])
     assert feedback.check_labels_folder(calibrated.parent.parent / "labels", [calibrated.parent])
+
+
+def test_the_picker_lists_and_loads_registered_models(serve, calibrated, tmp_path):
+    """The MLflow registry through the fcdd.app_registry entry point: aliases listed, a models:/ URI
+    loaded with the version's metrics; a store that does not exist is not created by looking."""
+    mlflow = pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    from fcdd.app.registry import open_registry
+    from pipelines import pyfunc, registry
+
+    missing = open_registry(f"sqlite:///{tmp_path / 'none.db'}")
+    assert missing.list_models() == [] and not (tmp_path / "none.db").exists()
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    exp = client.create_experiment("app", artifact_location=(tmp_path / "art").as_uri())
+    with mlflow.start_run(experiment_id=exp) as run:
+        mlflow.set_tag("fcdd.data_version", "md5:abc123")
+        info = pyfunc.log_detector_model(calibrated)
+    registry.register_version(
+        client,
+        uri,
+        "fcdd-folder-tiles",
+        info.model_uri,
+        {"image_auc": 0.91, "calibration_n": 39},
+        "folder/tiles",
+        run_id=run.info.run_id,
+    )
+    catalog = ModelCatalog([], registry=open_registry(uri))
+    refs = [m["ref"] for m in catalog.entries()["models"]]
+    assert refs == ["models:/fcdd-folder-tiles@challenger", "models:/fcdd-folder-tiles@champion"]
+    card = catalog.get("models:/fcdd-folder-tiles@champion").card
+    assert (card["version"], card["image_auc"], card["data_version"]) == ("1", 0.91, "md5:abc123")
+    assert card["calibration_n"] == 39 and card["alphas"][0]["alpha"] == 0.001
+    with pytest.raises(UsageError, match="models:/fcdd-folder-tiles@nope: not in the registry"):
+        catalog.get("models:/fcdd-folder-tiles@nope")
