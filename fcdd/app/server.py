@@ -74,6 +74,13 @@ def create_app(settings: AppSettings, catalog: ModelCatalog, store: JobStore) ->
         status = 404 if isinstance(e, JobError) and "expired" in str(e) else 400
         return JSONResponse({"detail": " ".join(str(e).split())}, status_code=status)
 
+    _page_routes(app, settings, catalog, store)
+    _job_routes(app, settings, catalog, store)
+    _item_routes(app, settings, catalog, store)
+    return app
+
+
+def _page_routes(app: FastAPI, settings: AppSettings, catalog: ModelCatalog, store: JobStore) -> None:
     @app.get("/")
     def page():
         return FileResponse(
@@ -103,6 +110,8 @@ def create_app(settings: AppSettings, catalog: ModelCatalog, store: JobStore) ->
     def model(ref: str) -> dict[str, Any]:
         return catalog.get(ref).card
 
+
+def _job_routes(app: FastAPI, settings: AppSettings, catalog: ModelCatalog, store: JobStore) -> None:
     @app.post("/api/jobs")
     def new_job() -> dict[str, str]:
         return {"job": store.create().id}
@@ -140,6 +149,8 @@ def create_app(settings: AppSettings, catalog: ModelCatalog, store: JobStore) ->
         q = catalog.get(ref).card["quantile"] if ref and ref in job.runs else 0.97
         return job.snapshot(ref, since, q)
 
+
+def _item_routes(app: FastAPI, settings: AppSettings, catalog: ModelCatalog, store: JobStore) -> None:
     @app.get("/api/jobs/{job_id}/items/{index}/image")
     def image(job_id: str, index: int):
         item = store.get(job_id).item(index)
