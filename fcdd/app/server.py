@@ -127,9 +127,9 @@ def _job_routes(app: FastAPI, settings: AppSettings, catalog: ModelCatalog, stor
     @app.put("/api/jobs/{job_id}/files")
     async def upload(job_id: str, name: str, request: Request) -> dict[str, Any]:
         job = store.get(job_id)
-        item = await job.add_upload(
-            Path(name).name if "/" not in name else name, request.stream(), list(job.runs.values())
-        )
+        # The name is only shown (and used in scores.csv): a folder upload keeps its relative path.
+        shown = name.strip().lstrip("/")[:300] or "image"
+        item = await job.add_upload(shown, request.stream(), list(job.runs.values()))
         store.notify()
         return item.public()
 
