@@ -31,7 +31,7 @@ def train_tiny(root: Path, make_config, out: Path, seed: int = 0, epochs: int = 
 
 
 @contextlib.contextmanager
-def running_app(*args: str, cwd: Path, env: dict | None = None, timeout: float = 120):
+def running_app(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300):
     """`fcdd app ... --port 0` as a subprocess; yields (url, process); stopped with SIGINT (Ctrl-C)."""
     exe = Path(sys.executable).with_name("fcdd")
     proc = subprocess.Popen(

@@ -31,6 +31,9 @@ def page():
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(
+            300_000
+        )  # a CI machine shared with other jobs can be slow; failures stay failures
         errors: list[str] = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
         yield pg
