@@ -32,7 +32,9 @@ def main() -> None:
             f"document.querySelector('#progress-text').textContent.startsWith('Scored {len(args.images)} of')",
             timeout=300_000,
         )
-        page.eval_on_selector("#alpha", f"el => {{ el.value = {args.alpha_step}; el.dispatchEvent(new Event('input')); }}")
+        page.eval_on_selector(
+            "#alpha", f"el => {{ el.value = {args.alpha_step}; el.dispatchEvent(new Event('input')); }}"
+        )
         page.locator("figure.thumb").nth(0).click()
         page.wait_for_selector("#viewer-a[data-shown]")
         time.sleep(1)
@@ -40,7 +42,8 @@ def main() -> None:
         page.click("#tab-compare")
         page.select_option("#model-b", args.compare)
         page.wait_for_function(
-            f"document.querySelectorAll('#compare-table td.b img').length === {len(args.images)}", timeout=300_000
+            f"document.querySelectorAll('#compare-table td.b img').length === {len(args.images)}",
+            timeout=300_000,
         )
         page.wait_for_selector("#viewer-cb[data-shown]")
         time.sleep(1)
