@@ -1,4 +1,4 @@
-"""The ``fcdd`` command: train, evaluate, predict, export, info, config, init."""
+"""The ``fcdd`` command: train, evaluate, predict, export, info, config, init, app."""
 
 from __future__ import annotations
 
@@ -194,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking", choices=("on", "off"), help="write tracking.enabled (default: the config's default)"
     )
     p.set_defaults(func=cmd_init)
+
+    from fcdd.app.command import add_parser as add_app_parser
+
+    add_app_parser(sub)
     return parser
 
 

@@ -13,10 +13,12 @@ import pathlib
 
 for name in ("torch", "torchvision", "sklearn", "pandas", "matplotlib", "yaml", "tqdm", "PIL",
              "prefect", "mlflow", "dvc", "pytest", "pytest_timeout", "ruff",
-             "onnx", "onnxruntime", "openvino", "psycopg"):
+             "onnx", "onnxruntime", "openvino", "psycopg", "fastapi", "uvicorn", "playwright"):
     importlib.import_module(name)
 import fcdd  # installed editable from this checkout, not from somewhere else
 assert pathlib.Path(fcdd.__file__).resolve().parent == pathlib.Path("fcdd").resolve()
+from importlib.metadata import entry_points  # the installed metadata knows this checkout's plugins
+assert entry_points(group="fcdd.app_registry")
 PY
 }
 
@@ -25,7 +27,7 @@ if venv_complete; then
 else
   echo "setup: building .venv (a few minutes)"
   [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
-  .venv/bin/python -m pip install -c constraints.txt torch==2.14.1 torchvision==0.29.1 -e ".[pipelines,dev,export,cluster]"
+  .venv/bin/python -m pip install -c constraints.txt torch==2.14.1 torchvision==0.29.1 -e ".[pipelines,dev,export,cluster,app]"
   venv_complete || { echo "setup: .venv is still incomplete after pip install" >&2; exit 1; }
 fi
 bash scripts/setup_data.sh

@@ -448,3 +448,13 @@ def test_bench_end_to_end_quick_compares_the_three_paths():
     rates = [float(c) for c in cells[2:]]
     assert all(r > 0 for r in rates)
     assert rates[4] == pytest.approx(rates[2] / rates[0], abs=0.01)  # fast / previous, from its columns
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path("/usr/bin/chromium").exists(), reason="no Chromium at /usr/bin/chromium to drive"
+)
+def test_bench_app_quick_prints_its_table():
+    out = _run([sys.executable, "benchmarks/bench_app.py", "--quick"], 600)
+    assert "| 1-megapixel JPEG: open page, upload, heatmap drawn |" in out
+    assert "| 40 images scored through the page |" in out and "progress lines seen" in out
