@@ -26,7 +26,7 @@ DATASETS = ("fmnist", "cifar10", "imagenet30", "mvtec", "folder")
 RESIZED_DATASETS = ("mvtec", "folder")  # images of any size, resized to model.input_size
 RESIZE_MODES = ("fixed", "keep_aspect")  # data.resize; see fcdd/data/geometry.py
 
-# Spec §3/§5: per-dataset Gaussian σ for the receptive-field upsampling and heatmap quantile q.
+# docs/method.md §3/§5: per-dataset Gaussian σ for the receptive-field upsampling and heatmap quantile q.
 DATASET_SIGMA = {"fmnist": 1.2, "cifar10": 1.2, "imagenet30": 8.0, "mvtec": 12.0}
 DEFAULT_SIGMA = 10.0
 DATASET_QUANTILE = {"fmnist": 0.85, "cifar10": 0.85, "imagenet30": 0.97, "mvtec": 0.99}
@@ -172,7 +172,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     orchestration: OrchestrationConfig = field(default_factory=OrchestrationConfig)
 
-    # Derived values: one place for the per-dataset rules of the spec.
+    # Derived values: one place for the per-dataset rules of docs/method.md.
     @property
     def sigma(self) -> float:
         """σ for the upsampling: configured, else per dataset (docs/method.md §3: otherwise 10)."""

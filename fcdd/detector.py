@@ -177,7 +177,7 @@ def score_images(
             if not full_size:
                 heatmaps.append(h.float().cpu().numpy())
                 continue
-            # Spec §1: pixel scores are the upsampled map resized (nearest) to the image's own size.
+            # docs/method.md §1: pixel scores are the upsampled map resized (nearest) to the image's own size.
             full = resize_nearest(h[None, None].float(), (im.height, im.width))
             heatmaps.append(full[0, 0].cpu().numpy())
     if not pil:
@@ -187,7 +187,7 @@ def score_images(
 
 
 def full_heatmap(upsampled: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Spec §1: pixel scores are the upsampled map resized (nearest) to the image's own (h, w)."""
+    """docs/method.md §1: pixel scores are the upsampled map resized (nearest) to the image's own (h, w)."""
     t = torch.from_numpy(np.ascontiguousarray(upsampled, dtype=np.float32))[None, None]
     return resize_nearest(t, size)[0, 0].numpy()
 

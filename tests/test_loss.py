@@ -51,7 +51,7 @@ def test_image_loss_averages_a_over_the_map_first():
 
 @pytest.mark.parametrize("label", [0, 1])
 def test_single_label_batch_minimises_the_plain_mean_of_a(label):
-    # Spec §1, last line of the image-level loss: no −log term when the batch has one label only.
+    # docs/method.md §1, single-label batches: no −log term when the batch has one label only.
     out = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]], [[[1.0, 1.0], [1.0, 1.0]]]])
     mean_a = (sum(math.sqrt(v * v + 1) - 1 for v in (0, 1, 2, 3)) / 4 + math.sqrt(2) - 1) / 2
     assert fcdd_loss(out, torch.tensor([label, label])).item() == pytest.approx(mean_a, rel=1e-6)

@@ -44,7 +44,7 @@ def test_output_shape_and_receptive_field_table(net, size, channels, out, r, j, 
 
 
 def test_recurrences_on_a_hand_written_layer_list():
-    # CNN28's tracked layers: the spec's table numbers follow from conv5/pool2/conv5/pool2/conv1.
+    # CNN28's tracked layers: the docs/method.md §2 table numbers follow from conv5/pool2/conv5/pool2/conv1.
     layers = [
         nn.Conv2d(1, 2, 5, padding=2),
         nn.MaxPool2d(2, 2),

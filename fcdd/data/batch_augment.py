@@ -1,4 +1,4 @@
-"""Spec §4 augmentation of the small-image datasets (Fashion-MNIST, CIFAR-10) on a whole batch.
+"""docs/method.md §4 augmentation of the small-image datasets (Fashion-MNIST, CIFAR-10) on a whole batch.
 
 The per-sample path (fcdd.data.transforms) spends most of a CIFAR-10 epoch in Python dispatch:
 torchvision's ColorJitter alone costs ~0.4 ms per 32-px image. Here the same random operations run

@@ -1,7 +1,7 @@
 """Confetti noise (docs/method.md §4): the nominal image itself, corrupted by blurred, rotated squares.
 
 Matches the 'confetti' noise mode of the original FCDD code (``noise_modes.py``/``noise.py`` and the
-``malformed_normal`` branch of ``online_supervisor.py``), with the spec's sign convention: squares
+``malformed_normal`` branch of ``online_supervisor.py``), with the sign convention of docs/method.md §4: squares
 darken the image (negative values) and the noise is negated when darkening changes too little.
 
 All randomness comes from the ``numpy.random.Generator`` passed in, so a draw is reproducible.

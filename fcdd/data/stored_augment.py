@@ -1,4 +1,4 @@
-"""Spec §4 augmentation of MVTec/folder images (stored at 240 px, trained at 224) on a whole batch.
+"""docs/method.md §4 augmentation of MVTec/folder images (stored at 240 px, trained at 224) on a whole batch.
 
 The per-sample path (fcdd.data.transforms.train_transform, "mvtec"/"folder") runs torchvision v2
 per image: a random choice of (random crop | resize to the input size), a random choice of two

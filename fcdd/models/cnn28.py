@@ -14,7 +14,7 @@ BN_EPS = 1e-4  # docs/method.md §2: the small nets use BN eps 1e-4
 class CNN28(FCDDNet):
     """conv5x5(C->128, p2) BN LeakyReLU maxpool2; conv5x5(128->128, p2) maxpool2; conv1x1(128->1).
 
-    The second block has no BN/activation, as in the spec table (and the authors' FCDD_CNN28_W).
+    The second block has no BN/activation, as in the docs/method.md §2 table (and the authors' FCDD_CNN28_W).
     """
 
     def __init__(self, in_channels: int = 1, input_size: int | Sequence[int] = 28, width: int = 128):
