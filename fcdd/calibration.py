@@ -17,8 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fcdd.data.errors import DataError
-from fcdd.errors import ConfigError
+from fcdd.errors import ConfigError, DataError
 
 MIN_CALIBRATION = 20  # a fraction is raised to this many images where the data allows (p >= 1/21)
 MIN_TRAINING = 10  # nominal images that must remain for training

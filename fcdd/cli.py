@@ -440,7 +440,7 @@ def cmd_init(args) -> int:
 # ------------------------------------------------------------------ helpers
 def _check_data_root(cfg) -> None:
     """data.root must exist unless data.download may fetch it (the loader's own checks follow)."""
-    from fcdd.data.errors import DataError
+    from fcdd.errors import DataError
 
     root = Path(cfg.data.root).expanduser()
     if cfg.data.download or root.exists():

@@ -21,8 +21,8 @@ from fcdd.data.anomalies import (
     build_anomaly_source,
     select_semi_supervised,
 )
-from fcdd.data.errors import DataError
 from fcdd.data.outlier_exposure import name_labels, oe_exclusions
+from fcdd.errors import DataError
 
 torch.set_num_threads(1)
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fcdd.data.errors import DataError
 from fcdd.data.normalisation import cached_stats, gcn, gcn_minmax_stats, meanstd_stats, normalise
 from fcdd.data.transforms import pil_to_uint8, test_transform, to_mode, train_transform
+from fcdd.errors import DataError
 
 torch.set_num_threads(1)
 NONE = {"kind": "none"}

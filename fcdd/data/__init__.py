@@ -18,7 +18,7 @@ import torch
 
 from fcdd.data.batch_augment import batch_augment
 from fcdd.data.cifar10 import CIFAR10_CLASSES, load_cifar10
-from fcdd.data.errors import DataError
+from fcdd.errors import DataError
 from fcdd.data.fmnist import FMNIST_CLASSES, load_fmnist
 from fcdd.data.geometry import size_hw
 from fcdd.data.folder import folder_class_name, load_folder

@@ -15,7 +15,7 @@ from PIL import Image
 
 from fcdd.config import Config
 from fcdd.data.confetti import Confetti, apply_confetti
-from fcdd.data.errors import DataError
+from fcdd.errors import DataError
 from fcdd.data.image_io import array_to_8bit, to_8bit
 from fcdd.data.outlier_exposure import OutlierExposure, oe_exclusions
 

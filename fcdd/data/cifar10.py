@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fcdd.data.errors import DataError
+from fcdd.errors import DataError
 from fcdd.data.image_io import read_image
 from fcdd.data.folder import IMAGE_EXTENSIONS, files_key
 from fcdd.data.training_set import RawData, TensorStore, TestData, in_memory_metadata, resolve_class

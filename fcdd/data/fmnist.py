@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fcdd.data.errors import DataError
+from fcdd.errors import DataError
 from fcdd.data.training_set import RawData, TensorStore, TestData, in_memory_metadata, resolve_class, slug
 
 # torchvision.datasets.FashionMNIST.classes; run folders use their slugs ('t-shirt-top', 'ankle-boot').

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fcdd.data.errors import DataError
+from fcdd.errors import DataError
 from fcdd.data.geometry import resolve_input_hw, scaled_hw, size_hw, size_value, warn_aspect
 from fcdd.data.image_io import image_size, read_image
 from fcdd.data.training_set import RawData, TensorStore, TestData, slug

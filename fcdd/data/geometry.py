@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fcdd.data.errors import DataError
+from fcdd.errors import DataError
 
 ASPECT_TOLERANCE = 0.05  # a resize that changes width/height by more than 5 % is worth a warning
 

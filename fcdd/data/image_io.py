@@ -26,7 +26,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fcdd.data.errors import DataError
+from fcdd.errors import DataError
 
 MAX_PIXELS = 50_000_000  # a single image larger than this is refused (decompression bombs)
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fcdd.data.errors import DataError
+from fcdd.errors import DataError
 from fcdd.data.folder import file_metadata, list_images, open_image
 from fcdd.data.geometry import size_hw, size_value
 from fcdd.data.training_set import FileStore, RawData, TestData, resolve_class, slug

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from fcdd.data.errors import DataError
+from fcdd.errors import DataError
 from fcdd.data.folder import (
     cached_arrays,
     file_test_data,

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from fcdd.data.cifar10 import CIFAR10_CLASSES
-from fcdd.data.errors import DataError
+from fcdd.errors import DataError
 from fcdd.data.image_io import read_image, to_8bit
 from fcdd.data.fmnist import FMNIST_CLASSES
 

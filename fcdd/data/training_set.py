@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
-from fcdd.data.errors import DataError
+from fcdd.errors import DataError
 from fcdd.data.transforms import TestTransform, TrainTransform, pil_to_uint8
 
 

@@ -20,7 +20,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from fcdd.data.errors import DataError
+from fcdd.errors import DataError
 from fcdd.data.geometry import size_hw
 from fcdd.data.image_io import to_8bit
 from fcdd.data.normalisation import normalise
