@@ -25,7 +25,12 @@ PINNED = [
     (
         "folder keep_aspect",
         True,
-        ["data.dataset=folder", "data.resize=keep_aspect", "model.input_size=224", "data.folder.nominal=[good]"],
+        [
+            "data.dataset=folder",
+            "data.resize=keep_aspect",
+            "model.input_size=224",
+            "data.folder.nominal=[good]",
+        ],
         ["folder"],
         "folder",
         0,
@@ -94,6 +99,11 @@ def test_fingerprint_hash_is_the_recorded_one(case):
 def test_a_result_key_changes_the_hash():
     """The pins are not vacuous: one key that changes what a run learns gives another hash."""
     base = fingerprint(load_config(PARAMS), "t-shirt-top", 0)["hash"]
-    for override in ("train.lr=0.02", "anomalies.kind=confetti", "evaluation.calibration=0.3", "data.strict=true"):
+    for override in (
+        "train.lr=0.02",
+        "anomalies.kind=confetti",
+        "evaluation.calibration=0.3",
+        "data.strict=true",
+    ):
         changed = fingerprint(load_config(PARAMS, [override]), "t-shirt-top", 0)["hash"]
         assert (changed != base) == (override != "data.strict=true"), override
