@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fcdd.data.batch_augment import batch_augment
+from fcdd.data.calibration_split import CalibrationSet, split_calibration
 from fcdd.data.cifar10 import CIFAR10_CLASSES, load_cifar10
 from fcdd.errors import DataError
 from fcdd.data.fmnist import FMNIST_CLASSES, load_fmnist
@@ -49,7 +50,7 @@ class DataBundle:
     summary: dict[str, Any]
     classes: list[str]
     name: str
-    calibration: Any = None  # fcdd.calibration.CalibrationSet of held-out nominal images, or None
+    calibration: CalibrationSet | None = None  # held-out nominal images (evaluation.calibration)
     # Which raw images are in use: {"train"/"test": {"indices", "paths"}, "limited": bool}
     kept: dict[str, Any] = field(default_factory=dict)
 
@@ -202,8 +203,6 @@ def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
     real, moved = _semi(cfg, raw, seed) if kind == "semi" else (None, [])
     raw.test.keep = stratified_subset(raw.test.keep, np.asarray(raw.test.labels), cfg.data.test_limit, seed)
     train_keep = seeded_subset(len(raw.train), cfg.data.train_limit, seed)
-    from fcdd.calibration import CalibrationSet, split_calibration  # fcdd.calibration imports fcdd.data
-
     groups = (
         [str(Path(p).parent) for p in raw.train_paths] if len(raw.train_paths) == len(raw.train) else None
     )
