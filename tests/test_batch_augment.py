@@ -8,15 +8,9 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from fcdd.config import Config
-from fcdd.data.batch_augment import (
-    BatchAugment,
-    BatchColorJitter,
-    _brightness,
-    _contrast,
-    _hue,
-    _saturation,
-    batch_augment,
-)
+from fcdd.data import colour_jitter as jitter
+from fcdd.data.batch_augment import BatchAugment, batch_augment
+from fcdd.data.colour_jitter import BatchColorJitter
 from fcdd.data.training_set import TensorStore, TrainingSet
 from fcdd.data.transforms import train_transform
 from fcdd.engine import make_loader
@@ -36,15 +30,17 @@ def test_colour_ops_equal_torchvision_per_sample():
         one = x[k : k + 1]
         fac = torch.full((1, 1, 1, 1), f)
         torch.testing.assert_close(
-            _brightness(one.clone(), fac), F.adjust_brightness(one, f), atol=1e-6, rtol=0
+            jitter.brightness(one.clone(), fac), F.adjust_brightness(one, f), atol=1e-6, rtol=0
         )
-        torch.testing.assert_close(_contrast(one.clone(), fac), F.adjust_contrast(one, f), atol=1e-5, rtol=0)
         torch.testing.assert_close(
-            _saturation(one.clone(), fac), F.adjust_saturation(one, f), atol=1e-5, rtol=0
+            jitter.contrast(one.clone(), fac), F.adjust_contrast(one, f), atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            jitter.saturation(one.clone(), fac), F.adjust_saturation(one, f), atol=1e-5, rtol=0
         )
     for shift in (-0.01, 0.0, 0.004, 0.3):
         torch.testing.assert_close(
-            _hue(x, torch.full((4,), shift)), F.adjust_hue(x, shift), atol=1e-4, rtol=0
+            jitter.hue(x, torch.full((4,), shift)), F.adjust_hue(x, shift), atol=1e-4, rtol=0
         )
 
 

@@ -5,7 +5,7 @@ per image: a random choice of (random crop | resize to the input size), a random
 ColorJitters, relative Gaussian noise with probability 1/2, then the normalisation. Here the same
 draws run as tensor ops over the batch [B, C, S, S]: geometry first and in uint8 (the same resize
 kernels as torchvision's, only 224² of 240² pixels go on), one conversion to float, the jitter of
-fcdd.data.batch_augment with per-sample parameter sets, noise with per-sample scale and coin.
+fcdd.data.colour_jitter with per-sample parameter sets, noise with per-sample scale and coin.
 
 Randomness comes from ``generator`` (default: torch's global generator, seeded per batch by
 fcdd.engine), so a batch depends on its seed only: exact resume, any num_workers. On CUDA every
@@ -22,12 +22,12 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from fcdd.data.batch_augment import _brightness, _contrast, _hue, _saturation, apply_jitter
+from fcdd.data.colour_jitter import apply_jitter, brightness, contrast, hue, saturation
 from fcdd.data.geometry import size_hw
 from fcdd.data.normalisation import normalise
 from fcdd.data.transforms import STORED_JITTERS, STORED_NOISE, STORED_NOISE_P, stored_before_crop
 
-COLOUR_OPS = (_brightness, _contrast, _saturation)  # order codes 0, 1, 2 of apply_jitter; 3 is the hue
+COLOUR_OPS = (brightness, contrast, saturation)  # order codes 0, 1, 2 of apply_jitter; 3 is the hue
 
 
 def every_branch(x: torch.Tensor) -> bool:
@@ -110,7 +110,7 @@ class StoredBatchAugment:
             y = images[i : i + 1]
             for k in order[i]:
                 if k == 3:
-                    y = _hue(y, torch.tensor([shift[i]]))
+                    y = hue(y, torch.tensor([shift[i]]))
                 else:
                     y = COLOUR_OPS[k](y, factors[i][k])
             if noisy[i]:
