@@ -582,7 +582,7 @@ def _load_detector(ref: str, device: str, tracking_uri: str | None = None, expor
 def _collect_images(inputs: list[str]) -> list[Path]:
     import glob
 
-    from fcdd.data.folder import IMAGE_EXTENSIONS as IMAGE_SUFFIXES
+    from fcdd.data.image_io import IMAGE_EXTENSIONS as IMAGE_SUFFIXES
 
     found: list[Path] = []
     for item in inputs:

@@ -19,18 +19,12 @@ from typing import Any
 
 import yaml
 
+from fcdd.data.datasets import dataset_names, dataset_spec
 from fcdd.errors import ConfigError
 
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # train.compile: torch.compile modes
-DATASETS = ("fmnist", "cifar10", "imagenet30", "mvtec", "folder")
-RESIZED_DATASETS = ("mvtec", "folder")  # images of any size, resized to model.input_size
+DATASETS = dataset_names()  # every module of fcdd/data/datasets/
 RESIZE_MODES = ("fixed", "keep_aspect")  # data.resize; see fcdd/data/geometry.py
-
-# Spec §3/§5: per-dataset Gaussian σ for the receptive-field upsampling and heatmap quantile q.
-DATASET_SIGMA = {"fmnist": 1.2, "cifar10": 1.2, "imagenet30": 8.0, "mvtec": 12.0}
-DEFAULT_SIGMA = 10.0
-DATASET_QUANTILE = {"fmnist": 0.85, "cifar10": 0.85, "imagenet30": 0.97, "mvtec": 0.99}
-DEFAULT_QUANTILE = 0.97
 
 
 @dataclass
@@ -178,13 +172,13 @@ class Config:
         """σ for the upsampling: configured, else per dataset (docs/method.md §3: otherwise 10)."""
         if self.model.sigma is not None:
             return self.model.sigma
-        return DATASET_SIGMA.get(self.data.dataset, DEFAULT_SIGMA)
+        return dataset_spec(self.data.dataset).sigma
 
     @property
     def quantile(self) -> float:
         if self.evaluation.quantile is not None:
             return self.evaluation.quantile
-        return DATASET_QUANTILE.get(self.data.dataset, DEFAULT_QUANTILE)
+        return dataset_spec(self.data.dataset).quantile
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -568,9 +562,10 @@ def _check_input_size(d: DataConfig, m: ModelConfig) -> None:
         raise ConfigError(
             f"model.input_size: data.resize keep_aspect takes one integer (the short side), got {size!r}"
         )
-    if d.resize == "keep_aspect" and d.dataset not in RESIZED_DATASETS:
+    resized = [n for n in DATASETS if dataset_spec(n).any_size]  # images of any size
+    if d.resize == "keep_aspect" and d.dataset not in resized:
         raise ConfigError(
-            f"data.resize: keep_aspect applies to {' and '.join(RESIZED_DATASETS)}; {d.dataset} has fixed inputs"
+            f"data.resize: keep_aspect applies to {' and '.join(resized)}; {d.dataset} has fixed inputs"
         )
 
 

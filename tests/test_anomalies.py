@@ -19,9 +19,10 @@ from fcdd.data.anomalies import (
     OutlierExposure,
     RealAnomalies,
     build_anomaly_source,
+    oe_exclusions,
     select_semi_supervised,
 )
-from fcdd.data.outlier_exposure import name_labels, oe_exclusions
+from fcdd.data.outlier_exposure import name_labels
 from fcdd.errors import DataError
 
 torch.set_num_threads(1)

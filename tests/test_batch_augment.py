@@ -9,10 +9,10 @@ from torchvision.transforms.v2 import functional as F
 
 from fcdd.config import Config
 from fcdd.data import colour_jitter as jitter
-from fcdd.data.batch_augment import BatchAugment, batch_augment
+from fcdd.data import dataset_spec
+from fcdd.data.batch_augment import BatchAugment
 from fcdd.data.colour_jitter import BatchColorJitter
 from fcdd.data.training_set import TensorStore, TrainingSet
-from fcdd.data.transforms import train_transform
 from fcdd.engine import make_loader
 
 NONE = {"kind": "none"}
@@ -55,8 +55,8 @@ def test_batched_path_has_the_per_sample_distribution(dataset, channels, size):
     flips, jitter and noise drawn alike), where a wrong padding, flip rate or order would not."""
     image = _colour_image(1, size)[0, :channels]
     preprocess = {"input_size": size, "normalisation": NONE}
-    per_sample = train_transform(dataset, preprocess)
-    batched = batch_augment(dataset, preprocess)
+    per_sample = dataset_spec(dataset).train_transform(preprocess)
+    batched = dataset_spec(dataset).batch_transform(preprocess)
     n = 3000
     mask = torch.zeros(1, size, size, dtype=torch.bool)
     a = _draws(lambda: per_sample(image, mask)[0], n)
@@ -135,9 +135,9 @@ def test_batches_depend_on_their_seed_only(tmp_path):
         cfg.data.num_workers, cfg.train.batch_size = workers, 8
         ts = TrainingSet(
             images,
-            train_transform("cifar10", preprocess),
+            dataset_spec("cifar10").train_transform(preprocess),
             3,
-            batch_transform=batch_augment("cifar10", preprocess),
+            batch_transform=dataset_spec("cifar10").batch_transform(preprocess),
         )
         runs.append(
             [

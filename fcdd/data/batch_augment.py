@@ -1,7 +1,7 @@
-"""Spec §4 augmentation of the small-image datasets (Fashion-MNIST, CIFAR-10) on a whole batch.
+"""docs/method.md §4 augmentation of the small images (Fashion-MNIST, CIFAR-10) on a whole batch.
 
-The per-sample path (fcdd.data.transforms) spends most of a CIFAR-10 epoch in Python dispatch:
-torchvision's ColorJitter alone costs ~0.4 ms per 32-px image. Here the same random operations run
+The per-sample path (fcdd.data.augment.SmallImageAugment) spends most of a CIFAR-10 epoch in Python
+dispatch: torchvision's ColorJitter alone costs ~0.4 ms per 32-px image. Here the same random operations run
 as tensor ops over the batch [B, C, H, W]: per-sample parameters drawn in one call each, the same
 distributions as torchvision's (uniform factors, a random order of the four colour ops, crop offsets
 uniform over the padded image, flip with probability 1/2). The ops are device-agnostic: the engine
@@ -20,6 +20,7 @@ import torch
 
 from fcdd.data.colour_jitter import BatchColorJitter
 from fcdd.data.normalisation import normalise
+
 
 def pad_crop_flip(
     x: torch.Tensor, masks: torch.Tensor | None, padding: int, generator: torch.Generator | None = None
@@ -103,17 +104,3 @@ def device_augment(train_set: Any, augment_on: str, device: torch.device) -> Dev
     if not augments_on_device(train_set, augment_on, device):
         return None
     return DeviceAugment(train_set.batch_transform, device)
-
-
-def batch_augment(dataset: str, preprocess: dict[str, Any]) -> BatchAugment | None:
-    """The batched docs/method.md §4 augmentation of ``dataset``, or None where there is none (ImageNet-30)."""
-    norm = preprocess["normalisation"]
-    if dataset == "fmnist":
-        return BatchAugment(2, norm)
-    if dataset == "cifar10":
-        return BatchAugment(4, norm, BatchColorJitter(0.01, 0.01, 0.01, 0.01), noise=0.001)
-    if dataset in ("mvtec", "folder"):
-        from fcdd.data.stored_augment import StoredBatchAugment
-
-        return StoredBatchAugment(preprocess["input_size"], norm)
-    return None

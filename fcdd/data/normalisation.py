@@ -17,7 +17,7 @@ import torch
 
 from fcdd.errors import DataError
 
-# Spec §4: "ImageNet mean/std" are the standard ImageNet-1k statistics, not a per-class estimate.
+# docs/method.md §4: "ImageNet mean/std" are the standard ImageNet-1k statistics, not a per-class estimate.
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
