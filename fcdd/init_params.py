@@ -19,7 +19,7 @@ from fcdd.config import ConfigError, load_config
 from fcdd.data.datasets import dataset_names, dataset_spec
 
 HINTS = """\
-# Every other setting comes from the presets above, else from fcdd/config.py's defaults.
+# Every other setting comes from the presets above, else from the defaults in fcdd/config/sections.py.
 # `fcdd config --params {out} --explain` prints each value and where it came from.
 # Add only what you mean to change, e.g.:
 # train:
