@@ -87,7 +87,7 @@ def test_input_size_and_resize_are_validated(strips, make_folder_config, tmp_pat
     ):
         with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
             _cfg(make_folder_config, strips, tmp_path, *extra)
-    with pytest.raises(ConfigError, match="keep_aspect applies to mvtec and folder; fmnist"):
+    with pytest.raises(ConfigError, match="keep_aspect applies to folder and mvtec; fmnist"):
         _cfg(make_folder_config, strips, tmp_path, "data.dataset=fmnist", "data.resize=keep_aspect")
 
 
