@@ -1,6 +1,7 @@
 """Calibrated decisions: split-conformal p-values, defect masks and their evaluation.
 
-A share of the nominal training images is held out (never trained on) and scored after training.
+A share of the nominal training images is held out (never trained on; the split is
+fcdd/data/calibration_split.py) and scored after training.
 For a new image with score s, ``p = (1 + #{calibration scores >= s}) / (n + 1)``; under
 exchangeability of nominal scores, ``P(p <= alpha) <= alpha`` for a good image: flagging
 ``p <= alpha`` rejects at most an alpha share of good parts. Masks use the same argument on each
@@ -17,11 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fcdd.data.errors import DataError
 from fcdd.errors import ConfigError
 
-MIN_CALIBRATION = 20  # a fraction is raised to this many images where the data allows (p >= 1/21)
-MIN_TRAINING = 10  # nominal images that must remain for training
 ALPHAS = (0.01, 0.05)  # levels the evaluation reports
 DEFAULT_ALPHA = 0.01
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
@@ -50,63 +48,6 @@ DECISION_KEYS = (
 
 class CalibrationError(ConfigError):
     """A calibration setting or an alpha cannot be used; the message says which and why."""
-
-
-# ------------------------------------------------------------------ the split
-def calibration_count(spec: float | int | None, available: int) -> int:
-    """How many of ``available`` nominal training images a ``evaluation.calibration`` value holds out."""
-    if not spec:
-        return 0
-    if isinstance(spec, float) and spec < 1:
-        # At least MIN_CALIBRATION images where that keeps half the data for training.
-        n = max(math.ceil(spec * available), min(MIN_CALIBRATION, available // 2))
-    else:
-        n = int(spec)
-    if n > available:
-        raise DataError(
-            f"evaluation.calibration: {spec} asks for {n} images but the class has only "
-            f"{available} nominal training images"
-        )
-    if available - n < MIN_TRAINING:
-        raise DataError(
-            f"evaluation.calibration: {spec} holds out {n} of {available} nominal training images, "
-            f"leaving {available - n} for training (at least {MIN_TRAINING} needed)"
-        )
-    return n
-
-
-def split_calibration(
-    keep: np.ndarray, spec: float | int | None, seed: int, groups: list[str] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(training indices, calibration indices) of ``keep``: seeded, stratified by ``groups``
-    (e.g. each image's sub-folder) so every group keeps its share in both parts."""
-    keep = np.asarray(keep, dtype=np.int64)
-    n = calibration_count(spec, len(keep))
-    if n == 0:
-        return keep, np.zeros(0, dtype=np.int64)
-    rng = np.random.default_rng([seed, 3])
-    labels = np.asarray([groups[int(j)] for j in keep]) if groups else np.zeros(len(keep), dtype=int)
-    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    exact = counts * n / len(keep)
-    quota = np.floor(exact).astype(int)
-    for g in np.argsort(-(exact - quota), kind="stable")[: n - int(quota.sum())]:
-        quota[g] += 1  # largest remainders first
-    cal = np.concatenate([rng.choice(keep[inverse == g], q, replace=False) for g, q in enumerate(quota)])
-    cal = np.sort(cal.astype(np.int64))
-    return np.setdiff1d(keep, cal), cal
-
-
-class CalibrationSet(Dataset):
-    """Held-out nominal training images, with the test transform (no augmentation, no anomalies)."""
-
-    def __init__(self, images: Any, keep: np.ndarray, transform: Any):
-        self.images, self.keep, self.transform = images, np.asarray(keep), transform
-
-    def __len__(self) -> int:
-        return len(self.keep)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"image": self.transform.from_uint8(self.images.uint8(int(self.keep[i])))}
 
 
 @torch.no_grad()

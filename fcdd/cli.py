@@ -440,7 +440,7 @@ def cmd_init(args) -> int:
 # ------------------------------------------------------------------ helpers
 def _check_data_root(cfg) -> None:
     """data.root must exist unless data.download may fetch it (the loader's own checks follow)."""
-    from fcdd.data.errors import DataError
+    from fcdd.errors import DataError
 
     root = Path(cfg.data.root).expanduser()
     if cfg.data.download or root.exists():
@@ -582,7 +582,7 @@ def _load_detector(ref: str, device: str, tracking_uri: str | None = None, expor
 def _collect_images(inputs: list[str]) -> list[Path]:
     import glob
 
-    from fcdd.data.folder import IMAGE_EXTENSIONS as IMAGE_SUFFIXES
+    from fcdd.data.image_io import IMAGE_EXTENSIONS as IMAGE_SUFFIXES
 
     found: list[Path] = []
     for item in inputs:

@@ -19,10 +19,9 @@ from PIL import Image
 from fcdd.anomaly_map import ReceptiveFieldUpsampler, resize_nearest
 from fcdd.config import Config, ModelConfig
 from fcdd.data import image_io
-from fcdd.data.errors import DataError
 from fcdd.data.image_io import array_to_8bit, read_image, to_8bit
 from fcdd.data.transforms import test_transform
-from fcdd.errors import ModelError
+from fcdd.errors import DataError, ModelError
 from fcdd.loss import pseudo_huber
 from fcdd.models import build_model
 

@@ -31,6 +31,7 @@ from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.compiled_step import TrainStep
 from fcdd.config import Config, ConfigError
 from fcdd.data.batch_augment import augments_on_device, device_augment
+from fcdd.data.datasets import dataset_spec
 from fcdd.errors import TrainingError
 from fcdd.fingerprint import fingerprint, mismatch
 from fcdd.hardware import cpu_info
@@ -94,16 +95,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-MAP_DATASETS = ("mvtec", "folder")  # training data with ground-truth maps (zeros for nominals)
-
-
 def choose_loss(cfg: Config) -> str:
     """'image' or 'pixel'. 'auto' follows the reference: pixel-wise whenever the training data carry
     ground-truth maps, i.e. mvtec/folder with injected anomalies (confetti and OE: all-ones maps,
     semi: real masks); image-level otherwise (fmnist/cifar10/imagenet30, or no anomalies at all,
     where both reduce to a mean of A over nominal images)."""
     if cfg.train.loss == "auto":
-        has_maps = cfg.data.dataset in MAP_DATASETS and cfg.anomalies.kind != "none"
+        has_maps = dataset_spec(cfg.data.dataset).has_maps and cfg.anomalies.kind != "none"
         return "pixel" if has_maps else "image"
     return cfg.train.loss
 

@@ -1,12 +1,13 @@
 """The settings a trained result depends on: a stable hash plus the values, stored in every
 checkpoint and model file, so a run folder is resumed or reported only for the settings that made it.
 
-Counted: every key of the ``data``, ``model``, ``train`` and ``anomalies`` sections (the run's own
-class and seed in place of the job's lists), except the runtime knobs in :data:`RUNTIME_KEYS`, which
-change where or how fast a run goes, not what it learns. ``train.epochs`` is among them: raising it
-continues a run (the learning-rate schedules do not depend on it); a checkpoint holding more epochs
-than asked is refused separately. ``evaluation`` (except ``evaluation.calibration``, which holds out
-training images), ``tracking`` and ``orchestration`` never count.
+Counted: every key whose role is "changes the result" (``Role.RESULT``, declared with the key in
+fcdd/config/sections.py), the run's own class and seed in place of the job's lists. That is every
+key of ``data``, ``model``, ``train`` and ``anomalies`` but their runtime knobs, which change where
+or how fast a run goes, not what it learns (``train.epochs`` among them: raising it continues a run,
+the learning-rate schedules do not depend on it; a checkpoint holding more epochs than asked is
+refused separately), plus ``evaluation.calibration``, which holds out training images. Evaluation,
+tracking and orchestration keys never count.
 The functions work on plain dicts, whatever storage the checkpoint bytes come from.
 """
 
@@ -16,30 +17,9 @@ import hashlib
 import json
 from typing import Any
 
-from fcdd.config import Config
+from fcdd.config import KEY_ROLES, Config, Role, role_of
 
-RESULT_SECTIONS = ("data", "model", "train", "anomalies")
-RUNTIME_KEYS = frozenset(
-    {
-        "data.cache_dir",  # where resized copies are kept, not what they hold
-        "data.download",
-        "data.num_workers",  # batches are seeded per batch: results do not depend on workers
-        "data.strict",
-        "train.channels_last",  # memory layout only
-        "train.compile",  # the same step, compiled: equal up to float rounding
-        "train.checkpoint_keep",
-        "train.checkpoint_uri",  # where checkpoint copies go, not what they hold
-        "train.bn_recalibration",  # applied to the final weights after the loop: checkpoints equal
-        "train.device",  # a run may resume on another machine
-        "train.epochs",
-        "train.output_dir",
-        "train.progress",
-        "train.threads",
-    }
-)
-# Outside those sections but changing what a run trains on: the calibration split holds out
-# nominal training images.
-RESULT_EXTRA_KEYS = frozenset({"evaluation.calibration"})
+RUNTIME_KEYS = frozenset(k for k, role in KEY_ROLES.items() if role is Role.RUNTIME)  # never counted
 # Keys added after checkpoints were written, left out at the value that behaves as before, so those
 # checkpoints keep their fingerprint and resume.
 LATER_KEYS_AT_OLD_BEHAVIOUR = {"data.resize": "fixed"}
@@ -61,8 +41,7 @@ def result_settings(cfg: Config, cls: str | None = None, seed: int | None = None
 
 
 def _counts(key: str) -> bool:
-    in_section = key.split(".", 1)[0] in RESULT_SECTIONS and key not in RUNTIME_KEYS
-    return in_section or key in RESULT_EXTRA_KEYS
+    return role_of(key) is Role.RESULT
 
 
 def fingerprint(cfg: Config, cls: str | None = None, seed: int | None = None) -> dict[str, Any]:

@@ -15,13 +15,11 @@ from typing import Any
 
 import yaml
 
-from fcdd.config import DATASETS, ConfigError, load_config
-
-# Each dataset starts from the preset of its name; on a CPU the reduced profile is added.
-CPU_PROFILE = {"fmnist": "cpu", "cifar10": "cpu", "mvtec": "cpu_mvtec", "folder": "cpu_mvtec"}
+from fcdd.config import ConfigError, load_config
+from fcdd.data.datasets import dataset_names, dataset_spec
 
 HINTS = """\
-# Every other setting comes from the presets above, else from fcdd/config.py's defaults.
+# Every other setting comes from the presets above, else from the defaults in fcdd/config/sections.py.
 # `fcdd config --params {out} --explain` prints each value and where it came from.
 # Add only what you mean to change, e.g.:
 # train:
@@ -40,10 +38,9 @@ HINTS = """\
 
 
 def default_presets(dataset: str, cpu: bool) -> list[str]:
-    chosen = [dataset]
-    if cpu and dataset in CPU_PROFILE:
-        chosen.append(CPU_PROFILE[dataset])
-    return chosen
+    """The preset of the dataset's name; on a CPU also the dataset's reduced profile (its cpu_preset)."""
+    profile = dataset_spec(dataset).cpu_preset if dataset in dataset_names() else None
+    return [dataset, profile] if cpu and profile else [dataset]
 
 
 def init_params(
@@ -57,8 +54,8 @@ def init_params(
     tracking: bool | None = None,
 ) -> str:
     """The YAML text of a new params file; checked by loading it before it is returned."""
-    if dataset not in DATASETS:
-        raise ConfigError(f"--dataset: {dataset!r} is not one of {', '.join(DATASETS)}")
+    if dataset not in dataset_names():
+        raise ConfigError(f"--dataset: {dataset!r} is not one of {', '.join(dataset_names())}")
     if not Path(root).exists():
         raise ConfigError(f"--root {root}: no such folder or file")
     source = Path(source)

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from fcdd import heatmaps as figs
-from fcdd.data.errors import DataError
 from fcdd.data.image_io import read_image
 from fcdd.detector import DetectorError, full_heatmap, to_pil
+from fcdd.errors import DataError
 
 SAMPLE_SIZE = 65_536  # values kept for the global colour scale's quantile
 SAMPLES_PER_MAP = 4096  # at most this many values of each map enter the reservoir

@@ -17,16 +17,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fcdd.config import Config, ConfigError, _build, _deep_update, config_layers, validate
-
-# Where results are logged and how runs are scheduled: not stored in model.pt (nor in the pipeline's
-# summaries), so its bytes do not depend on them (dvc.lock hashes it; no DVC stage declares them).
-NOT_STORED_SECTIONS = ("tracking", "orchestration")
+from fcdd.config import Config, ConfigError, Role, _build, _deep_update, config_layers, role_of, validate
 
 
 def config_to_store(flat: dict[str, Any]) -> dict[str, Any]:
-    """A flat config (``Config.flat()``) without the sections in NOT_STORED_SECTIONS."""
-    return {k: v for k, v in flat.items() if k.split(".", 1)[0] not in NOT_STORED_SECTIONS}
+    """A flat config (``Config.flat()``) without its service keys (``Role.SERVICE``: where results
+    are logged and how runs are scheduled), so model.pt's bytes, and the pipeline's summaries, do not
+    depend on them (dvc.lock hashes them; no DVC stage declares those keys)."""
+    return {k: v for k, v in flat.items() if role_of(k) is not Role.SERVICE}
 
 
 def root_from_model(root: str, model_dir: str | Path) -> dict[str, str]:

@@ -151,8 +151,8 @@ def _read_path(value: str, row: int) -> bytes:
 def _open_bytes(data: io.BytesIO, max_pixels: int, where: str) -> Image.Image:
     """Decoded through fcdd's one image loader (16-bit / float images scaled, not clipped); the
     size check reads the header only, before decoding."""
-    from fcdd.data.errors import DataError
     from fcdd.data.image_io import read_image
+    from fcdd.errors import DataError
 
     try:
         return read_image(data, where, max_pixels=max_pixels)

@@ -19,10 +19,11 @@ from fcdd.data.anomalies import (
     OutlierExposure,
     RealAnomalies,
     build_anomaly_source,
+    oe_exclusions,
     select_semi_supervised,
 )
-from fcdd.data.errors import DataError
-from fcdd.data.outlier_exposure import name_labels, oe_exclusions
+from fcdd.data.outlier_exposure import name_labels
+from fcdd.errors import DataError
 
 torch.set_num_threads(1)
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -298,7 +298,7 @@ def test_verdicts_form_a_folder_dataset(serve, calibrated, tmp_path, make_folder
         and rows[0]["source"] == "part0.png"
     )
     # the folder dataset reads the labels folder as written
-    from fcdd.data.folder import load_folder
+    from fcdd.data.datasets.folder import load_folder
 
     cfg = make_folder_config(
         labels,

@@ -8,17 +8,11 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from fcdd.config import Config
-from fcdd.data.batch_augment import (
-    BatchAugment,
-    BatchColorJitter,
-    _brightness,
-    _contrast,
-    _hue,
-    _saturation,
-    batch_augment,
-)
+from fcdd.data import colour_jitter as jitter
+from fcdd.data import dataset_spec
+from fcdd.data.batch_augment import BatchAugment
+from fcdd.data.colour_jitter import BatchColorJitter
 from fcdd.data.training_set import TensorStore, TrainingSet
-from fcdd.data.transforms import train_transform
 from fcdd.engine import make_loader
 
 NONE = {"kind": "none"}
@@ -36,15 +30,17 @@ def test_colour_ops_equal_torchvision_per_sample():
         one = x[k : k + 1]
         fac = torch.full((1, 1, 1, 1), f)
         torch.testing.assert_close(
-            _brightness(one.clone(), fac), F.adjust_brightness(one, f), atol=1e-6, rtol=0
+            jitter.brightness(one.clone(), fac), F.adjust_brightness(one, f), atol=1e-6, rtol=0
         )
-        torch.testing.assert_close(_contrast(one.clone(), fac), F.adjust_contrast(one, f), atol=1e-5, rtol=0)
         torch.testing.assert_close(
-            _saturation(one.clone(), fac), F.adjust_saturation(one, f), atol=1e-5, rtol=0
+            jitter.contrast(one.clone(), fac), F.adjust_contrast(one, f), atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            jitter.saturation(one.clone(), fac), F.adjust_saturation(one, f), atol=1e-5, rtol=0
         )
     for shift in (-0.01, 0.0, 0.004, 0.3):
         torch.testing.assert_close(
-            _hue(x, torch.full((4,), shift)), F.adjust_hue(x, shift), atol=1e-4, rtol=0
+            jitter.hue(x, torch.full((4,), shift)), F.adjust_hue(x, shift), atol=1e-4, rtol=0
         )
 
 
@@ -59,8 +55,8 @@ def test_batched_path_has_the_per_sample_distribution(dataset, channels, size):
     flips, jitter and noise drawn alike), where a wrong padding, flip rate or order would not."""
     image = _colour_image(1, size)[0, :channels]
     preprocess = {"input_size": size, "normalisation": NONE}
-    per_sample = train_transform(dataset, preprocess)
-    batched = batch_augment(dataset, preprocess)
+    per_sample = dataset_spec(dataset).train_transform(preprocess)
+    batched = dataset_spec(dataset).batch_transform(preprocess)
     n = 3000
     mask = torch.zeros(1, size, size, dtype=torch.bool)
     a = _draws(lambda: per_sample(image, mask)[0], n)
@@ -139,9 +135,9 @@ def test_batches_depend_on_their_seed_only(tmp_path):
         cfg.data.num_workers, cfg.train.batch_size = workers, 8
         ts = TrainingSet(
             images,
-            train_transform("cifar10", preprocess),
+            dataset_spec("cifar10").train_transform(preprocess),
             3,
-            batch_transform=batch_augment("cifar10", preprocess),
+            batch_transform=dataset_spec("cifar10").batch_transform(preprocess),
         )
         runs.append(
             [

@@ -1,4 +1,4 @@
-"""Conformal calibration: the split, the false-alarm guarantee, masks, metrics, and the CLI around them."""
+"""Conformal calibration: the split (fcdd.data.calibration_split), the false-alarm guarantee, masks, metrics, and the CLI around them."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from fcdd import calibration as conformal
 from fcdd.cli import main
 from fcdd.config import ConfigError
 from fcdd.data import DataError, build_datasets
+from fcdd.data.calibration_split import split_calibration
 from fcdd.detector import Detector
 from fcdd.experiment import run_experiment
 
@@ -126,22 +127,22 @@ def test_decision_metrics_and_the_oracle():
 def test_split_is_disjoint_seeded_stratified_and_at_least_twenty():
     keep = np.arange(300)
     groups = ["a"] * 200 + ["b"] * 100
-    train, cal = conformal.split_calibration(keep, 0.1, seed=0, groups=groups)
+    train, cal = split_calibration(keep, 0.1, seed=0, groups=groups)
     assert len(cal) == 30 and len(train) == 270 and not set(train) & set(cal)
     assert sum(int(j) >= 200 for j in cal) == 10  # group b keeps its third
-    assert np.array_equal(cal, conformal.split_calibration(keep, 0.1, seed=0, groups=groups)[1])
-    assert not np.array_equal(cal, conformal.split_calibration(keep, 0.1, seed=1, groups=groups)[1])
-    assert len(conformal.split_calibration(np.arange(100), 0.05, 0)[1]) == 20  # raised to 20
-    assert len(conformal.split_calibration(np.arange(30), 0.05, 0)[1]) == 15  # but keeps half to train
-    assert len(conformal.split_calibration(np.arange(100), 7, 0)[1]) == 7  # a count is a count
-    assert len(conformal.split_calibration(np.arange(100), None, 0)[1]) == 0
+    assert np.array_equal(cal, split_calibration(keep, 0.1, seed=0, groups=groups)[1])
+    assert not np.array_equal(cal, split_calibration(keep, 0.1, seed=1, groups=groups)[1])
+    assert len(split_calibration(np.arange(100), 0.05, 0)[1]) == 20  # raised to 20
+    assert len(split_calibration(np.arange(30), 0.05, 0)[1]) == 15  # but keeps half to train
+    assert len(split_calibration(np.arange(100), 7, 0)[1]) == 7  # a count is a count
+    assert len(split_calibration(np.arange(100), None, 0)[1]) == 0
 
 
 def test_split_errors_are_one_line():
     with pytest.raises(DataError, match=r"asks for 200 images but the class has only 100"):
-        conformal.split_calibration(np.arange(100), 200, 0)
+        split_calibration(np.arange(100), 200, 0)
     with pytest.raises(DataError, match=r"leaving 5 for training \(at least 10"):
-        conformal.split_calibration(np.arange(100), 95, 0)
+        split_calibration(np.arange(100), 95, 0)
 
 
 @pytest.mark.parametrize("value", ["-1", "1.5", "abc"])

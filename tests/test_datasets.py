@@ -15,11 +15,18 @@ import torch
 from PIL import Image
 
 from fcdd.config import Config
-from fcdd.data import DataError, build_datasets, class_names, describe, seeded_subset, stratified_subset
-from fcdd.data.fmnist import FMNIST_CLASSES
-from fcdd.data.imagenet30 import IMAGENET30
+from fcdd.data import (
+    DataError,
+    build_datasets,
+    class_names,
+    dataset_spec,
+    describe,
+    seeded_subset,
+    stratified_subset,
+)
+from fcdd.data.datasets.fmnist import FMNIST_CLASSES
+from fcdd.data.datasets.imagenet30 import IMAGENET30
 from fcdd.data.training_set import TensorStore, TrainingSet
-from fcdd.data.transforms import train_transform
 
 torch.set_num_threads(1)
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -73,7 +80,7 @@ def jpeg(array: np.ndarray) -> bytes:
 
 @pytest.fixture
 def cifar_zip(tmp_path: Path) -> Path:
-    from fcdd.data.cifar10 import CIFAR10_CLASSES
+    from fcdd.data.datasets.cifar10 import CIFAR10_CLASSES
 
     rng = np.random.default_rng(0)
     path = tmp_path / "cifar.zip"
@@ -167,7 +174,7 @@ def test_fmnist_one_vs_rest_counts_labels_and_stats(tmp_path, fmnist_root):
     assert item["image"].shape == (1, 28, 28) and item["label"].item() == 0 and item["mask"].sum() == 0
     norm = bundle.preprocess["normalisation"]
     assert norm["kind"] == "gcn-minmax" and norm["min"] < 0 < norm["max"]
-    from fcdd.data.fmnist import load_split
+    from fcdd.data.datasets.fmnist import load_split
     from fcdd.data.normalisation import gcn
 
     x, y = load_split(config(tmp_path, "fmnist", fmnist_root, 28), "train")
@@ -465,7 +472,7 @@ def test_folder_defect_type_is_the_last_folder_name_unless_two_collide(tmp_path,
     }  # fmt: skip
     i = bundle.test.paths.index(str(folder_root / "test" / "broken_large" / "x.png"))
     assert bundle.test.defect_types[i] == "broken_large"
-    from fcdd.data.folder import defect_type_names
+    from fcdd.data.datasets.folder import defect_type_names
 
     assert defect_type_names(["x", "a/x", "b/y", "."]) == {
         "x": "x",
@@ -508,7 +515,9 @@ class SquareSource:
 def training_set(probability: float) -> TrainingSet:
     images = TensorStore(np.full((40, 28, 28), 10, dtype=np.uint8))
     pre = {"input_size": 28, "channels": 1, "resize": None, "crop": None, "normalisation": {"kind": "none"}}
-    return TrainingSet(images, train_transform("fmnist", pre), 1, SquareSource(), probability, seed=3)
+    return TrainingSet(
+        images, dataset_spec("fmnist").train_transform(pre), 1, SquareSource(), probability, seed=3
+    )
 
 
 def test_injection_replaces_samples_with_aligned_anomalies():

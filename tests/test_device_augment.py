@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from fcdd.config import Config, ConfigError, validate
-from fcdd.data.batch_augment import batch_augment, device_augment
+from fcdd.data import dataset_spec
+from fcdd.data.batch_augment import device_augment
 from fcdd.data.training_set import TensorStore, TrainingSet
-from fcdd.data.transforms import train_transform
 from fcdd.engine import CHECKPOINT, make_loader, train
 from fcdd.loss import fcdd_loss
 from fcdd.models import CNN28
@@ -27,9 +27,9 @@ def _set(dataset: str, n: int, same_image: bool = False) -> TrainingSet:
     preprocess = {"input_size": size, "normalisation": NONE}
     return TrainingSet(
         TensorStore(raw.expand(n, -1, -1, -1).contiguous().squeeze(-1).numpy()),
-        train_transform(dataset, preprocess),
+        dataset_spec(dataset).train_transform(preprocess),
         channels,
-        batch_transform=batch_augment(dataset, preprocess),
+        batch_transform=dataset_spec(dataset).batch_transform(preprocess),
     )
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 from fcdd import experiment
 from fcdd.cli import main
 from fcdd.config import ConfigError
-from fcdd.data import build_datasets
+from fcdd.data import build_datasets, dataset_spec
 from fcdd.data.batch_augment import BatchAugment
 from fcdd.data.transforms import test_transform
 from fcdd.detector import Detector
@@ -87,7 +87,7 @@ def test_input_size_and_resize_are_validated(strips, make_folder_config, tmp_pat
     ):
         with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
             _cfg(make_folder_config, strips, tmp_path, *extra)
-    with pytest.raises(ConfigError, match="keep_aspect applies to mvtec and folder; fmnist"):
+    with pytest.raises(ConfigError, match="keep_aspect applies to folder and mvtec; fmnist"):
         _cfg(make_folder_config, strips, tmp_path, "data.dataset=fmnist", "data.resize=keep_aspect")
 
 
@@ -244,7 +244,6 @@ def test_batch_augment_keeps_h_by_w():
 @pytest.mark.parametrize("every_branch", [False, True])  # the CPU loop and the CUDA path (forced here)
 def test_stored_batch_augment_crops_rectangles_and_masks_follow(monkeypatch, every_branch):
     from fcdd.data import stored_augment
-    from fcdd.data.batch_augment import batch_augment
 
     monkeypatch.setattr(stored_augment, "every_branch", lambda x: every_branch)
     n, (sh, sw) = 64, (44, 110)  # the stored copy of a [40, 100] input (stored_size 44)
@@ -258,7 +257,7 @@ def test_stored_batch_augment_crops_rectangles_and_masks_follow(monkeypatch, eve
         )
         images[i, :, y : y + 12, x : x + 30] = 255
         masks[i, :, y : y + 12, x : x + 30] = True
-    augment = batch_augment("folder", {"input_size": INPUT, "normalisation": {"kind": "none"}})
+    augment = dataset_spec("folder").batch_transform({"input_size": INPUT, "normalisation": {"kind": "none"}})
     torch.manual_seed(0)
     out, m = augment(images, masks)
     assert tuple(out.shape) == (n, 3, *INPUT) and tuple(m.shape) == (n, 1, *INPUT)

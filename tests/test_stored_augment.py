@@ -9,12 +9,11 @@ import pytest
 import torch
 
 from fcdd.config import load_config
-from fcdd.data import build_datasets
+from fcdd.data import build_datasets, dataset_spec
 from fcdd.data.anomalies import Confetti
-from fcdd.data.batch_augment import batch_augment
+from fcdd.data.datasets.mvtec import STORED_AUGMENT as MVTEC_AUGMENT
 from fcdd.data.stored_augment import StoredBatchAugment
 from fcdd.data.training_set import TensorStore, TrainingSet
-from fcdd.data.transforms import train_transform
 from fcdd.engine import make_loader
 
 NONE = {"kind": "none"}
@@ -36,8 +35,8 @@ def test_batched_path_has_the_per_sample_distribution(stored, size):
     choice, offsets, jitter choice and factors, noise coin and scale drawn alike)."""
     image = _image(stored)
     preprocess = {"input_size": size, "normalisation": NONE}
-    per_sample = train_transform("mvtec", preprocess, stored)
-    batched = batch_augment("mvtec", preprocess)
+    per_sample = dataset_spec("mvtec").train_transform(preprocess, stored)
+    batched = dataset_spec("mvtec").batch_transform(preprocess)
     assert isinstance(batched, StoredBatchAugment)
     n = 2000
     mask = torch.zeros(1, stored, stored, dtype=torch.bool)
@@ -64,7 +63,7 @@ def test_all_branches_path_has_the_per_image_distribution(monkeypatch):
     image, n = _image(34), 1500
     images = image.expand(n, -1, -1, -1).contiguous()
     masks = (images[:, :1] > 128).contiguous()
-    augment = StoredBatchAugment(32, NONE)
+    augment = StoredBatchAugment(32, NONE, MVTEC_AUGMENT)
     torch.manual_seed(0)
     a, ma = augment(images, masks)
     monkeypatch.setattr(sa, "every_branch", lambda x: True)
@@ -81,7 +80,7 @@ def test_device_augmentation_does_not_sync_on_cuda():
     images = torch.randint(0, 256, (8, 3, 240, 240), dtype=torch.uint8).to(cuda)
     masks = torch.zeros(8, 1, 240, 240, dtype=torch.bool, device=cuda)
     generator = torch.Generator(device=cuda).manual_seed(0)
-    augment = StoredBatchAugment(224, {"kind": "gcn-minmax", "min": -1.0, "max": 2.0})
+    augment = StoredBatchAugment(224, {"kind": "gcn-minmax", "min": -1.0, "max": 2.0}, MVTEC_AUGMENT)
     augment(images, masks, generator)  # warm-up: first calls may allocate and load kernels
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
@@ -103,7 +102,7 @@ def test_masks_move_with_the_image():
         images[i, :, y : y + 12, x : x + 12] = 255
         masks[i, :, y : y + 12, x : x + 12] = True
     torch.manual_seed(0)
-    out, m = StoredBatchAugment(size, NONE)(images, masks)
+    out, m = StoredBatchAugment(size, NONE, MVTEC_AUGMENT)(images, masks)
     assert m.dtype == torch.float32 and set(m.unique().tolist()) <= {0.0, 1.0}
     inside = (out * m).sum((1, 2, 3)) / (3 * m.sum((1, 2, 3))).clamp_min(1)
     outside = (out * (1 - m)).sum((1, 2, 3)) / (3 * (1 - m).sum((1, 2, 3)))
@@ -120,7 +119,7 @@ def test_crop_or_resize_is_drawn_per_image_with_probability_one_half():
     masks = board.expand(n, 1, stored, stored).contiguous()
     images = torch.full((n, 3, stored, stored), 128, dtype=torch.uint8)
     torch.manual_seed(0)
-    _, m = StoredBatchAugment(size, NONE)(images, masks)
+    _, m = StoredBatchAugment(size, NONE, MVTEC_AUGMENT)(images, masks)
     rows_alternate = (m[..., 1:, :] != m[..., :-1, :]).flatten(1).all(1)
     cols_alternate = (m[..., :, 1:] != m[..., :, :-1]).flatten(1).all(1)
     cropped = rows_alternate & cols_alternate
@@ -136,11 +135,11 @@ def _confetti_set(n: int) -> TrainingSet:
     preprocess = {"input_size": 32, "normalisation": NONE}
     return TrainingSet(
         TensorStore(raw.numpy()),
-        train_transform("mvtec", preprocess, 40),
+        dataset_spec("mvtec").train_transform(preprocess, 40),
         3,
         source=Confetti("changed"),
         probability=0.5,
-        batch_transform=batch_augment("mvtec", preprocess),
+        batch_transform=dataset_spec("mvtec").batch_transform(preprocess),
     )
 
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from fcdd.data.errors import DataError
+from fcdd.data import dataset_spec
 from fcdd.data.normalisation import cached_stats, gcn, gcn_minmax_stats, meanstd_stats, normalise
-from fcdd.data.transforms import pil_to_uint8, test_transform, to_mode, train_transform
+from fcdd.data.transforms import pil_to_uint8, test_transform, to_mode
+from fcdd.errors import DataError
 
 torch.set_num_threads(1)
 NONE = {"kind": "none"}
@@ -126,7 +127,7 @@ def square_image(size: int, channels: int, rng: np.random.Generator) -> tuple[to
     ],
 )
 def test_joint_train_transform_keeps_the_mask_on_the_bright_square(dataset, size, channels, stored, min_iou):
-    t = train_transform(dataset, preprocess(size, channels), stored_size=stored)
+    t = dataset_spec(dataset).train_transform(preprocess(size, channels), stored_size=stored)
     rng = np.random.default_rng(1)
     torch.manual_seed(0)
     moved = 0
@@ -146,14 +147,14 @@ def test_joint_train_transform_keeps_the_mask_on_the_bright_square(dataset, size
 
 
 def test_imagenet_train_transform_output_size():
-    t = train_transform("imagenet30", preprocess(64, 3, resize=73, crop=64))
+    t = dataset_spec("imagenet30").train_transform(preprocess(64, 3, resize=73, crop=64))
     image, mask = square_image(90, 3, np.random.default_rng(2))
     x, m = t(image, mask)
     assert x.shape == (3, 64, 64) and m.shape == (1, 64, 64)
 
 
 def test_train_transform_is_deterministic_given_the_torch_seed():
-    t = train_transform("mvtec", preprocess(56, 3), stored_size=60)
+    t = dataset_spec("mvtec").train_transform(preprocess(56, 3), stored_size=60)
     image, mask = square_image(60, 3, np.random.default_rng(3))
     torch.manual_seed(5)
     a = [t(image, mask) for _ in range(3)]
@@ -164,8 +165,8 @@ def test_train_transform_is_deterministic_given_the_torch_seed():
 
 
 def test_unknown_dataset_has_no_train_transform():
-    with pytest.raises(DataError, match="no training transform"):
-        train_transform("svhn", preprocess(32, 3))
+    with pytest.raises(DataError, match=r"data.dataset 'svhn' is not one of .*fmnist"):
+        dataset_spec("svhn").train_transform(preprocess(32, 3))
 
 
 def test_pil_to_uint8_channels():

@@ -22,10 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fcdd.data.errors import DataError
-from fcdd.data.folder import IMAGE_EXTENSIONS
-from fcdd.data.image_io import read_image
-from fcdd.errors import UsageError
+from fcdd.data.image_io import IMAGE_EXTENSIONS, read_image
+from fcdd.errors import DataError, UsageError
 
 VERDICTS = {"false_alarm": "good", "missed_defect": "defect"}  # verdict -> sub-folder
 MASK_FOLDER, MASK_SUFFIX = "masks", "_mask"

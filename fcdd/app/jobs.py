@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fcdd.data.folder import IMAGE_EXTENSIONS
+from fcdd.data.image_io import IMAGE_EXTENSIONS
 from fcdd.errors import UsageError
 from fcdd.predict import Reservoir
 

@@ -18,8 +18,8 @@ from fcdd import calibration as conformal
 from fcdd import heatmaps as figs
 from fcdd.app.catalog import CatalogError, LoadedModel, ModelCatalog
 from fcdd.app.jobs import Item, Job, JobStore, ModelRun, Result
-from fcdd.data.errors import DataError
 from fcdd.data.image_io import MAX_PIXELS, SIXTEEN_BIT_MODES, read_image
+from fcdd.errors import DataError
 from fcdd.predict import SAMPLES_PER_MAP
 
 BATCH_IMAGES = 4

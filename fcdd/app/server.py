@@ -23,7 +23,7 @@ from fcdd.app.catalog import ModelCatalog
 from fcdd.app.download import write_zip
 from fcdd.app.jobs import JobError, JobStore
 from fcdd.app.scorer import read_map
-from fcdd.data.folder import IMAGE_EXTENSIONS
+from fcdd.data.image_io import IMAGE_EXTENSIONS
 from fcdd.errors import FCDDError
 
 STATIC = Path(__file__).parent / "static"

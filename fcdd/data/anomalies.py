@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from PIL import Image
 
-from fcdd.config import Config
 from fcdd.data.confetti import Confetti, apply_confetti
-from fcdd.data.errors import DataError
+from fcdd.data.datasets import dataset_spec
 from fcdd.data.image_io import array_to_8bit, to_8bit
-from fcdd.data.outlier_exposure import OutlierExposure, oe_exclusions
+from fcdd.data.outlier_exposure import OutlierExposure, normalise_name
+from fcdd.errors import DataError
+
+if TYPE_CHECKING:
+    from fcdd.config import Config
 
 __all__ = [
     "AnomalySource",
@@ -29,6 +32,12 @@ __all__ = [
     "select_semi_supervised",
     "oe_exclusions",
 ]
+
+
+def oe_exclusions(dataset: str) -> set[str]:
+    """Names (and wnids) of every class in the dataset's test set, normalised: OE must never show
+    these. One-vs-rest test sets contain all classes of the dataset, so all of them are excluded."""
+    return {normalise_name(n) for n in dataset_spec(dataset).oe_exclude}
 
 
 class AnomalySource(Protocol):
@@ -64,15 +73,15 @@ class RealAnomalies:
             if len(pair) != 2:
                 raise DataError(f"real anomaly {i}: expected an (image, mask) pair")
             image, mask = pair
-            image = to_8bit(image) if isinstance(image, Image.Image) else Image.fromarray(array_to_8bit(image))
+            image = (
+                to_8bit(image) if isinstance(image, Image.Image) else Image.fromarray(array_to_8bit(image))
+            )
             mask = _as_mask(mask, f"real anomaly {i}")
             if mask.shape != (image.height, image.width):
                 raise DataError(
                     f"real anomaly {i}: mask {mask.shape} does not match image {(image.height, image.width)}"
                 )
-            self.images.append(
-                np.asarray(image)
-            )
+            self.images.append(np.asarray(image))
             self.masks.append(mask)
 
     def __len__(self) -> int:
@@ -103,7 +112,8 @@ def build_anomaly_source(
 
     ``channels``/``size``: the nominal images' channels and input size (OE images are cached at a
     modest multiple of it). ``exclude``: OE class names/wnids never to draw; default: every class of
-    the dataset's test set. For CIFAR-10 an OE source holding CIFAR-10 classes is an error.
+    the dataset's test set (its ``oe_exclude``); with its ``oe_reject_own`` (CIFAR-10) an OE source
+    holding them is an error.
     """
     kind = cfg.anomalies.kind
     if kind == "none":
@@ -115,14 +125,15 @@ def build_anomaly_source(
     if kind == "oe":
         source = cfg.anomalies.oe_source
         _check_not_own_data(cfg, source)
+        spec = dataset_spec(cfg.data.dataset)
         return OutlierExposure.from_source(
             source,
             channels,
             size,
             seed,
             limit=cfg.anomalies.oe_limit,
-            exclude=oe_exclusions(cfg.data.dataset) if exclude is None else exclude,
-            reject_excluded=cfg.data.dataset == "cifar10",
+            exclude=spec.oe_exclude if exclude is None else exclude,
+            reject_excluded=spec.oe_reject_own,
             download=cfg.data.download,
             strict=cfg.data.strict,
         )

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fcdd.data.errors import DataError
+from fcdd.errors import DataError
 
 ASPECT_TOLERANCE = 0.05  # a resize that changes width/height by more than 5 % is worth a warning
 
@@ -24,7 +24,11 @@ def size_hw(size: int | Sequence[int]) -> tuple[int, int]:
     """An int (square) or [H, W] -> (H, W)."""
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         return int(size), int(size)
-    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, (int, np.integer)) for v in size):
+    if (
+        isinstance(size, (list, tuple))
+        and len(size) == 2
+        and all(isinstance(v, (int, np.integer)) for v in size)
+    ):
         return int(size[0]), int(size[1])
     raise DataError(f"input size {size!r}: expected an integer or [height, width]")
 
@@ -57,7 +61,9 @@ def aspect_change(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> float:
     return abs((dst_hw[1] / dst_hw[0]) / (src_hw[1] / src_hw[0]) - 1.0)
 
 
-def warn_aspect(what: str, paths: Sequence[str], sizes: Sequence[tuple[int, int]], hw: tuple[int, int]) -> int:
+def warn_aspect(
+    what: str, paths: Sequence[str], sizes: Sequence[tuple[int, int]], hw: tuple[int, int]
+) -> int:
     """One warning line for ``what`` when resizing to ``hw`` changes some images' aspect ratio by
     more than ASPECT_TOLERANCE; returns how many do."""
     changed = [(p, s) for p, s in zip(paths, sizes, strict=True) if aspect_change(s, hw) > ASPECT_TOLERANCE]

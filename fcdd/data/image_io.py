@@ -26,14 +26,21 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fcdd.data.errors import DataError
+from fcdd.errors import DataError
 
 MAX_PIXELS = 50_000_000  # a single image larger than this is refused (decompression bombs)
+# The file suffixes read as images, everywhere: dataset folders, outlier-exposure sources, `fcdd predict`.
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 EIGHT_BIT_MODES = ("L", "RGB")
 _READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 ImageSource = str | Path | bytes | bytearray | BinaryIO
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Whether a file name has one of IMAGE_EXTENSIONS (any case)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
 def read_image(

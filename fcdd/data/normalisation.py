@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from fcdd.data.errors import DataError
+from fcdd.errors import DataError
 
 # docs/method.md §4: "ImageNet mean/std" are the standard ImageNet-1k statistics, not a per-class estimate.
 IMAGENET_MEAN = [0.485, 0.456, 0.406]

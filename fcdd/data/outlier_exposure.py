@@ -8,7 +8,6 @@ kept as one uint8 array, so drawing costs a resize only and the object pickles f
 
 from __future__ import annotations
 
-import io
 import pickle
 import re
 import warnings
@@ -19,49 +18,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fcdd.data.cifar10 import CIFAR10_CLASSES
-from fcdd.data.errors import DataError
-from fcdd.data.image_io import read_image, to_8bit
-from fcdd.data.fmnist import FMNIST_CLASSES
+from fcdd.data.image_io import IMAGE_EXTENSIONS, is_image_file, read_image, to_8bit
+from fcdd.errors import DataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MAX_CACHE_SIDE = 256  # decoded OE images are kept at most at max(size, min(2·size, 256)) px
 
-# ImageNet-30 (docs/method.md §4) with the ImageNet-1k wnids, so that `<wnid>_<name>.jpg` files match either way.
-IMAGENET30_WNIDS = {
-    "acorn": "n12267677", "airliner": "n02690373", "ambulance": "n02701002", "American alligator": "n01698640",
-    "banjo": "n02787622", "barn": "n02793495", "bikini": "n02837789", "digital clock": "n03196217",
-    "dragonfly": "n02268443", "dumbbell": "n03255030", "forklift": "n03384352", "goblet": "n03443371",
-    "grand piano": "n03452741", "hotdog": "n07697537", "hourglass": "n03544143", "manhole cover": "n03717622",
-    "mosque": "n03788195", "nail": "n03804744", "parking meter": "n03891332", "pillow": "n03938244",
-    "revolver": "n04086273", "dial telephone": "n03187595", "schooner": "n04147183", "snowmobile": "n04252077",
-    "soccer ball": "n04254680", "stingray": "n01498041", "strawberry": "n07745940", "tank": "n04389033",
-    "toaster": "n04442312", "volcano": "n09472597",
-}  # fmt: skip
-MVTEC_CLASSES = (
-    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw",
-    "tile", "toothbrush", "transistor", "wood", "zipper",
-)  # fmt: skip
 _WNID = re.compile(r"^(n\d{8})(?:_(.+))?$")
 
 
 def normalise_name(name: str) -> str:
     """'American alligator', 'american_alligator' and 'American-Alligator' compare equal."""
     return re.sub(r"[\s\-/]+", "_", name.strip().lower())
-
-
-def oe_exclusions(dataset: str) -> set[str]:
-    """Names (and wnids) of every class in the dataset's test set: OE must never show these.
-
-    One-vs-rest test sets contain all classes of the dataset, so all of them are excluded.
-    """
-    names: list[str] = {
-        "fmnist": [*FMNIST_CLASSES, "t-shirt", "top", "trousers", "ankle_boot"],
-        "cifar10": list(CIFAR10_CLASSES),
-        "imagenet30": [*IMAGENET30_WNIDS, *IMAGENET30_WNIDS.values()],
-        "mvtec": list(MVTEC_CLASSES),
-    }.get(dataset, [])
-    return {normalise_name(n) for n in names}
 
 
 def name_labels(relative_path: str) -> set[str]:
@@ -213,9 +180,7 @@ def _load_files(
     if not path.exists():
         raise DataError(f"OE source {path}: no such folder or zip file")
     if path.is_dir():
-        files = sorted(
-            p.relative_to(path).as_posix() for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-        )
+        files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if is_image_file(p))
 
         def read(name: str) -> bytes:
             return (path / name).read_bytes()
@@ -223,11 +188,7 @@ def _load_files(
         archive = None
     elif zipfile.is_zipfile(path):
         archive = zipfile.ZipFile(path)
-        files = sorted(
-            n
-            for n in archive.namelist()
-            if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not n.endswith("/")
-        )
+        files = sorted(n for n in archive.namelist() if is_image_file(n) and not n.endswith("/"))
         read = archive.read
     else:
         raise DataError(f"OE source {path}: neither a folder nor a zip file")

@@ -1,11 +1,11 @@
 """docs/method.md §4 augmentation of MVTec/folder images (stored at 240 px, trained at 224) on a whole batch.
 
-The per-sample path (fcdd.data.transforms.train_transform, "mvtec"/"folder") runs torchvision v2
+The per-sample path (fcdd.data.augment.StoredImageAugment.train_transform) runs torchvision v2
 per image: a random choice of (random crop | resize to the input size), a random choice of two
 ColorJitters, relative Gaussian noise with probability 1/2, then the normalisation. Here the same
 draws run as tensor ops over the batch [B, C, S, S]: geometry first and in uint8 (the same resize
 kernels as torchvision's, only 224² of 240² pixels go on), one conversion to float, the jitter of
-fcdd.data.batch_augment with per-sample parameter sets, noise with per-sample scale and coin.
+fcdd.data.colour_jitter with per-sample parameter sets, noise with per-sample scale and coin.
 
 Randomness comes from ``generator`` (default: torch's global generator, seeded per batch by
 fcdd.engine), so a batch depends on its seed only: exact resume, any num_workers. On CUDA every
@@ -16,18 +16,21 @@ each branch runs on its own samples only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from fcdd.data.batch_augment import _brightness, _contrast, _hue, _saturation, apply_jitter
+from fcdd.data.colour_jitter import apply_jitter, brightness, contrast, hue, saturation
 from fcdd.data.geometry import size_hw
 from fcdd.data.normalisation import normalise
-from fcdd.data.transforms import STORED_JITTERS, STORED_NOISE, STORED_NOISE_P, stored_before_crop
+from fcdd.data.transforms import stored_before_crop
 
-COLOUR_OPS = (_brightness, _contrast, _saturation)  # order codes 0, 1, 2 of apply_jitter; 3 is the hue
+if TYPE_CHECKING:
+    from fcdd.data.augment import StoredImageAugment
+
+COLOUR_OPS = (brightness, contrast, saturation)  # order codes 0, 1, 2 of apply_jitter; 3 is the hue
 
 
 def every_branch(x: torch.Tensor) -> bool:
@@ -39,8 +42,9 @@ class StoredBatchAugment:
     """(uint8 images [B, C, S, T], bool masks [B, 1, S, T] or None) -> (normalised float images
     [B, C, H, W], float masks [B, 1, H, W]); S x T is the stored size, ``size`` = H x W (an int: square)."""
 
-    def __init__(self, size: int | Sequence[int], normalisation: dict[str, Any]):
+    def __init__(self, size: int | Sequence[int], normalisation: dict[str, Any], recipe: StoredImageAugment):
         self.size, self.normalisation = size_hw(size), normalisation
+        self.jitters, self.noise, self.noise_p = recipe.jitters, recipe.noise, recipe.noise_p
         self.before_crop = tuple(stored_before_crop(n) for n in self.size)  # per side
 
     def __call__(
@@ -65,14 +69,14 @@ class StoredBatchAugment:
             offsets = torch.stack(
                 [torch.randint(0, span, (n,), generator=generator, device=gen_device) for span in spans]
             ).to(dev)
-        second = (rand(n) < 0.5).float()  # the second ColorJitter of STORED_JITTERS
+        second = (rand(n) < 0.5).float()  # the second ColorJitter of the recipe's two
         order = torch.argsort(rand(n, 4), dim=1)  # torchvision: a random order of the four ops
         u = rand(n, 4)
-        (b0, c0, s0, h0), (b1, c1, s1, h1) = STORED_JITTERS
+        (b0, c0, s0, h0), (b1, c1, s1, h1) = self.jitters
         strength = [a + (b - a) * second for a, b in ((b0, b1), (c0, c1), (s0, s1), (h0, h1))]
         factors = torch.stack([1 - strength[k] + 2 * strength[k] * u[:, k] for k in range(3)], 1)  # [n, 3]
         shift = strength[3] * (2 * u[:, 3] - 1)
-        noisy = rand(n) < STORED_NOISE_P
+        noisy = rand(n) < self.noise_p
         draws = crop, offsets, order, factors, shift, noisy
         stacked = images if masks is None else torch.cat([images, masks.to(images.dtype)], 1)
         if every_branch(images):
@@ -110,11 +114,11 @@ class StoredBatchAugment:
             y = images[i : i + 1]
             for k in order[i]:
                 if k == 3:
-                    y = _hue(y, torch.tensor([shift[i]]))
+                    y = hue(y, torch.tensor([shift[i]]))
                 else:
                     y = COLOUR_OPS[k](y, factors[i][k])
             if noisy[i]:
-                scale = STORED_NOISE * float(y.std())
+                scale = self.noise * float(y.std())
                 y = y.add_(torch.randn(y.shape, generator=generator).mul_(scale)).clamp_(0, 1)
             images[i : i + 1] = y
         return images, masks
@@ -129,7 +133,7 @@ class StoredBatchAugment:
         )
         y = g[:, :channels].float().div_(255)
         y = apply_jitter(y, order, [factors[:, k].view(n, 1, 1, 1) for k in range(3)], shift)
-        scale = STORED_NOISE * y.flatten(1).std(1).view(n, 1, 1, 1)
+        scale = self.noise * y.flatten(1).std(1).view(n, 1, 1, 1)
         noise = torch.randn(y.shape, generator=generator, device=gen_device).to(y.device)
         y = torch.where(noisy.view(n, 1, 1, 1), (y + scale * noise).clamp_(0, 1), y)
         return y, g[:, channels:].float()

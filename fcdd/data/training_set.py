@@ -11,7 +11,6 @@ drawn from torch's global generator inside ``__getitem__``, nothing from unseede
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,8 +21,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
-from fcdd.data.errors import DataError
+from fcdd.data.files import file_metadata, original_mask
+from fcdd.data.names import resolve_class as resolve_class  # re-exported: existing importers
+from fcdd.data.names import slug as slug
 from fcdd.data.transforms import TestTransform, TrainTransform, pil_to_uint8
+from fcdd.errors import DataError
 
 
 class ImageStore(Protocol):
@@ -88,24 +90,6 @@ def in_memory_metadata(store: ImageStore) -> dict[str, Callable]:
 def uint8_to_pil(x: torch.Tensor) -> Image.Image:
     a = x.permute(1, 2, 0).numpy()
     return Image.fromarray(a[:, :, 0], "L") if a.shape[2] == 1 else Image.fromarray(a, "RGB")
-
-
-def slug(name: str) -> str:
-    """'T-shirt/top' -> 't-shirt-top', 'American alligator' -> 'american-alligator'."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def resolve_class(cls: str, names: list[str], dataset: str, aliases: dict[str, int] | None = None) -> int:
-    """Index of class ``cls``: its slug, its original name (any case), its index, or an alias."""
-    key = slug(str(cls))
-    for i, n in enumerate(names):
-        if key == slug(n):
-            return i
-    if str(cls).strip().isdigit() and int(cls) < len(names):
-        return int(cls)
-    if aliases and key in aliases:
-        return aliases[key]
-    raise DataError(f"unknown {dataset} class {cls!r}; known classes: {', '.join(slug(n) for n in names)}")
 
 
 @dataclass
@@ -206,7 +190,10 @@ class TrainingSet(Dataset):
         return {"image": x, "label": torch.tensor(label, dtype=torch.int64), "mask": m, "index": i}
 
     def collate(
-        self, items: list[dict[str, Any]], keys: tuple[str, ...] = ("image", "label", "mask"), augment: bool = True
+        self,
+        items: list[dict[str, Any]],
+        keys: tuple[str, ...] = ("image", "label", "mask"),
+        augment: bool = True,
     ) -> dict:
         """A batch of items; with a batch transform, augmented here (in the loader's worker, right
         after the items were drawn, so with the batch's seeded RNG state). ``augment=False`` leaves
@@ -270,3 +257,29 @@ class TestSet(Dataset):
 
     def raw_image(self, i: int) -> np.ndarray:
         return self.data.raw_image(self._j(i))
+
+
+def file_test_data(
+    paths: list[str],
+    labels: list[int],
+    defect_types: list[str],
+    images: np.ndarray,
+    masks: np.ndarray,
+    mask_paths: list[str | None],
+    threshold: int,
+    has_masks: bool,
+    mask_note: str | None = None,
+) -> TestData:
+    """TestData over cached arrays, reading originals lazily for full masks and figures."""
+    known = [y == 0 or m is not None for y, m in zip(labels, mask_paths, strict=True)]
+    return TestData(
+        images=TensorStore(images),
+        labels=np.asarray(labels, dtype=np.int64),
+        defect_types=defect_types,
+        paths=paths,
+        **file_metadata(paths),
+        masks=TensorStore(masks.view(np.uint8)) if has_masks else None,
+        full_mask=partial(original_mask, paths, mask_paths, threshold) if has_masks else None,
+        mask_known=np.asarray(known, dtype=bool) if has_masks else None,
+        mask_note=None if has_masks else mask_note,
+    )

@@ -1,11 +1,11 @@
-"""Preprocessing of docs/method.md §4: the joint (image, mask) training transforms and the one test transform.
+"""Preprocessing of docs/method.md §4: the one test transform and the pieces of the joint (image,
+mask) training transforms (each dataset's recipe, fcdd/data/augment.py, puts them together).
 
 Images travel as uint8 tensors [C, H, W] until the last step, where they become float in [0, 1]
 and are normalised (fcdd.data.normalisation). Training transforms wrap image and mask in
 ``tv_tensors.Image`` / ``tv_tensors.Mask`` so torchvision.transforms.v2 draws ONE set of random
 parameters for both: a crop or flip moves the mask with the image, colour changes leave it alone.
-The 28/32-px datasets use PadCropFlip, the same joint crop+flip on one stacked tensor, because
-v2's per-call overhead would dominate their epochs. Randomness comes from torch's global generator.
+Randomness comes from torch's global generator.
 """
 
 from __future__ import annotations
@@ -20,16 +20,12 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from fcdd.data.errors import DataError
 from fcdd.data.geometry import size_hw
 from fcdd.data.image_io import to_8bit
 from fcdd.data.normalisation import normalise
+from fcdd.errors import DataError
 
 MODES = {1: "L", 3: "RGB"}
-# MVTec/folder training augmentation (docs/method.md §4), shared with its batched form (fcdd.data.stored_augment):
-# one of two ColorJitter(b, c, s, h) per image; x + 0.1 * std(x) * N(0, 1) with probability 1/2.
-STORED_JITTERS = ((0.04, 0.04, 0.04, 0.04), (0.005, 0.0005, 0.0005, 0.0005))
-STORED_NOISE, STORED_NOISE_P = 0.1, 0.5
 PREPROCESS_KEYS = ("input_size", "channels", "resize", "crop", "normalisation")
 
 
@@ -136,39 +132,16 @@ class AddNoise:
         return x.clamp(0, 1) if self.clamp else x
 
 
-class PadCropFlip:
-    """Joint random crop (zero padding) + horizontal flip of small images, on one stacked tensor.
-
-    Same distribution as v2.RandomCrop(size, padding) + v2.RandomHorizontalFlip() applied to an
-    (Image, Mask) pair, at a sixth of the cost: for 28/32-px images v2's per-call dispatch
-    dominates, and Fashion-MNIST/CIFAR-10 epochs are thousands of such calls.
-    """
-
-    def __init__(self, size: int, padding: int):
-        self.size, self.padding = size, padding
-
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        stacked = torch.cat([image, mask.to(image.dtype)])
-        p, s = self.padding, self.size
-        padded = torch.nn.functional.pad(stacked, (p, p, p, p))
-        top, left = torch.randint(0, padded.shape[1] - s + 1, (2,)).tolist()
-        out = padded[:, top : top + s, left : left + s]
-        if torch.rand(()).item() < 0.5:
-            out = out.flip(-1)
-        c = image.shape[0]
-        return out[:c], out[c:]
-
-
 class TrainTransform:
     """(uint8 image [C,H,W], mask [1,H,W]) -> (normalised float image, float mask in {0,1}).
 
-    ``colour`` (image only) runs first, then ``joint`` (a v2 transform of an Image/Mask pair, or a
-    PadCropFlip), then the noise on the float image, then the normalisation.
+    ``colour`` (image only) runs first, then ``joint`` (a v2 transform of an Image/Mask pair), then
+    the noise on the float image, then the normalisation.
     """
 
     def __init__(
         self,
-        joint: v2.Transform | PadCropFlip,
+        joint: v2.Transform,
         noise: Callable | None,
         normalisation: dict[str, Any],
         colour: v2.Transform | None = None,
@@ -178,63 +151,9 @@ class TrainTransform:
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.colour is not None:
             image = self.colour(image)
-        if isinstance(self.joint, PadCropFlip):
-            img, msk = self.joint(image, mask)
-        else:
-            img, msk = self.joint(tv_tensors.Image(image), tv_tensors.Mask(mask.to(torch.uint8)))
-            img, msk = img.as_subclass(torch.Tensor), msk.as_subclass(torch.Tensor)
+        img, msk = self.joint(tv_tensors.Image(image), tv_tensors.Mask(mask.to(torch.uint8)))
+        img, msk = img.as_subclass(torch.Tensor), msk.as_subclass(torch.Tensor)
         x = img.float().div_(255)
         if self.noise is not None:
             x = self.noise(x)
         return normalise(x, self.normalisation), msk.float()
-
-
-def train_transform(
-    dataset: str, preprocess: dict[str, Any], stored_size: int | list[int] | None = None
-) -> TrainTransform:
-    """The docs/method.md §4 training augmentation of ``dataset``, ending in the same normalisation as the test.
-    Sizes are ints (square) or [H, W]; crops keep the input's H x W."""
-    hw = size_hw(preprocess["input_size"])
-    size = list(hw)
-    norm = preprocess["normalisation"]
-    if dataset == "fmnist":
-        joint = v2.Compose([v2.RandomCrop(size, padding=2), v2.RandomHorizontalFlip()])
-        return TrainTransform(joint, None, norm)
-    if dataset == "cifar10":
-        joint = v2.Compose(
-            [
-                v2.ColorJitter(0.01, 0.01, 0.01, 0.01),
-                v2.RandomCrop(size, padding=4),
-                v2.RandomHorizontalFlip(),
-            ]
-        )
-        return TrainTransform(joint, AddNoise(0.001), norm)
-    if dataset == "imagenet30":
-        joint = v2.Compose(
-            [
-                AlignedResize(int(preprocess["resize"])),
-                v2.ColorJitter(0.01, 0.01, 0.01, 0.01),
-                v2.RandomHorizontalFlip(),
-                v2.RandomCrop(size),
-            ]
-        )
-        return TrainTransform(joint, AddNoise(0.001), norm)
-    if dataset in ("mvtec", "folder"):
-        # Paper: stored 240, crop 224. Keep that ratio when input_size is changed (per side).
-        stored = size_hw(stored_size or hw)
-        before_crop = tuple(stored_before_crop(n) for n in hw)
-        crop = (
-            [v2.RandomCrop(size)]
-            if before_crop == stored
-            else [AlignedResize(list(before_crop)), v2.RandomCrop(size)]
-        )
-        joint = v2.Compose(
-            [
-                v2.RandomChoice([v2.Compose(crop), AlignedResize(size)]),
-                v2.RandomChoice([v2.ColorJitter(*j) for j in STORED_JITTERS]),
-            ]
-        )
-        return TrainTransform(
-            joint, AddNoise(STORED_NOISE, relative=True, p=STORED_NOISE_P, clamp=True), norm
-        )
-    raise DataError(f"no training transform for dataset {dataset!r}")

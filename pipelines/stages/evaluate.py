@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from fcdd.calibration import DECISION_KEYS
+from fcdd.config import Role, settings_of_role
 from fcdd.stored_config import config_to_store
 from pipelines.stages.common import (
     AUC_BARS,
@@ -107,7 +108,7 @@ def evaluate_run(cfg, cls: str, seed: int, run_dir: Path, device: str) -> dict:
 
 
 def _evaluation_settings(flat_config: dict) -> dict:
-    return {k: v for k, v in flat_config.items() if k.startswith("evaluation.")}
+    return settings_of_role(flat_config, Role.EVALUATION)
 
 
 def _copy_run_evaluation(run_dir: Path, out_dir: Path) -> tuple[dict, dict]:

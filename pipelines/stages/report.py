@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from fcdd.data.fmnist import FMNIST_CLASSES
+from fcdd.data.datasets.fmnist import FMNIST_CLASSES
 from fcdd.data.training_set import slug
 from pipelines.stages.common import EVAL_SUMMARY, FIGURES_DIR, REPORT, read_json
 

@@ -8,14 +8,19 @@ uses the nominal class's train images; the test set is the val images of all 30 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fcdd.data.errors import DataError
-from fcdd.data.folder import file_metadata, list_images, open_image
+from fcdd.data.augment import ResizeCropAugment
+from fcdd.data.files import file_metadata, list_images, open_image
 from fcdd.data.geometry import size_hw, size_value
-from fcdd.data.training_set import FileStore, RawData, TestData, resolve_class, slug
+from fcdd.data.names import resolve_class, slug
+from fcdd.data.spec import DatasetSpec
+from fcdd.errors import DataError
+
+if TYPE_CHECKING:
+    from fcdd.data.training_set import RawData
 
 # (name, ImageNet-1k WordNet id), in the order of Hendrycks et al. (2019).
 IMAGENET30 = [
@@ -34,6 +39,22 @@ NAMES = [slug(n) for n, _ in IMAGENET30]
 WNID_ALIASES = {w: i for i, (_, w) in enumerate(IMAGENET30)}
 
 
+class ImageNet30(DatasetSpec):
+    name = "imagenet30"
+    title = "ImageNet-30"
+    classes = tuple(NAMES)
+    sigma, quantile = 8.0, 0.97  # docs/method.md §3
+    # docs/method.md §4: resize (short side 256 for 224), colour jitter 0.01, flip, crop, noise 0.001
+    augment = ResizeCropAugment(jitter=(0.01, 0.01, 0.01, 0.01), noise=0.001)
+    oe_exclude = (*(n for n, _ in IMAGENET30), *(w for _, w in IMAGENET30))  # names and wnids
+
+    def load(self, cfg: Any, cls: str, seed: int) -> RawData:
+        return load_imagenet30(cfg, cls, seed)
+
+
+DATASET = ImageNet30()
+
+
 def class_dir(split_dir: Path, k: int) -> Path | None:
     """The folder of class k: named by its wnid or (any spelling of) its name."""
     if not split_dir.is_dir():
@@ -46,6 +67,8 @@ def class_dir(split_dir: Path, k: int) -> Path | None:
 
 
 def load_imagenet30(cfg: Any, cls: str, seed: int) -> RawData:
+    from fcdd.data.training_set import FileStore, RawData, TestData
+
     c = resolve_class(cls, NAMES, "ImageNet-30", WNID_ALIASES)
     root, strict, skipped = Path(cfg.data.root), cfg.data.strict, []
     train_dir = class_dir(root / "train", c)

@@ -11,12 +11,17 @@ import functools
 import gzip
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fcdd.data.errors import DataError
-from fcdd.data.training_set import RawData, TensorStore, TestData, in_memory_metadata, resolve_class, slug
+from fcdd.data.augment import SmallImageAugment
+from fcdd.data.names import resolve_class, slug
+from fcdd.data.spec import DatasetSpec
+from fcdd.errors import DataError
+
+if TYPE_CHECKING:
+    from fcdd.data.training_set import RawData
 
 # torchvision.datasets.FashionMNIST.classes; run folders use their slugs ('t-shirt-top', 'ankle-boot').
 FMNIST_CLASSES = [
@@ -36,6 +41,22 @@ FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+
+
+class FashionMNIST(DatasetSpec):
+    name = "fmnist"
+    title = "Fashion-MNIST"
+    classes = tuple(slug(n) for n in FMNIST_CLASSES)
+    sigma, quantile = 1.2, 0.85  # docs/method.md §3
+    cpu_preset = "cpu"
+    augment = SmallImageAugment(padding=2)  # docs/method.md §4: crop with zero padding 2, flip
+    oe_exclude = (*FMNIST_CLASSES, "t-shirt", "top", "trousers", "ankle_boot")
+
+    def load(self, cfg: Any, cls: str, seed: int) -> RawData:
+        return load_fmnist(cfg, cls, seed)
+
+
+DATASET = FashionMNIST()
 
 
 def _resolve(directory: Path, name: str) -> Path | None:
@@ -87,9 +108,9 @@ def load_split(cfg: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
     if found is not None:
         return _read_split(str(found), split, os.stat(found).st_mtime)
     try:
-        from torchvision.datasets import FashionMNIST
+        from torchvision import datasets
 
-        ds = FashionMNIST(str(root), train=split == "train", download=cfg.data.download)
+        ds = datasets.FashionMNIST(str(root), train=split == "train", download=cfg.data.download)
     except (RuntimeError, OSError) as e:
         raise DataError(
             f"data.root {root}: no Fashion-MNIST files (looked for {FILES[split][0]}[.gz] in {root}, "
@@ -99,6 +120,8 @@ def load_split(cfg: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_fmnist(cfg: Any, cls: str, seed: int) -> RawData:
+    from fcdd.data.training_set import RawData, TensorStore, TestData, in_memory_metadata
+
     c = resolve_class(cls, FMNIST_CLASSES, "Fashion-MNIST", ALIASES)
     train_x, train_y = load_split(cfg, "train")
     test_x, test_y = load_split(cfg, "test")

@@ -11,24 +11,46 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fcdd.data.errors import DataError
-from fcdd.data.folder import (
-    cached_arrays,
-    file_test_data,
-    files_key,
-    list_images,
-    masks_cover,
-    resized_geometry,
-)
+from fcdd.data.augment import StoredImageAugment
+from fcdd.data.files import cached_arrays, files_key, list_images, masks_cover, resized_geometry
 from fcdd.data.geometry import size_hw
-from fcdd.data.training_set import RawData, TensorStore
+from fcdd.data.spec import DatasetSpec
+from fcdd.errors import DataError
+
+if TYPE_CHECKING:
+    from fcdd.data.training_set import RawData
 
 MVTEC_CATEGORIES = (
     "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
     "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
 )  # fmt: skip
+# docs/method.md §4: stored at 240 px, a random crop of 224 or a resize to 224, one of two colour
+# jitters, and relative Gaussian noise 0.1 with probability 1/2 (the folder dataset trains alike).
+STORED_AUGMENT = StoredImageAugment(
+    jitters=((0.04, 0.04, 0.04, 0.04), (0.005, 0.0005, 0.0005, 0.0005)), noise=0.1, noise_p=0.5
+)
+
+
+class MVTecAD(DatasetSpec):
+    name = "mvtec"
+    title = "MVTec-AD"
+    sigma, quantile = 12.0, 0.99  # docs/method.md §3
+    has_maps = True
+    any_size = True
+    cpu_preset = "cpu_mvtec"
+    augment = STORED_AUGMENT
+    oe_exclude = MVTEC_CATEGORIES
+
+    def class_names(self, cfg: Any) -> list[str]:
+        return mvtec_class_names(cfg.data.root)
+
+    def load(self, cfg: Any, cls: str, seed: int) -> RawData:
+        return load_mvtec(cfg, cls, seed)
+
+
+DATASET = MVTecAD()
 
 
 def mvtec_class_names(root: str | Path) -> list[str]:
@@ -50,6 +72,8 @@ def _find_mask(gt_dir: Path, stem: str) -> Path | None:
 
 
 def load_mvtec(cfg: Any, cls: str, seed: int) -> RawData:
+    from fcdd.data.training_set import RawData, TensorStore, file_test_data
+
     root = Path(cfg.data.root)
     names = mvtec_class_names(root)
     if cls not in names:

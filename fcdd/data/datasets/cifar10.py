@@ -7,22 +7,43 @@ cfg.data.root may be a zip (or folder) with ``train/<class>/*.jpg`` and ``test/<
 
 from __future__ import annotations
 
-import io
 import os
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
-from fcdd.data.errors import DataError
-from fcdd.data.image_io import read_image
-from fcdd.data.folder import IMAGE_EXTENSIONS, files_key
-from fcdd.data.training_set import RawData, TensorStore, TestData, in_memory_metadata, resolve_class
+from fcdd.data.augment import SmallImageAugment
+from fcdd.data.files import files_key
+from fcdd.data.image_io import is_image_file, read_image
+from fcdd.data.names import resolve_class
+from fcdd.data.spec import DatasetSpec
+from fcdd.errors import DataError
+
+if TYPE_CHECKING:
+    from fcdd.data.training_set import RawData
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 ALIASES = {"plane": 0, "car": 1, "aeroplane": 0}
+
+
+class CIFAR10(DatasetSpec):
+    name = "cifar10"
+    title = "CIFAR-10"
+    classes = tuple(CIFAR10_CLASSES)
+    sigma, quantile = 1.2, 0.85  # docs/method.md §3
+    cpu_preset = "cpu"
+    # docs/method.md §4: colour jitter 0.01, crop with zero padding 4, flip, Gaussian noise 0.001
+    augment = SmallImageAugment(padding=4, jitter=(0.01, 0.01, 0.01, 0.01), noise=0.001)
+    oe_exclude = tuple(CIFAR10_CLASSES)
+    oe_reject_own = True  # e.g. the CIFAR-10 zip as OE source: refused, not filtered to nothing
+
+    def load(self, cfg: Any, cls: str, seed: int) -> RawData:
+        return load_cifar10(cfg, cls, seed)
+
+
+DATASET = CIFAR10()
 
 
 class _Archive:
@@ -45,9 +66,7 @@ class _Archive:
 
     def members(self, split: str, cls: str) -> list[str]:
         prefix = f"{split}/{cls}/"
-        return sorted(
-            n for n in self.names if n.startswith(prefix) and Path(n).suffix.lower() in IMAGE_EXTENSIONS
-        )
+        return sorted(n for n in self.names if n.startswith(prefix) and is_image_file(n))
 
 
 def _decode(archive: _Archive, names: list[str]) -> np.ndarray:
@@ -91,11 +110,11 @@ def _from_archive(cfg: Any, root: Path, c: int) -> tuple[np.ndarray, np.ndarray,
 
 
 def _from_torchvision(cfg: Any, root: Path, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    from torchvision.datasets import CIFAR10
+    from torchvision import datasets
 
     try:
-        tr = CIFAR10(str(root), train=True, download=cfg.data.download)
-        te = CIFAR10(str(root), train=False, download=cfg.data.download)
+        tr = datasets.CIFAR10(str(root), train=True, download=cfg.data.download)
+        te = datasets.CIFAR10(str(root), train=False, download=cfg.data.download)
     except (RuntimeError, OSError) as e:
         raise DataError(
             f"data.root {root}: not a CIFAR-10 zip/folder (train/<class>/*.jpg) and no torchvision "
@@ -107,6 +126,8 @@ def _from_torchvision(cfg: Any, root: Path, c: int) -> tuple[np.ndarray, np.ndar
 
 
 def load_cifar10(cfg: Any, cls: str, seed: int) -> RawData:
+    from fcdd.data.training_set import RawData, TensorStore, TestData, in_memory_metadata
+
     c = resolve_class(cls, CIFAR10_CLASSES, "CIFAR-10", ALIASES)
     root = Path(cfg.data.root)
     if not root.exists():

@@ -1,0 +1,242 @@
+"""Reading a configuration: params.yaml, its presets, command-line overrides, type checks.
+
+Resolution order (later wins): dataclass defaults < presets named by ``preset`` (in order)
+< the sections written in params.yaml < command-line overrides (``train.epochs=3``).
+The CLI, the DVC stages and the Prefect flows all call :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fcdd.config.sections import Config, validate
+from fcdd.errors import ConfigError
+
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(hint):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: expected {_hint_name(hint)}, got {value!r}")
+    if origin is list:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # a single value where a list is expected: `classes: grid`
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)  # PyYAML reads `1e-4` (no dot) as a string
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # `classes: [0, 1]` and the like
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover
+
+
+def _hint_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "")
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {'.'.join(filter(None, [where, unknown[0]]))!s}; "
+            f"known keys of {where or 'the top level'}: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
+    obj = cls()
+    for k, v in kwargs.items():
+        if dataclasses.is_dataclass(v):
+            v = _merge_dataclass(getattr(obj, k), values[k], f"{where}.{k}" if where else k)
+        setattr(obj, k, v)
+    return obj
+
+
+def _merge_dataclass(base: Any, values: dict, where: str) -> Any:
+    merged = copy.deepcopy(base)
+    hints = typing.get_type_hints(type(base))
+    names = {f.name for f in dataclasses.fields(base)}
+    for k, v in (values or {}).items():
+        if k not in names:
+            raise ConfigError(f"unknown key {where}.{k}; known keys of {where}: {', '.join(sorted(names))}")
+        current = getattr(merged, k)
+        if dataclasses.is_dataclass(current):
+            setattr(merged, k, _merge_dataclass(current, v, f"{where}.{k}"))
+        else:
+            setattr(merged, k, _check_type(v, hints[k], f"{where}.{k}"))
+    return merged
+
+
+def _deep_update(base: dict, update: dict) -> dict:
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_update(base[k], v)
+        else:
+            base[k] = copy.deepcopy(v)
+    return base
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.epochs=3`` -> (["train", "epochs"], 3); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {text!r}: empty key")
+    return path, yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(
+    path: str | Path | None = "params.yaml",
+    overrides: list[str] | tuple[str, ...] = (),
+    preset: str | list[str] | None = None,
+) -> Config:
+    """Read params.yaml (if given), apply presets, then ``section.key=value`` overrides."""
+    resolved: dict[str, Any] = {}
+    chosen: list[str] = []
+    for source, layer in config_layers(path, overrides, preset):
+        if source.startswith("preset "):
+            chosen.append(source.split(" ", 1)[1])
+        _deep_update(resolved, layer)
+    resolved["preset"] = chosen
+    cfg = _build(Config, resolved, "")
+    validate(cfg)
+    return cfg
+
+
+def config_layers(
+    path: str | Path | None = "params.yaml",
+    overrides: list[str] | tuple[str, ...] = (),
+    preset: str | list[str] | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The layers of a configuration, lowest first: ``("preset NAME", sections)`` per chosen preset,
+    ``("PATH", sections)`` for the file, ``("override", sections)`` for the command line."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such configuration file")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections")
+    presets = raw.pop("presets", {}) or {}
+    if not isinstance(presets, dict):
+        raise ConfigError("presets: expected a mapping of preset name -> sections")
+
+    given: dict[str, Any] = {}
+    for o in overrides:
+        keys, value = parse_override(o)
+        node = given
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {o!r}: {k} is not a section")
+        node[keys[-1]] = value
+
+    explicit = _deep_update(copy.deepcopy(raw), given)
+    chosen = preset if preset is not None else explicit.get("preset", [])
+    chosen = [chosen] if isinstance(chosen, str) else list(chosen or [])
+    layers: list[tuple[str, dict[str, Any]]] = []
+    for name in chosen:
+        if name not in presets:
+            raise ConfigError(
+                f"unknown preset {name!r}; known presets: {', '.join(sorted(presets)) or 'none'}"
+                + ("" if presets else f" ({path or 'no file'} defines no `presets:` section)")
+            )
+        layers.append((f"preset {name}", copy.deepcopy(presets[name])))
+    raw.pop("preset", None)
+    given.pop("preset", None)
+    layers.append((str(path) if path is not None else "file", raw))
+    layers.append(("override", given))
+    return layers
+
+
+def explain_config(
+    path: str | Path | None = "params.yaml",
+    overrides: list[str] | tuple[str, ...] = (),
+    preset: str | list[str] | None = None,
+) -> list[tuple[str, Any, str]]:
+    """(``section.key``, resolved value, where it came from) for every value of the configuration:
+    ``default``, ``preset NAME``, ``PATH (section S)`` or ``override``."""
+    cfg = load_config(path, overrides, preset)
+    origin: dict[str, str] = {}
+    for source, layer in config_layers(path, overrides, preset):
+        for key in _flat_keys(Config, layer):
+            section = key.split(".", 1)[0]
+            where = source if source.startswith(("preset ", "override")) else f"{source} ({section})"
+            beaten = origin.get(key, "")
+            if beaten.startswith("preset ") and not where.startswith("preset "):
+                where += f", over {beaten.split(',')[0]}"  # the trap of a copied params.yaml, made visible
+            origin[key] = where
+    rows = []
+    for key, value in cfg.flat().items():
+        where = "preset" if key == "preset" and cfg.preset else origin.get(key, "default")
+        if key == "evaluation.quantile" and value is None:
+            where += f"; null -> {cfg.quantile} for {cfg.data.dataset} (docs/method.md §3)"
+        if key == "model.sigma" and value is None:
+            where += f"; null -> {cfg.sigma} for {cfg.data.dataset} (docs/method.md §3)"
+        rows.append((key, value, where))
+    return rows
+
+
+def _flat_keys(cls: type, values: dict[str, Any], prefix: str = "") -> list[str]:
+    """``section.key`` names a layer sets; a whole section given as a mapping sets each of its keys."""
+    hints = typing.get_type_hints(cls)
+    keys = []
+    for k, v in values.items():
+        name = f"{prefix}{k}"
+        hint = hints.get(k)
+        if hint is not None and dataclasses.is_dataclass(hint) and isinstance(v, dict):
+            keys += _flat_keys(hint, v, f"{name}.")
+        else:
+            keys.append(name)
+    return keys
