@@ -14,7 +14,7 @@ from fcdd.models.receptive_field import FCDDNet, ReceptiveField
 
 
 def default_sigma(r: int) -> float:
-    """Spec §3: σ when none is configured."""
+    """docs/method.md §3: σ when none is configured."""
     return math.log10(0.45 * r + 1) + 0.25 if r < 32 else 10.0
 
 

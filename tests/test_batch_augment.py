@@ -19,7 +19,7 @@ from fcdd.data.batch_augment import (
 )
 from fcdd.data.training_set import TensorStore, TrainingSet
 from fcdd.data.transforms import train_transform
-from fcdd.engine import make_loader
+from fcdd.training import make_loader
 
 NONE = {"kind": "none"}
 

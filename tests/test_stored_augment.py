@@ -15,7 +15,7 @@ from fcdd.data.batch_augment import batch_augment
 from fcdd.data.stored_augment import StoredBatchAugment
 from fcdd.data.training_set import TensorStore, TrainingSet
 from fcdd.data.transforms import train_transform
-from fcdd.engine import make_loader
+from fcdd.training import make_loader
 
 NONE = {"kind": "none"}
 REPO = Path(__file__).resolve().parents[1]
