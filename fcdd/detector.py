@@ -24,7 +24,7 @@ from fcdd.data.image_io import array_to_8bit, read_image, to_8bit
 from fcdd.data.transforms import test_transform
 from fcdd.errors import ModelError
 from fcdd.models import build_model
-from fcdd.objectives import Objective, scoring_objective
+from fcdd.objectives import Objective, scoring_objective, unknown_objective
 from fcdd.scoring import full_heatmap
 
 FORMAT = "fcdd-detector/1"
@@ -112,6 +112,9 @@ class Detector:
             raise DetectorError(
                 f"{where}: damaged FCDD model file: {', '.join(missing)} missing or of the wrong type"
             )
+        unknown = unknown_objective(state["meta"])
+        if unknown:
+            raise DetectorError(f"{where}: {unknown}")
         sigma = state["sigma"]
         if isinstance(sigma, bool) or not (sigma > 0 and sigma < float("inf")):
             raise DetectorError(
@@ -153,9 +156,11 @@ class Detector:
 
     def score_tensor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Preprocessed batch -> (image scores (n,), low-res maps A (n,u,v), upsampled maps (n,H,W)),
-        by the model's objective (fcdd/scoring.py for FCDD)."""
+        by the model's objective (fcdd/scoring.py for FCDD); an objective without a low-resolution
+        map gives its heatmap in both places."""
         scores = self.objective.score(self.model, x.to(self.device))
-        return scores.image, scores.amap[:, 0], scores.pixel[:, 0]  # type: ignore[index]
+        heat = scores.pixel[:, 0]  # type: ignore[index]
+        return scores.image, heat if scores.amap is None else scores.amap[:, 0], heat
 
     def score(
         self, images: Sequence[ImageLike], batch_size: int = 32, full_size: bool = True

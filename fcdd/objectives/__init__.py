@@ -35,15 +35,20 @@ def build_objective(cfg: Any, upsampler: ReceptiveFieldUpsampler | None = None) 
     return objective_class(objective_name(cfg)).from_config(cfg, upsampler)
 
 
-def scoring_objective(meta: dict, upsampler: ReceptiveFieldUpsampler) -> Objective:
-    """The objective that scores with a saved model (``Detector.meta``)."""
+def unknown_objective(meta: dict) -> str | None:
+    """Why a saved model's objective cannot score here, or None when it can."""
     name = objective_name(meta)
-    if name not in OBJECTIVES:
-        raise ModelError(
-            f"the model was trained with the objective {name!r}, which this fcdd does not know "
-            f"({', '.join(sorted(OBJECTIVES))})"
-        )
-    return OBJECTIVES[name].for_scoring(meta, upsampler)
+    if name in OBJECTIVES:
+        return None
+    return f"the model was trained with the objective {name!r}, which this fcdd does not know ({', '.join(sorted(OBJECTIVES))})"
+
+
+def scoring_objective(meta: dict, upsampler: ReceptiveFieldUpsampler | None) -> Objective:
+    """The objective that scores with a saved model (``Detector.meta``)."""
+    unknown = unknown_objective(meta)
+    if unknown:
+        raise ModelError(unknown)
+    return OBJECTIVES[objective_name(meta)].for_scoring(meta, upsampler)
 
 
 __all__ = [
@@ -58,4 +63,5 @@ __all__ = [
     "objective_name",
     "pixel_loss",
     "scoring_objective",
+    "unknown_objective",
 ]
