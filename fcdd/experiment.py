@@ -27,6 +27,8 @@ from fcdd.detector import Detector
 from fcdd.evaluation import evaluate, score_heatmaps
 from fcdd.fingerprint import fingerprint
 from fcdd.models import build_model
+from fcdd.objectives import DEFAULT as DEFAULT_OBJECTIVE
+from fcdd.objectives import objective_name
 from fcdd.run_folder import (
     RunResult,
     canonical_class,
@@ -141,7 +143,7 @@ def _run_locked(run: _Run, built: _Built, device: torch.device, callbacks: Any) 
 def _model_meta(run: _Run, input_size: Any, epochs: int, bn_images: int) -> dict[str, Any]:
     """model.pt's meta: what Detector.load rebuilds the net from, and where the result came from."""
     cfg = run.cfg
-    return {
+    meta = {
         "net": dataclasses.asdict(cfg.model) | {"input_size": input_size},
         "dataset": cfg.data.dataset,
         "class": run.cls,
@@ -154,6 +156,9 @@ def _model_meta(run: _Run, input_size: Any, epochs: int, bn_images: int) -> dict
         "epochs": epochs,
         "bn_recalibration": {"mode": cfg.train.bn_recalibration, "images": bn_images},
     }
+    if objective_name(cfg) != DEFAULT_OBJECTIVE:  # FCDD's files name none: their bytes as before
+        meta["objective"] = objective_name(cfg)
+    return meta
 
 
 def _plain(v):

@@ -148,3 +148,21 @@ def test_detector_scores_through_the_objective_its_file_names(mean_square, tmp_p
     det.save(tmp_path / "model.pt")
     with pytest.raises(DetectorError, match="objective 'unknown', which this fcdd does not know"):
         Detector.load(tmp_path / "model.pt")
+
+
+def test_a_run_with_another_objective_records_it_in_model_pt(
+    mean_square, defect_folder, make_folder_config, tmp_path
+):
+    from fcdd.experiment import run_experiment
+
+    cfg = make_folder_config(defect_folder, tmp_path, "train.epochs=1")
+    cfg.train.objective = MeanSquare.name
+    result = run_experiment(cfg, "tiles", 0)
+    det = Detector.load(result.model_path)
+    assert det.meta["objective"] == MeanSquare.name and isinstance(det.objective, MeanSquare)
+    assert result.metrics["n_test"] > 0 and result.history[0]["loss"] >= 0
+    assert load_checkpoint(result.run_dir / CHECKPOINT)["loss_kind"] == "nominal-mean-square"
+    # FCDD's own files name no objective: their bytes are as before objectives were pluggable.
+    del cfg.train.objective
+    plain = run_experiment(cfg, "tiles", 1)
+    assert "objective" not in Detector.load(plain.model_path).meta

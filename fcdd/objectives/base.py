@@ -9,8 +9,11 @@ beside it, registered in ``fcdd.objectives.OBJECTIVES``, and the loop does not c
 
 Contract (``Objective``):
 
-- ``name: str`` -- the registry key. ``model.pt`` and the run fingerprint record it; a file or a
-  fingerprint without one is ``"fcdd"`` (everything written before objectives were pluggable).
+- ``name: str`` -- the registry key, which ``train.objective`` names (absent: ``"fcdd"``). A run
+  with another objective records it in ``model.pt``'s meta ("objective"); a file without one is
+  FCDD's, so everything written before objectives were pluggable keeps its bytes. Likewise the run
+  fingerprint should count ``train.objective`` only away from "fcdd"
+  (``fcdd.fingerprint.LATER_KEYS_AT_OLD_BEHAVIOUR``), so earlier checkpoints still resume.
 - ``loss_kind: str`` -- recorded in ``checkpoint.pt`` ("loss_kind"); FCDD: "image" or "pixel".
 - ``keys: tuple[str, ...]`` -- the batch keys the loss reads besides "image" (which every batch
   has): "label" (int64 [B], 0 nominal, 1 anomalous), "mask" (float [B, 1, H, W] in {0, 1}). The
@@ -26,7 +29,7 @@ Contract (``Objective``):
   ``image`` [B], ``pixel`` (the heatmap) [B, 1, H, W] at the input size, ``amap`` the
   low-resolution map [B, 1, u, v] where the objective has one (FCDD's A), else None. The objective
   sets the gradient mode: FCDD scores under ``torch.no_grad``; an objective whose heatmap is an
-  input gradient (HSC) enables gradients there and sets ``scoring_needs_grad``.
+  input gradient (HSC) enables gradients there (the Detector calls ``score`` outside any no_grad).
 - ``to(device) -> self`` -- moves what the objective holds (FCDD: the upsampler's kernel).
 - ``from_config(cfg, upsampler)`` -- the objective a run trains with (FCDD reads ``train.loss``);
   ``for_scoring(meta, upsampler)`` -- the one that scores with a saved model (``Detector.meta``).
@@ -49,7 +52,6 @@ class Objective(ABC):
     name: ClassVar[str]
     loss_kind: str
     keys: tuple[str, ...]
-    scoring_needs_grad: ClassVar[bool] = False
 
     @abstractmethod
     def loss(self, out: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
