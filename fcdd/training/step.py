@@ -1,7 +1,7 @@
 """The training step (forward, loss, backward), optionally through ``torch.compile`` (``train.compile``).
 
 A small net's step on a GPU is about a hundred kernel launches and the host work between them, not
-arithmetic (issue 17: CNN28's engine step took 1.85x the bare step on an H200). ``torch.compile``
+arithmetic (CNN28's training step took 1.85x the bare step on an H200). ``torch.compile``
 fuses forward, loss and backward into few kernels; its ``reduce-overhead`` and ``max-autotune``
 modes also replay them as CUDA graphs (one launch per graph). Off by default: no GPU run has
 measured a win yet (``benchmarks/gpu_suite.sh`` measures on against off).
