@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 from fcdd.config import load_config
 from fcdd.data import build_datasets
 from fcdd.models import build_model
-from fcdd.engine import train, seed_everything, resolve_device
-from fcdd.loss import anomaly_scores
+from fcdd.training import train, seed_everything, resolve_device
+from fcdd.scoring import anomaly_scores
 from fcdd.metrics import image_metrics
 
 folder = {

@@ -21,8 +21,8 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from fcdd.hardware import cpu_info, machine_line
-from fcdd.loss import fcdd_loss
 from fcdd.models import build_net
+from fcdd.objectives import fcdd_loss
 
 NETS = {"cnn28": (28, 1, 128), "cnn32": (32, 3, 200), "vgg11_bn": (224, 3, 16)}
 

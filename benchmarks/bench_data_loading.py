@@ -14,7 +14,7 @@ Run from the repository root; ``--workers`` overrides cfg.data.num_workers (defa
 compares, for MVTec at 224 (grid and the hazelnut toy set, confetti, the `cpu_mvtec` profile), the
 per-sample augmentation (``data.batch_augment=false``, the baseline) with the batched one
 (fcdd.data.stored_augment) in ONE run, rounds alternating, medians: the loader alone (images/s after
-the first batch) and one epoch through ``fcdd.engine.train`` (VGG11-BN, the engine's fast path; at
+the first batch) and one epoch through ``fcdd.training.train`` (VGG11-BN, the engine's fast path; at
 ``--train-threads`` only, default 2: an epoch takes ~10 s on 2 cores), ``--train-epochs`` timed
 epochs per run after an untimed first one (worker start-up), medians over runs and epochs.
 """
@@ -33,10 +33,10 @@ import torch
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import load_config
 from fcdd.data import build_datasets
-from fcdd.engine import make_loader, make_optimizer, resolve_device, train
 from fcdd.hardware import machine_line
-from fcdd.loss import fcdd_loss
 from fcdd.models import build_model
+from fcdd.objectives import fcdd_loss
+from fcdd.training import make_loader, make_optimizer, resolve_device, train
 
 SHARED = Path("../shared/data")
 
@@ -153,7 +153,7 @@ def loader_rate(bundle, cfg, device: torch.device, seed: int, passes: int) -> tu
 
 
 def engine_rate(bundle, cfg, device: torch.device, run_dir: Path) -> list[float]:
-    """images/s of each training epoch after the first through fcdd.engine.train (real loader, pixel
+    """images/s of each training epoch after the first through fcdd.training.train (real loader, pixel
     loss). The first epoch holds the workers' start-up and is left out: single-epoch timings put the
     batched path at 0.87x in the 4th session, the epochs after the first at 0.97x in the 5th."""
     model = build_model(cfg, in_channels=3)

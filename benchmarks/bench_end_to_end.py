@@ -4,7 +4,7 @@
     python benchmarks/bench_end_to_end.py --cases fmnist grid --rounds 3
     python benchmarks/bench_end_to_end.py --quick               # a smoke test: 256 F-MNIST images
 
-Each case trains through ``fcdd.engine.train`` with the real loader (workers, anomaly injection,
+Each case trains through ``fcdd.training.train`` with the real loader (workers, anomaly injection,
 augmentation) on real data, three paths:
 
 - ``previous``: ``train.amp=false train.channels_last=false data.batch_augment=false``, the code
@@ -37,9 +37,9 @@ import torch
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import load_config
 from fcdd.data import build_datasets
-from fcdd.engine import resolve_device, train
 from fcdd.hardware import machine_line
 from fcdd.models import build_model
+from fcdd.training import resolve_device, train
 
 SHARED = Path("../shared/data")
 # The main job's copy (scripts/setup_data.sh), else Debian's dataset-fashion-mnist package.

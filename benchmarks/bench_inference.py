@@ -21,9 +21,9 @@ import torch
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.data.geometry import size_hw
 from fcdd.detector import Detector
-from fcdd.engine import resolve_device, seed_everything
 from fcdd.hardware import machine_line
 from fcdd.models import build_net
+from fcdd.training import resolve_device, seed_everything
 
 IMAGENET_NORM = {"kind": "meanstd", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 

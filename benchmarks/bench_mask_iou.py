@@ -25,8 +25,9 @@ import numpy as np
 from fcdd import calibration as conformal
 from fcdd.data import build_datasets
 from fcdd.detector import Detector
-from fcdd.experiment import _resize_nearest, score_heatmaps
+from fcdd.experiment import score_heatmaps
 from fcdd.hardware import machine_line
+from fcdd.scoring import full_heatmap
 from fcdd.stored_config import config_from_model
 
 
@@ -49,7 +50,7 @@ def mask_table(model: str, alphas: list[float], overrides: list[str]) -> dict:
     good_max = []  # each good test image's highest pixel: flagged anywhere iff above the threshold
     for i in np.flatnonzero(test.mask_known):  # defect images without a mask are left out, as in evaluate
         mask = np.asarray(test.full_mask(i), dtype=bool)
-        full = _resize_nearest(heat[i], mask.shape)
+        full = full_heatmap(heat[i], mask.shape)
         scorer.update(full, mask)
         if not labels[i]:
             good_max.append(float(full.max()))

@@ -2,7 +2,7 @@
 
 For each K, times K bare training steps one after another (forward + FCDD loss + backward + SGD
 step, one model each, tensors in memory) against one packed step of the K models
-(``fcdd.packed.PackedModel``), alternating the two for ``--rounds`` rounds and taking medians, so
+(``fcdd.training.PackedModel``), alternating the two for ``--rounds`` rounds and taking medians, so
 that load from elsewhere hits both alike.
 
     python benchmarks/bench_packed.py --quick                         # CNN28, K 1 3, CPU
@@ -19,11 +19,10 @@ from types import SimpleNamespace
 import torch
 
 from fcdd.config import Config
-from fcdd.engine import make_optimizer, resolve_device, seed_everything
 from fcdd.hardware import machine_line
-from fcdd.loss import fcdd_loss
 from fcdd.models import build_net
-from fcdd.packed import PackedModel
+from fcdd.objectives import fcdd_loss
+from fcdd.training import PackedModel, make_optimizer, resolve_device, seed_everything
 
 SIZES = {"cnn28": (28, 1, 128), "cnn32": (32, 3, 200), "vgg11_bn": (224, 3, 16)}
 

@@ -1,7 +1,7 @@
 """A one-vs-rest protocol trained as ONE packed model, with a time cap: wall time and mean AUC.
 
 All classes of a dataset (seed 0, the paper's presets, OE) train together on one device through
-``fcdd.packed.train_pack``; then ``run_experiment`` evaluates each run (it finds its training
+``fcdd.experiment.train_pack``; then ``run_experiment`` evaluates each run (it finds its training
 complete). With ``--time-cap S`` training stops after the first epoch that ends past S seconds of
 training: the table then gives the AUCs after the epochs done ("stopped at E of N"), and the full
 protocol's wall time is *extrapolated* from the measured seconds per epoch (set-up + N epochs +
@@ -89,8 +89,7 @@ def protocol_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> dict:
-    from fcdd.experiment import run_dir_for, run_experiment
-    from fcdd.packed import train_pack
+    from fcdd.experiment import run_dir_for, run_experiment, train_pack
 
     cfg, pack, jobs = protocol_config(args)
     for cls, seed in pack:  # a benchmark times a run from scratch
@@ -191,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick and args.device == "cuda":
         args.device = "auto"
     from fcdd.config import ConfigError
-    from fcdd.engine import resolve_device
     from fcdd.hardware import machine_line
+    from fcdd.training import resolve_device
 
     try:
         device = resolve_device(args.device)

@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.dataset:
             raise BenchError("give --dataset (fmnist, cifar10, mvtec, magnetic_tile) or --from-runs DIR")
-        from fcdd.engine import resolve_device
+        from fcdd.training import resolve_device
 
         device = resolve_device(args.device)
         args.profile = args.profile or ("cpu" if device.type == "cpu" else "paper")

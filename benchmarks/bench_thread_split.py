@@ -1,7 +1,7 @@
 """Intra-op threads vs DataLoader workers on a small CPU: the real training path, side by side.
 
 Trains Fashion-MNIST class 'bag' (CNN28 + OE, the main job's settings: bf16/channels-last where the
-CPU has them, batched augmentation) for one short epoch per case through ``fcdd.engine.train``, in
+CPU has them, batched augmentation) for one short epoch per case through ``fcdd.training.train``, in
 alternating rounds, and reports the median images/s of each (torch threads, workers) split with the
 ratio to the default split (``train.threads`` 2, ``data.num_workers`` 2 of the cpu preset).
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from fcdd.config import load_config
 from fcdd.data import build_datasets
-from fcdd.engine import resolve_device, train
 from fcdd.hardware import machine_line
 from fcdd.models import build_model
+from fcdd.training import resolve_device, train
 
 SPLITS = [(2, 2), (2, 0), (2, 1), (1, 1), (1, 2)]  # (torch threads, DataLoader workers); first = default
 

@@ -1,4 +1,4 @@
-"""fcdd.engine.train against the bare eager training step of the same net, in one run.
+"""fcdd.training.train against the bare eager training step of the same net, in one run.
 
 For CNN28, CNN32 and VGG11-BN (15 frozen modules, the paper's MVTec setting, and 0 frozen, the
 random-init CPU profile): training throughput (images/s) through the engine on its fast path
@@ -30,10 +30,10 @@ import torch
 from torch.utils.data import Dataset
 
 from fcdd.config import COMPILE_MODES, Config
-from fcdd.engine import autocast_bf16, make_optimizer, resolve_device, seed_everything, train
 from fcdd.hardware import machine_line
-from fcdd.loss import fcdd_loss
 from fcdd.models import build_net
+from fcdd.objectives import fcdd_loss
+from fcdd.training import autocast_bf16, make_optimizer, resolve_device, seed_everything, train
 
 
 @dataclass

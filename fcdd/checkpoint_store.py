@@ -1,7 +1,7 @@
 """Checkpoints that outlive their worker: a copy of every epoch's checkpoint in shared storage.
 
 ``train.checkpoint_uri`` names a folder any fsspec filesystem can reach (a shared folder / NFS path,
-``file://``, ``s3://``, ``gs://``, ``http(s)`` for reading). The engine keeps writing and reading
+``file://``, ``s3://``, ``gs://``, ``http(s)`` for reading). The training loop keeps writing and reading
 ``run_dir/checkpoint.pt`` exactly as before, so its resume rules (format, settings fingerprint,
 exact resume on the CPU) are untouched; this module only moves the bytes of that same file:
 
@@ -119,7 +119,7 @@ def _readable(data: bytes) -> dict[str, Any]:
 
 
 def local_epoch(path: Path) -> int | None:
-    """Epoch of a local checkpoint; None when absent or unreadable (the engine then says why)."""
+    """Epoch of a local checkpoint; None when absent or unreadable (the training loop then says why)."""
     if not path.exists():
         return None
     try:

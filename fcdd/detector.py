@@ -16,14 +16,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fcdd.anomaly_map import ReceptiveFieldUpsampler, resize_nearest
+from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import Config, ModelConfig
 from fcdd.data import image_io
 from fcdd.data.image_io import array_to_8bit, read_image, to_8bit
 from fcdd.data.transforms import test_transform
 from fcdd.errors import DataError, ModelError
-from fcdd.loss import pseudo_huber
 from fcdd.models import build_model
+from fcdd.objectives import Objective, scoring_objective, unknown_objective
+from fcdd.scoring import full_heatmap
 
 FORMAT = "fcdd-detector/1"
 
@@ -51,6 +52,7 @@ class Detector:
         self.upsampler = upsampler.eval()
         self.preprocess = preprocess
         self.meta = meta
+        scoring_objective(meta, self.upsampler)  # an objective this fcdd does not know fails here
         self._transform = test_transform(preprocess)
 
     # ---------------------------------------------------------------- persistence
@@ -109,6 +111,9 @@ class Detector:
             raise DetectorError(
                 f"{where}: damaged FCDD model file: {', '.join(missing)} missing or of the wrong type"
             )
+        unknown = unknown_objective(state["meta"])
+        if unknown:
+            raise DetectorError(f"{where}: {unknown}")
         sigma = state["sigma"]
         if isinstance(sigma, bool) or not (sigma > 0 and sigma < float("inf")):
             raise DetectorError(
@@ -135,6 +140,11 @@ class Detector:
 
     # ---------------------------------------------------------------- scoring
     @property
+    def objective(self) -> Objective:
+        """What scores: FCDD unless the meta names another objective (fcdd/objectives)."""
+        return scoring_objective(self.meta, self.upsampler)
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -143,11 +153,13 @@ class Detector:
         self.upsampler.to(device)
         return self
 
-    @torch.no_grad()
     def score_tensor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Preprocessed batch -> (image scores (n,), low-res maps A (n,u,v), upsampled maps (n,H,W))."""
-        a = pseudo_huber(self.model(x.to(self.device)))
-        return a.mean(dim=(1, 2, 3)), a[:, 0], self.upsampler(a)[:, 0]
+        """Preprocessed batch -> (image scores (n,), low-res maps A (n,u,v), upsampled maps (n,H,W)),
+        by the model's objective (fcdd/scoring.py for FCDD); an objective without a low-resolution
+        map gives its heatmap in both places."""
+        scores = self.objective.score(self.model, x.to(self.device))
+        heat = scores.pixel[:, 0]  # type: ignore[index]
+        return scores.image, heat if scores.amap is None else scores.amap[:, 0], heat
 
     def score(
         self, images: Sequence[ImageLike], batch_size: int = 32, full_size: bool = True
@@ -173,22 +185,12 @@ def score_images(
         scores.append(s.float().cpu().numpy())
         maps.append(a.float().cpu().numpy())
         for im, h in zip(chunk, up, strict=True):
-            if not full_size:
-                heatmaps.append(h.float().cpu().numpy())
-                continue
-            # docs/method.md §1: pixel scores are the upsampled map resized (nearest) to the image's own size.
-            full = resize_nearest(h[None, None].float(), (im.height, im.width))
-            heatmaps.append(full[0, 0].cpu().numpy())
+            h = h.float().cpu().numpy()
+            heatmaps.append(full_heatmap(h, (im.height, im.width)) if full_size else h)
     if not pil:
         u, v = (output_size, output_size) if isinstance(output_size, int) else output_size
         return DetectorOutput(np.zeros(0, np.float32), [], np.zeros((0, u, v), np.float32))
     return DetectorOutput(np.concatenate(scores), heatmaps, np.concatenate(maps))
-
-
-def full_heatmap(upsampled: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """docs/method.md §1: pixel scores are the upsampled map resized (nearest) to the image's own (h, w)."""
-    t = torch.from_numpy(np.ascontiguousarray(upsampled, dtype=np.float32))[None, None]
-    return resize_nearest(t, size)[0, 0].numpy()
 
 
 def to_pil(image: ImageLike, max_pixels: int | None = None) -> Image.Image:

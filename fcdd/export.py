@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from fcdd.errors import ExportError
+from fcdd.scoring import image_score, pseudo_huber
 
 FORMAT = "fcdd-export/1"
 META_FILE = "fcdd_export.json"
@@ -52,24 +53,18 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def _hypot1(a: torch.Tensor) -> torch.Tensor:
-    """hypot(a, 1) for a >= 0 without aten::hypot (no ONNX op): scaled by max(a, 1) so a² never
-    overflows, as torch.hypot does."""
-    m = a.clamp_min(1.0)
-    return m * torch.sqrt((a / m) ** 2 + (1.0 / m) ** 2)
-
-
 class ScoringGraph(nn.Module):
-    """Net, pseudo-Huber (fcdd.loss.pseudo_huber's form), mean and upsampling as one module."""
+    """Net, pseudo-Huber, mean and upsampling as one module: fcdd/scoring.py in its exportable form
+    (no aten::hypot, which has no ONNX op)."""
 
     def __init__(self, model: nn.Module, upsampler: nn.Module):
         super().__init__()
         self.model, self.upsampler = model.eval(), upsampler.eval()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        a = self.model.head(self.model.features(x)).abs()
-        a = a * (a / (_hypot1(a) + 1))
-        return a.mean(dim=(1, 2, 3)), self.upsampler(a), a
+        # head(features(x)): the net's forward without its input check, which tracing would bake in
+        a = pseudo_huber(self.model.head(self.model.features(x)), exportable=True)
+        return image_score(a), self.upsampler(a), a
 
 
 def input_shape(det) -> tuple[int, int, int]:

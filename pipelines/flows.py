@@ -263,9 +263,9 @@ def _run_experiment(cfg: Config, cls: str, seed: int, parent_run_id: str | None,
 
 @task(name="fcdd-fit-pack", cache_policy=NO_CACHE)
 def fit_pack(cfg: Config, jobs: list[tuple[str, int]], parent_run_id: str | None) -> list[dict[str, Any]]:
-    """Train K (class, seed) runs as one packed model (fcdd.packed) holding ONE training slot, then
+    """Train K (class, seed) runs as one packed model (fcdd/training/packed.py) holding ONE training slot, then
     evaluate and track each as its own run (run folder, MLflow run, registry version)."""
-    from fcdd.packed import train_pack
+    from fcdd.experiment import train_pack
 
     logger = get_run_logger()
     jobs = [(canonical_class(cfg, c), int(s)) for c, s in jobs]

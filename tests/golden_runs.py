@@ -122,8 +122,7 @@ def digest_run(run_dir: Path, detector_inputs: list[Path]) -> dict[str, str]:
 
 def run_all(workdir: Path) -> dict[str, dict[str, str]]:
     from fcdd.config import load_config
-    from fcdd.experiment import run_experiment
-    from fcdd.packed import train_pack
+    from fcdd.experiment import run_experiment, train_pack
 
     os.chdir(workdir)
     make_folder_data(Path("folder"))

@@ -13,7 +13,7 @@ from fcdd.data import dataset_spec
 from fcdd.data.batch_augment import BatchAugment
 from fcdd.data.colour_jitter import BatchColorJitter
 from fcdd.data.training_set import TensorStore, TrainingSet
-from fcdd.engine import make_loader
+from fcdd.training import make_loader
 
 NONE = {"kind": "none"}
 

@@ -10,7 +10,7 @@ import torch
 
 from fcdd.checkpoint_store import CheckpointStore, run_key
 from fcdd.config import Config, ConfigError, validate
-from fcdd.engine import CHECKPOINT, train
+from fcdd.training import CHECKPOINT, train
 from tests.test_engine import Interrupt, SquaresOnNoise, StopAfter, tiny_cfg, tiny_model
 
 

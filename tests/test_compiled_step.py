@@ -7,11 +7,10 @@ import math
 import pytest
 import torch
 
-import fcdd.compiled_step as compiled_step
-import fcdd.engine as engine
+import fcdd.training.runtime as runtime
+import fcdd.training.step as compiled_step
 from fcdd.config import ConfigError, load_config
-from fcdd.engine import train
-from fcdd.packed import train_packed
+from fcdd.training import train, train_packed
 from tests.test_engine import SquaresOnNoise, tiny_cfg, tiny_model
 
 torch.set_num_threads(1)
@@ -19,7 +18,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True)
 def _fresh_messages(monkeypatch):
-    monkeypatch.setattr(engine, "_said", set())  # each test sees its own one-time lines
+    monkeypatch.setattr(runtime, "_said", set())  # each test sees its own one-time lines
 
 
 def _trained(cfg, tmp_path, name: str, n: int = 28) -> dict:

@@ -10,9 +10,9 @@ from fcdd.config import Config, ConfigError, validate
 from fcdd.data import dataset_spec
 from fcdd.data.batch_augment import device_augment
 from fcdd.data.training_set import TensorStore, TrainingSet
-from fcdd.engine import CHECKPOINT, make_loader, train
-from fcdd.loss import fcdd_loss
 from fcdd.models import CNN28
+from fcdd.objectives import fcdd_loss
+from fcdd.training import CHECKPOINT, make_loader, train
 
 NONE = {"kind": "none"}
 CPU = torch.device("cpu")

@@ -12,9 +12,9 @@ from torch.utils.data import Dataset
 
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import Config
-from fcdd.engine import CHECKPOINT, TIMING_KEYS, TrainingError, choose_loss, resolve_device, train
-from fcdd.loss import anomaly_scores
 from fcdd.models import CNN28
+from fcdd.scoring import anomaly_scores
+from fcdd.training import CHECKPOINT, TIMING_KEYS, TrainingError, choose_loss, resolve_device, train
 
 torch.set_num_threads(1)
 
@@ -353,7 +353,7 @@ def test_fast_cpu_path_follows_the_eager_fp32_loss_trajectory(tmp_path):
 
 
 def test_autocast_bf16_only_where_the_hardware_has_it(monkeypatch, capsys):
-    import fcdd.engine as engine
+    import fcdd.training.runtime as engine
     from fcdd.hardware import CPUInfo
 
     cpu = torch.device("cpu")

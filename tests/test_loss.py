@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
-from fcdd.loss import anomaly_scores, fcdd_loss, pixel_loss, pseudo_huber
 from fcdd.models import ReceptiveField
+from fcdd.objectives import fcdd_loss, pixel_loss
+from fcdd.scoring import anomaly_scores, pseudo_huber
 
 
 def _const(values: list[float], size: int = 2) -> torch.Tensor:

@@ -17,9 +17,10 @@ from fcdd.calibration import MaskScorer, score_calibration
 from fcdd.config import Config
 from fcdd.data import DataError, build_datasets, describe
 from fcdd.detector import Detector
-from fcdd.experiment import _resize_nearest, evaluate
+from fcdd.experiment import evaluate
 from fcdd.metrics import PixelAUC
 from fcdd.models import build_model
+from fcdd.scoring import full_heatmap
 
 torch.set_num_threads(1)
 SIZE = 40
@@ -72,7 +73,7 @@ def _detector(cfg: Config, bundle) -> Detector:
 def _maps(detector: Detector, test_set) -> list[np.ndarray]:
     """Each test image's map at its mask's resolution, as evaluate compares them."""
     up = torch.cat([detector.score_tensor(test_set[i]["image"][None])[2] for i in range(len(test_set))])
-    return [_resize_nearest(up[i].float().numpy(), test_set.full_mask(i).shape) for i in range(len(test_set))]
+    return [full_heatmap(up[i].float().numpy(), test_set.full_mask(i).shape) for i in range(len(test_set))]
 
 
 def test_with_masks_every_test_image_counts_for_pixel_metrics(tmp_path, category):

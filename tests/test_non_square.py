@@ -153,7 +153,7 @@ def test_export_scores_like_pytorch(trained, strips, tmp_path, fmt):
 def test_packed_training_takes_the_rectangle(strips, make_folder_config, tmp_path):
     """train_pack (the pipeline's batched runs) builds and trains [40, 100] nets; each run then
     evaluates from its checkpoint as a run of its own."""
-    from fcdd.packed import train_pack
+    from fcdd.experiment import train_pack
 
     cfg = _cfg(make_folder_config, strips, tmp_path, f"model.input_size={INPUT}", "train.seeds=[0, 1]")
     dirs = train_pack(cfg, [("tiles", 0), ("tiles", 1)])

@@ -1,4 +1,4 @@
-"""Packed training: K models in one batched step equal K separate engine runs."""
+"""Packed training: K models in one batched step equal K separate runs of the same loop."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
-from fcdd.engine import CHECKPOINT, TrainingError, load_checkpoint, train
-from fcdd.packed import train_packed
+from fcdd.training import CHECKPOINT, TrainingError, load_checkpoint, train, train_packed
 from tests.test_engine import SquaresOnNoise, tiny_cfg, tiny_model
 
 torch.set_num_threads(1)
@@ -141,8 +140,7 @@ def test_train_pack_then_run_experiment_equals_separate_experiments(tmp_path):
     from pathlib import Path
 
     from fcdd.config import load_config
-    from fcdd.experiment import run_experiment
-    from fcdd.packed import train_pack
+    from fcdd.experiment import run_experiment, train_pack
     from tests.shared_fixtures import TINY_RUN
 
     if not Path("data/fashion-mnist/train-images-idx3-ubyte.gz").exists():

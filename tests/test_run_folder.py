@@ -22,7 +22,7 @@ from PIL import Image
 from fcdd import experiment
 from fcdd.cli import main
 from fcdd.detector import Detector
-from fcdd.engine import TrainingError
+from fcdd.errors import TrainingError
 from fcdd.fingerprint import RUNTIME_KEYS, fingerprint, mismatch
 from fcdd.runlock import RunFolderBusy, run_folder_lock
 

@@ -14,7 +14,7 @@ from fcdd.data.anomalies import Confetti
 from fcdd.data.datasets.mvtec import STORED_AUGMENT as MVTEC_AUGMENT
 from fcdd.data.stored_augment import StoredBatchAugment
 from fcdd.data.training_set import TensorStore, TrainingSet
-from fcdd.engine import make_loader
+from fcdd.training import make_loader
 
 NONE = {"kind": "none"}
 REPO = Path(__file__).resolve().parents[1]

@@ -147,7 +147,7 @@ class ModelCatalog:
         kind, info = kind_of(ref), {}
         try:
             if kind == "registry":
-                from fcdd.engine import resolve_device
+                from fcdd.training import resolve_device
 
                 det = self.registry.load(ref, str(resolve_device(self.device)))
                 info = self.registry.describe(ref)
@@ -157,7 +157,7 @@ class ModelCatalog:
                 det = ExportedDetector.load(ref)
             else:
                 from fcdd.detector import Detector
-                from fcdd.engine import resolve_device
+                from fcdd.training import resolve_device
 
                 det = Detector.load(ref, device=resolve_device(self.device))
         except FCDDError as e:

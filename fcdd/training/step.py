@@ -1,7 +1,7 @@
 """The training step (forward, loss, backward), optionally through ``torch.compile`` (``train.compile``).
 
 A small net's step on a GPU is about a hundred kernel launches and the host work between them, not
-arithmetic (issue 17: CNN28's engine step took 1.85x the bare step on an H200). ``torch.compile``
+arithmetic (CNN28's training step took 1.85x the bare step on an H200). ``torch.compile``
 fuses forward, loss and backward into few kernels; its ``reduce-overhead`` and ``max-autotune``
 modes also replay them as CUDA graphs (one launch per graph). Off by default: no GPU run has
 measured a win yet (``benchmarks/gpu_suite.sh`` measures on against off).
@@ -16,7 +16,8 @@ Nothing in the step waits for the GPU (the loss comes back as a device tensor).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -41,14 +42,22 @@ def compile_unsupported(mode: str, device: torch.device) -> str | None:
     return None
 
 
+def _shapes(x: torch.Tensor, batch: Mapping[str, torch.Tensor] | torch.Tensor) -> tuple:
+    if isinstance(batch, torch.Tensor):
+        return (tuple(x.shape), tuple(batch.shape))
+    return (tuple(x.shape), *((key, tuple(v.shape)) for key, v in batch.items()))
+
+
 class TrainStep:
-    """``step(x, target, scale)``: ``loss = forward_loss(x, target)``, ``(loss.sum() / scale).backward()``,
-    returns the loss detached (a device tensor: a scalar, or one value per packed model). ``params`` and ``buffers`` are what one step changes
-    (besides gradients): saved before the first compiled step of each input shape, restored if it fails."""
+    """``step(x, batch, scale)``: ``loss = forward_loss(x, batch)``, ``(loss.sum() / scale).backward()``,
+    returns the loss detached (a device tensor: a scalar, or one value per packed model). ``batch``:
+    the tensors the loss reads (a dict, or one tensor). ``params`` and ``buffers`` are what one step
+    changes (besides gradients): saved before the first compiled step of each input shape, restored
+    if it fails."""
 
     def __init__(
         self,
-        forward_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        forward_loss: Callable[[torch.Tensor, Any], torch.Tensor],
         mode: str,
         device: torch.device,
         params: list[torch.Tensor],
@@ -72,10 +81,10 @@ class TrainStep:
         """Whether steps run compiled (False: eager, by setting or after a fallback)."""
         return self.compiled is not None
 
-    def __call__(self, x: torch.Tensor, target: torch.Tensor, scale: int) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, target: Any, scale: int) -> torch.Tensor:
         if self.compiled is None:
             return self._run(self.forward_loss, x, target, scale)
-        shapes = (tuple(x.shape), tuple(target.shape))
+        shapes = _shapes(x, target)
         if shapes in self._proven:
             return self._run(self.compiled, x, target, scale)
         saved = self._save()
@@ -92,7 +101,7 @@ class TrainStep:
         self._proven.add(shapes)
         return loss
 
-    def _run(self, fn: Callable, x: torch.Tensor, target: torch.Tensor, scale: int) -> torch.Tensor:
+    def _run(self, fn: Callable, x: torch.Tensor, target: Any, scale: int) -> torch.Tensor:
         graphs = fn is self.compiled and self.mode in _CUDA_GRAPH_MODES
         if graphs:
             torch.compiler.cudagraph_mark_step_begin()  # a new training iteration: earlier outputs are done with

@@ -1,0 +1,184 @@
+"""Evaluation of a trained Detector on a test set: image and pixel metrics, calibrated decisions,
+scores.csv, ROC points and figures (docs/method.md §6)."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from fcdd import calibration as conformal
+from fcdd import heatmaps as figs
+from fcdd.config import Config
+from fcdd.detector import Detector
+from fcdd.metrics import PixelAUC, aupro, image_metrics
+from fcdd.scoring import full_heatmap
+
+
+def score_heatmaps(detector: Detector, dataset: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image scores (n,), upsampled heatmaps (n, H, W) at the input size) of a dataset, in order."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    scores, heat = [], []
+    for batch in loader:
+        s, _, up = detector.score_tensor(batch["image"])
+        scores.append(s.float().cpu().numpy())
+        heat.append(up.float().cpu().numpy())
+    return np.concatenate(scores), np.concatenate(heat)
+
+
+def evaluate(
+    detector: Detector, test_set: Any, cfg: Config, out_dir: Path, title: str = ""
+) -> tuple[dict, dict]:
+    """Score a test set; write scores, ROC points and figures; return (metrics, artifact paths)."""
+    out_dir = Path(out_dir)
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    scores_np, heat_np = score_heatmaps(detector, test_set, cfg.evaluation.batch_size)
+    labels = np.asarray(test_set.labels).astype(int)
+
+    metrics: dict[str, Any] = {"n_test": int(len(labels)), "n_anomalous": int(labels.sum())}
+    metrics.update(image_auc=None, image_aupr=None, pixel_auc=None, aupro=None)
+    artifacts: dict[str, Path] = {}
+    curves = {}
+    both_labels = 0 < labels.sum() < len(labels)
+    if both_labels:
+        im = image_metrics(labels, scores_np)
+        metrics.update(image_auc=float(im["auc"]), image_aupr=float(im["aupr"]))
+        artifacts["roc_image"] = _write_roc(out_dir / "roc_image.csv", im["fpr"], im["tpr"])
+        curves[f"image (AUC {im['auc']:.3f})"] = (im["fpr"], im["tpr"], im["auc"])
+    else:
+        # Scores and heatmaps are still written: a nominal-only folder dataset is a valid start.
+        only = "anomalous" if labels.sum() else "nominal"
+        metrics["warning"] = (
+            f"the test set holds only {only} images ({len(labels)}): AUCs need both nominal and "
+            "anomalous test images (for a folder dataset: data.folder.anomalous), so they are null"
+        )
+        warnings.warn(f"{title}: {metrics['warning']}" if title else metrics["warning"], stacklevel=2)
+
+    calibration = detector.meta.get("calibration")
+    metrics.update(conformal.decision_metrics(labels, scores_np, calibration))
+
+    pixel_images, pixel_note = _pixel_scope(test_set, labels)
+    if pixel_note:
+        metrics["pixel_note"] = pixel_note
+    if pixel_images is not None and both_labels:
+        metrics["pixel_images"] = int(len(pixel_images))
+        pix = PixelAUC()
+        masks_scored = (
+            conformal.MaskScorer(calibration, float(heat_np.min()), float(heat_np.max()))
+            if calibration
+            else None
+        )
+        full_masks, full_maps = [], []
+        for i in pixel_images:
+            mask = np.asarray(test_set.full_mask(i), dtype=bool)
+            full = full_heatmap(heat_np[i], mask.shape)
+            pix.update(full, mask)
+            if masks_scored is not None:
+                masks_scored.update(full, mask)
+            if cfg.evaluation.aupro:  # AUPRO needs every map at once (its thresholds span all images)
+                full_masks.append(mask)
+                full_maps.append(full)
+        metrics["pixel_auc"] = float(pix.compute())
+        if masks_scored is not None:
+            metrics.update(masks_scored.compute())
+        fpr, tpr = pix.roc_curve()
+        artifacts["roc_pixel"] = _write_roc(out_dir / "roc_pixel.csv", fpr, tpr)
+        curves[f"pixel (AUC {metrics['pixel_auc']:.3f})"] = (fpr, tpr, metrics["pixel_auc"])
+        if cfg.evaluation.aupro:
+            metrics["aupro"] = float(aupro(full_masks, full_maps, max_fpr=cfg.evaluation.aupro_max_fpr))
+        del full_masks, full_maps
+
+    artifacts["scores"] = _write_scores(out_dir / "scores.csv", test_set, labels, scores_np)
+    if curves:
+        artifacts["roc_figure"] = out_dir / "figures" / "roc.png"
+        figs.roc_plot(curves, artifacts["roc_figure"], title=f"ROC · {title}")
+    artifacts.update(_heatmap_figures(test_set, heat_np, scores_np, labels, cfg, out_dir / "figures", title))
+    return metrics, artifacts
+
+
+def _pixel_scope(test_set: Any, labels: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """The test images pixel metrics are computed over (None: none) and a note for metrics.json
+    where images are left out: pixel ground truth is known for nominal images and for anomalous
+    ones with a mask; an anomalous image without one would count its defect as nominal pixels."""
+    if not test_set.has_masks:
+        return None, getattr(test_set, "mask_note", None)
+    known = np.asarray(getattr(test_set, "mask_known", np.ones(len(labels), dtype=bool)), dtype=bool)
+    anomalous, unmasked = int(labels.sum()), int((~known & (labels == 1)).sum())
+    if anomalous and unmasked == anomalous:  # masks exist, but not for the images test_limit kept
+        return None, f"none of the {anomalous} anomalous test images has a mask: pixel metrics are off"
+    note = (
+        f"pixel metrics over the {int(known.sum())} of {len(labels)} test images with ground truth: "
+        f"{unmasked} of {anomalous} anomalous images have no mask"
+        if unmasked
+        else None
+    )
+    return np.flatnonzero(known), note
+
+
+def _heatmap_figures(
+    test_set, heat_np, scores, labels, cfg: Config, fig_dir: Path, title: str
+) -> dict[str, Path]:
+    """Local and global heatmap grids over a spread of the score ranking (docs/method.md §6 figures)."""
+    size = tuple(heat_np.shape[-2:])  # (H, W) of the input
+    images = _Lazy(len(labels), lambda i: _resize_image(test_set.raw_image(i), size))
+    masks = _Lazy(len(labels), lambda i: full_heatmap(np.asarray(test_set.full_mask(i), float), size))
+    out = {}
+    for name in ("local", "global"):
+        path = fig_dir / f"heatmaps_{name}.png"
+        figs.heatmap_grid(
+            images,
+            heat_np,
+            scores,
+            labels,
+            path,
+            masks=masks if test_set.has_masks else None,
+            title=title,
+            normalisation=name,
+            q=cfg.quantile,
+            max_images=cfg.evaluation.heatmap_count,
+        )
+        out[f"heatmaps_{name}"] = path
+    return out
+
+
+class _Lazy:
+    """A sequence that loads item i only when a figure draws it (test sets can be large)."""
+
+    def __init__(self, n: int, load):
+        self.n, self.load = n, load
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return self.load(int(i))
+
+
+def _resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    pil = Image.fromarray(np.asarray(img, dtype=np.uint8))
+    return np.asarray(pil.convert("RGB").resize((size[1], size[0]), Image.BILINEAR))
+
+
+def _write_roc(path: Path, fpr, tpr) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["fpr", "tpr"])
+        w.writerows(zip(np.round(fpr, 6), np.round(tpr, 6), strict=True))
+    return path
+
+
+def _write_scores(path: Path, test_set, labels, scores) -> Path:
+    paths = getattr(test_set, "paths", None) or [""] * len(labels)
+    defects = getattr(test_set, "defect_types", None) or [""] * len(labels)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "score", "defect_type"])
+        for p, y, s, d in zip(paths, labels, scores, defects, strict=True):
+            w.writerow([p, int(y), f"{float(s):.6g}", d])
+    return path
