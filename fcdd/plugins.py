@@ -6,7 +6,9 @@ fcdd itself imports no tracking or orchestration package. A plugin is any object
   run per class and seed, a registered version);
 - ``model_schemes: tuple[str, ...]`` and ``load_detector(ref, device, tracking_uri) -> Detector``:
   reads the models those URIs name (``models:/fcdd-mvtec-grid@champion``) for ``evaluate``,
-  ``predict``, ``export`` and ``info``.
+  ``predict``, ``export`` and ``info``;
+- ``registry(tracking_uri) -> fcdd.app.registry.Registry``: the registered models ``fcdd app``
+  lists and loads.
 
 Plugins are found through the entry-point group ``fcdd.plugins`` of the installed packages (this
 project's MLflow plugin: ``mlflow = "pipelines.plugin:plugin"`` in pyproject.toml), or registered in
@@ -16,9 +18,11 @@ is skipped; the error is kept, so the command can say in one line what to instal
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fcdd.errors import UsageError
@@ -83,6 +87,32 @@ def tracker(cfg: Config) -> Tracker:
         if made is not None:
             return made
     raise PluginMissing("tracking", found.reason())
+
+
+def registry(uri: str) -> Any:
+    """The first plugin's model registry at ``uri``; PluginMissing when no plugin gives one."""
+    found = discover()
+    for plugin in found.plugins:
+        if hasattr(plugin, "registry"):
+            try:
+                return plugin.registry(uri)
+            except ImportError as e:
+                found.errors.append(str(e))
+    raise PluginMissing(f"tracking URI {uri}", found.reason())
+
+
+def tracking_uri(given: str | None = None) -> str | None:
+    """The store ``models:/`` URIs and the registry are read from: ``given`` (--tracking-uri), else
+    $MLFLOW_TRACKING_URI, else ``tracking.uri`` of ./params.yaml (where this project's runs went)."""
+    if given:
+        return given
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if Path("params.yaml").is_file():
+        from fcdd.config import load_config
+
+        return load_config("params.yaml").tracking.uri
+    return None
 
 
 def model_loader(ref: str) -> Callable[[str, Any, str | None], Any] | None:

@@ -1,5 +1,6 @@
 """The plugin this package gives the ``fcdd`` command (fcdd.plugins): MLflow tracking for
-``fcdd train`` and ``models:/`` / ``runs:/`` URIs for ``evaluate``, ``predict``, ``export``, ``info``.
+``fcdd train``, ``models:/`` / ``runs:/`` URIs for ``evaluate``, ``predict``, ``export``, ``info``,
+and the model registry ``fcdd app`` lists (pipelines/app_registry.py).
 
 Declared in pyproject.toml as the entry point ``mlflow = "pipelines.plugin:plugin"`` of the group
 ``fcdd.plugins``. It imports MLflow on load, so without the pipelines extra it does not load and the
@@ -8,13 +9,12 @@ command says what to install.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import mlflow
 
-from fcdd.config import Config, load_config
+from fcdd import plugins
+from fcdd.config import Config
 from fcdd.errors import UsageError
 
 
@@ -27,17 +27,17 @@ class MlflowPlugin:
 
         return MlflowTracker()
 
-    def load_detector(self, ref: str, device: Any, tracking_uri: str | None = None):
-        """A registered (models:/NAME@alias, models:/NAME/version) or logged (runs:/ID/model) model.
+    def registry(self, uri: str):
+        from pipelines.app_registry import MlflowRegistry
 
-        The store: ``tracking_uri``, else $MLFLOW_TRACKING_URI, else ``tracking.uri`` of
-        ./params.yaml (where this project's runs went).
-        """
+        return MlflowRegistry(uri)
+
+    def load_detector(self, ref: str, device: Any, tracking_uri: str | None = None):
+        """A registered (models:/NAME@alias, models:/NAME/version) or logged (runs:/ID/model) model,
+        from the store fcdd.plugins.tracking_uri names."""
         from pipelines.registry import load_detector
 
-        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        if not uri and Path("params.yaml").is_file():
-            uri = load_config("params.yaml").tracking.uri
+        uri = plugins.tracking_uri(tracking_uri)
         if uri:
             mlflow.set_tracking_uri(uri)
         try:
