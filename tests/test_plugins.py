@@ -160,6 +160,13 @@ def test_without_plugins_the_command_says_what_to_install(monkeypatch, tmp_path,
         and "pip install fcdd[pipelines]" in err
         and "tracking.enabled=false" in err
     )
+    from fcdd.app.registry import open_registry
+    from fcdd.errors import UsageError
+
+    with pytest.raises(
+        UsageError, match=r"sqlite:///x.db: reading a model registry needs the pipelines extra"
+    ):
+        open_registry("sqlite:///x.db")
 
 
 def test_fcdd_imports_no_orchestration_package():
