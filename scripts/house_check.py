@@ -7,8 +7,9 @@ Counts, over every module of the two packages (function-level imports included, 
 import is still an arrow; imports under ``if TYPE_CHECKING:`` are left out, they never run):
 - import circles: strongly connected groups of modules that import each other;
 - imports from a lower layer to a higher one: the layers are the table under "## Layers" in
-  docs/architecture.md (one row per layer: number, name, module patterns in backticks; a pattern
-  ``fcdd.data.*`` is the package and everything in it); a module no pattern covers is reported too;
+  docs/architecture.md (one row per layer: number, name, module patterns in backticks, a remark in
+  parentheses; a pattern ``fcdd.data.*`` is the package and everything in it); a module no pattern
+  covers is reported too;
 - imports of pipelines / mlflow / prefect / dvc from fcdd/ (the core plugs them in, never imports them);
 - modules over MAX_MODULE_LINES lines, functions over MAX_FUNCTION_LINES lines (the CLI's parser
   table aside: EXEMPT_FUNCTIONS).
@@ -172,19 +173,22 @@ def read_layers(doc: Path) -> list[tuple[int, str, list[str]]]:
     for line in match.group(1).splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 3 and cells[0].isdigit():
-            layers.append((int(cells[0]), cells[1], re.findall(r"`([\w.*]+)`", cells[2])))
+            patterns = re.sub(r"\([^)]*\)", "", cells[2])  # a remark in parentheses names no module
+            layers.append((int(cells[0]), cells[1], re.findall(r"`([\w.*]+)`", patterns)))
     if not layers:
         raise SystemExit(f"{doc}: the '## Layers' section has no table rows `| N | name | patterns |`")
     return layers
 
 
 def layer_of(module: str, layers: list[tuple[int, str, list[str]]]) -> int | None:
-    """The layer of the most specific pattern that covers the module."""
+    """The layer of the most specific pattern that covers the module (an exact name before a package's
+    ``.*`` of the same name)."""
     best = None
     for number, _, patterns in layers:
         for p in patterns:
-            if _matches(p, module) and (best is None or len(p.rstrip(".*")) > best[0]):
-                best = (len(p.rstrip(".*")), number)
+            rank = (len(p.removesuffix(".*")), not p.endswith(".*"))
+            if _matches(p, module) and (best is None or rank > best[0]):
+                best = (rank, number)
     return None if best is None else best[1]
 
 

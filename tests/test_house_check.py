@@ -18,7 +18,7 @@ LAYERS = """\
 | layer | name | modules |
 |---|---|---|
 | 0 | base | `fcdd`, `fcdd.base` |
-| 1 | middle | `fcdd.middle`, `fcdd.pkg.*`, `fcdd.typed` |
+| 1 | middle | `fcdd.middle`, `fcdd.pkg.*`, `fcdd.typed` (a remark naming `fcdd.top`, no pattern) |
 | 2 | top | `fcdd.top`, `fcdd.cli.*` |
 | 8 | composition | `pipelines.*` |
 
