@@ -53,8 +53,7 @@ def write_images(folder: Path, n: int, size: int, seed: int = 0) -> list[Path]:
 
 
 def tiny_model(path: Path) -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from shared_fixtures import tiny_detector
+    from fcdd.testing import tiny_detector
 
     return tiny_detector().save(path)
 

@@ -22,8 +22,7 @@ CHILD = r"""
 import base64, io, json, sys
 import numpy as np, torch
 from PIL import Image
-sys.path.insert(0, "tests")
-from shared_fixtures import tiny_detector
+from fcdd.testing import tiny_detector
 from pipelines import pyfunc
 from mlflow.pyfunc.scoring_server import predictions_to_json
 

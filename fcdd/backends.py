@@ -96,26 +96,3 @@ class ExportedDetector:
             batch_size,
             full_size,
         )
-
-    def info(self) -> dict:
-        e, m = self.export, self.meta
-        return {
-            "export": {
-                "backend": e["backend"],
-                "folder": str(self.folder),
-                "fcdd_version": e["fcdd_version"],
-            },
-            "files": e["files"],
-            "source": e.get("source"),
-            "dataset": m.get("dataset"),
-            "class": m.get("class"),
-            "seed": m.get("seed"),
-            "net": m.get("net", {}).get("net"),
-            "input": e["input"],
-            "receptive_field": e["receptive_field"],
-            "sigma": e["sigma"],
-            "heatmap_quantile": m.get("quantile"),
-            "preprocess": self.preprocess,
-            "parameters": e.get("parameters"),
-            "metrics": m.get("metrics", {}),
-        }

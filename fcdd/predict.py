@@ -17,6 +17,7 @@ failures.csv and returned, and the rest is scored.
 from __future__ import annotations
 
 import csv
+import glob
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -25,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fcdd import calibration as conformal
 from fcdd import heatmaps as figs
-from fcdd.data.image_io import read_image
+from fcdd.data.image_io import IMAGE_EXTENSIONS, read_image
 from fcdd.detector import DetectorError, full_heatmap, to_pil
-from fcdd.errors import DataError
+from fcdd.errors import DataError, UsageError
 
 SAMPLE_SIZE = 65_536  # values kept for the global colour scale's quantile
 SAMPLES_PER_MAP = 4096  # at most this many values of each map enter the reservoir
@@ -64,6 +66,53 @@ class Reservoir:
 
     def sample(self) -> np.ndarray:
         return self.values[: min(self.seen, len(self.values))]
+
+
+def collect_images(inputs: Sequence[str]) -> list[Path]:
+    """Image files from files, folders (searched recursively) and glob patterns, in order; a one-line
+    UsageError for an input that names no image."""
+    found: list[Path] = []
+    suffixes = ", ".join(sorted(IMAGE_EXTENSIONS))
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                raise UsageError(f"{p}: folder holds no images ({suffixes})")
+            found += files
+        elif p.is_file():
+            if p.suffix.lower() not in IMAGE_EXTENSIONS:
+                raise UsageError(f"{p}: not an image file (expected one of {suffixes})")
+            found.append(p)
+        elif any(c in item for c in "*?["):
+            matches = glob.glob(item, recursive=True)
+            files = sorted(Path(f) for f in matches if Path(f).suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                raise UsageError(f"{item}: pattern matches no image")
+            found += files
+        else:
+            raise UsageError(f"{item}: no such file or folder")
+    return found
+
+
+class CalibratedDecisions:
+    """``predict_files(decide=...)`` for a calibrated model: p-value, normalised score and decision
+    (p_value <= alpha) per image, and a defect-mask PNG beside the overlay of each anomalous one."""
+
+    fields = ("p_value", "normalised_score", "anomalous", "mask")
+
+    def __init__(self, calibration: dict, alpha: float, out: Path):
+        self.calibration, self.alpha, self.out = calibration, alpha, out
+
+    def __call__(self, i: int, path: Path, score: float, heatmap: np.ndarray) -> dict:
+        (d,) = conformal.decide(self.calibration, [score], [heatmap], self.alpha)
+        row = {"p_value": d.p_value, "normalised_score": d.normalised_score, "anomalous": d.anomalous}
+        row["mask"] = ""
+        if d.anomalous:
+            name = f"{i:04d}_{Path(path).stem}_mask.png"
+            (self.out / name).write_bytes(conformal.mask_png(d.mask))
+            row["mask"] = name
+        return row
 
 
 def predict_files(
@@ -106,47 +155,31 @@ def predict_files(
         maps_file = open(Path(tmp) / "maps.f32", "wb") if shared else None
         pending: list[tuple[Path, str, tuple[int, int]]] = []  # global scale: overlays of pass 2
         low, sample = np.inf, Reservoir()
-        for start in range(0, len(paths), batch_size):
-            batch = []
-            for p in paths[start : start + batch_size]:
-                try:
-                    batch.append((p, to_pil(p)))
-                except DetectorError as e:
-                    fail(p, str(e).removeprefix(f"{p}: "))
-            if not batch:
-                continue
-            try:  # maps at the input size: upscaled per image only where needed
-                scored = det.score([im for _, im in batch], batch_size=len(batch), full_size=False)
-                scores, ups = scored.scores, scored.heatmaps
-            except (RuntimeError, ValueError) as e:  # e.g. an image the network cannot take
-                for p, _ in batch:
-                    fail(p, f"scoring failed: {e}")
-                continue
-            for (p, im), s, up in zip(batch, scores, ups, strict=True):
-                row = {"path": str(p), "score": float(s)}
-                if threshold is not None:
-                    row["label"] = "defect" if s > threshold else "good"
-                heat = None
-                if decide is not None:
-                    heat = full_heatmap(up, (im.height, im.width))
-                    row.update(decide(result.scored, p, float(s), heat))
-                if heatmaps:
-                    row["heatmap"] = f"{result.scored:04d}_{p.stem}_heatmap.png"
-                    if shared:
-                        maps_file.write(np.ascontiguousarray(up, np.float32).tobytes())
-                        low = min(low, float(up.min()))
-                        step = max(1, int(np.sqrt(up.size / SAMPLES_PER_MAP)))
-                        sample.add(up[::step, ::step])
-                        pending.append((p, row["heatmap"], up.shape))
-                    else:
-                        heat = full_heatmap(up, (im.height, im.width)) if heat is None else heat
-                        _write_overlay(out / row["heatmap"], im, figs.normalise_local(heat[None], q)[0])
-                        result.heatmaps += 1
-                writer.writerow(row)
-                f.flush()
-                result.scored += 1
-                if on_row:
-                    on_row(row)
+        for p, im, s, up in _scored(det, paths, batch_size, fail):
+            row = {"path": str(p), "score": float(s)}
+            if threshold is not None:
+                row["label"] = "defect" if s > threshold else "good"
+            heat = None
+            if decide is not None:
+                heat = full_heatmap(up, (im.height, im.width))
+                row.update(decide(result.scored, p, float(s), heat))
+            if heatmaps:
+                row["heatmap"] = f"{result.scored:04d}_{p.stem}_heatmap.png"
+                if shared:
+                    maps_file.write(np.ascontiguousarray(up, np.float32).tobytes())
+                    low = min(low, float(up.min()))
+                    step = max(1, int(np.sqrt(up.size / SAMPLES_PER_MAP)))
+                    sample.add(up[::step, ::step])
+                    pending.append((p, row["heatmap"], up.shape))
+                else:
+                    heat = full_heatmap(up, (im.height, im.width)) if heat is None else heat
+                    _write_overlay(out / row["heatmap"], im, figs.normalise_local(heat[None], q)[0])
+                    result.heatmaps += 1
+            writer.writerow(row)
+            f.flush()
+            result.scored += 1
+            if on_row:
+                on_row(row)
         if maps_file is not None:
             maps_file.close()
             high = float(np.quantile(sample.sample() - low, q)) if pending else 1.0
@@ -157,6 +190,27 @@ def predict_files(
             w.writerow(["path", "reason"])
             w.writerows(result.failures)
     return result
+
+
+def _scored(det, paths: Sequence[Path], batch_size: int, fail):
+    """(path, image, score, map at the input size) per readable, scorable file, a batch at a time."""
+    for start in range(0, len(paths), batch_size):
+        batch = []
+        for p in paths[start : start + batch_size]:
+            try:
+                batch.append((p, to_pil(p)))
+            except DetectorError as e:
+                fail(p, str(e).removeprefix(f"{p}: "))
+        if not batch:
+            continue
+        try:  # maps at the input size: upscaled per image only where needed
+            scored = det.score([im for _, im in batch], batch_size=len(batch), full_size=False)
+        except (RuntimeError, ValueError) as e:  # e.g. an image the network cannot take
+            for p, _ in batch:
+                fail(p, f"scoring failed: {e}")
+            continue
+        for (p, im), s, up in zip(batch, scored.scores, scored.heatmaps, strict=True):
+            yield p, im, s, up
 
 
 def _overlays_from_disk(maps: Path, pending, out: Path, low: float, high: float, fail) -> int:

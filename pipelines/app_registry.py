@@ -1,6 +1,7 @@
-"""The MLflow model registry for the inspection page (``fcdd app``), as the plugin of entry point
-group ``fcdd.app_registry`` (fcdd/app/registry.py): list registered models and aliases, load a
-``models:/`` URI, describe a version. Read-only: the page never writes to the registry."""
+"""The MLflow model registry for the inspection page (``fcdd app``), given by the MLflow plugin
+(pipelines/plugin.py, fcdd.plugins; the page's side: fcdd/app/registry.py): list registered models
+and aliases, load a ``models:/`` URI, describe a version. Read-only: the page never writes to the
+registry."""
 
 from __future__ import annotations
 

@@ -290,21 +290,19 @@ class FCDDPyfunc(PythonModel):
         calibration = self.detector.meta.get("calibration")
         if not calibration:
             return
-        p = conformal.p_values(calibration["image_scores"], out.scores)
-        frame["p_value"] = p
-        frame["normalised_score"] = conformal.normalised_score(p)
-        frame["anomalous"] = p <= alpha
-        if mask_format == "none":
+        masks = mask_format != "none"
+        decisions = conformal.decide(calibration, out.scores, out.heatmaps, alpha, masks=masks)
+        frame["p_value"] = np.array([d.p_value for d in decisions], dtype=np.float64)
+        frame["normalised_score"] = np.array([d.normalised_score for d in decisions], dtype=np.float64)
+        frame["anomalous"] = np.array([d.anomalous for d in decisions], dtype=bool)
+        if not masks:
             return
         encode = (
             (lambda m: base64.b64encode(conformal.mask_png(m)).decode("ascii"))
             if mask_format == "png"
             else conformal.mask_rle
         )
-        frame["mask"] = [
-            encode(conformal.defect_mask(h, calibration, alpha)) if flag else ""
-            for h, flag in zip(out.heatmaps, frame["anomalous"], strict=True)
-        ]
+        frame["mask"] = ["" if d.mask is None else encode(d.mask) for d in decisions]
 
 
 # ---------------------------------------------------------------- logging

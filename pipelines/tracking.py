@@ -29,7 +29,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from fcdd.config import Config
-from fcdd.experiment import RunResult, run_dir_for, run_experiment
+from fcdd.experiment import RunResult, run_dir_for
+from fcdd.runs import run_one
 from pipelines import registry
 
 UNFINISHED = ("RUNNING", "FAILED", "KILLED")
@@ -114,25 +115,6 @@ def protocol_for(cfg: Config, cls: str, seed: int, version: str) -> str:
     return "/".join(parts)
 
 
-class MlflowEpochLogger:
-    """Training callback: per-epoch loss, learning rate and throughput as MLflow metrics."""
-
-    def __init__(self, client: MlflowClient, run_id: str, forward_to: Any = None):
-        self.client, self.run_id, self.forward_to = client, run_id, forward_to
-        self.trained = False
-
-    def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        if not self.trained:  # this attempt's first epoch: > 1 when it resumed from a checkpoint
-            self.client.set_tag(self.run_id, "fcdd.first_epoch", str(int(epoch)))
-            self.trained = True
-        numbers = {k: float(v) for k, v in logs.items() if _is_number(v) and k != "epoch"}
-        metrics = [Metric(k, v, _now(), int(epoch)) for k, v in numbers.items()]
-        if metrics:
-            self.client.log_batch(self.run_id, metrics=metrics)
-        if self.forward_to is not None and hasattr(self.forward_to, "on_epoch_end"):
-            self.forward_to.on_epoch_end(epoch, logs)
-
-
 def find_unfinished_run(
     client: MlflowClient, experiment_id: str, key: str, run_dir: Path, checkpoint_uri: str | None = None
 ) -> str | None:
@@ -157,30 +139,87 @@ def find_unfinished_run(
     return None
 
 
-def tracked_experiment(
-    cfg: Config,
-    cls: str,
-    seed: int,
-    parent_run_id: str | None = None,
-    callbacks: Any = None,
-    restart: bool = False,
-) -> dict:
-    """Run one experiment with MLflow tracking (and registration); return a plain summary dict.
-    The flows and ``fcdd train`` both come here.
+TRACKING_KEYS = ("mlflow_run_id", "model_name", "model_version", "champion")  # a tracked row's own columns
 
-    ``callbacks`` (optional ``on_epoch_end(epoch, logs)``) also receive every epoch's logs;
-    ``restart`` is run_experiment's (start the run folder afresh).
-    """
-    fresh = {"restart": True} if restart else {}  # passed only when asked: stand-ins need not know it
-    if not cfg.tracking.enabled:
-        return _summary(run_experiment(cfg, cls, seed, callbacks=callbacks, **fresh))
-    client, uri = _client(cfg)
-    with_onnx = _onnx_available(cfg)  # said before training, not after
-    experiment_id = ensure_experiment(client, cfg)
-    run_dir = run_dir_for(cfg, cls, seed).resolve()
-    key, version = run_key(cfg, cls, seed), data_version(cfg)
+
+class MlflowRun:
+    """An experiment's MLflow run (fcdd.runs.TrackedRun): per-epoch loss, learning rate and
+    throughput as they come, then the results, artifacts and a registered version."""
+
+    def __init__(
+        self, client: MlflowClient, uri: str, run_id: str, cfg: Config, cls: str, protocol: str, onnx: bool
+    ):
+        self.client, self.uri, self.run_id = client, uri, run_id
+        self.cfg, self.cls, self.protocol, self.with_onnx = cfg, cls, protocol, onnx
+        self.trained = False
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        if not self.trained:  # this attempt's first epoch: > 1 when it resumed from a checkpoint
+            self.client.set_tag(self.run_id, "fcdd.first_epoch", str(int(epoch)))
+            self.trained = True
+        numbers = {k: float(v) for k, v in logs.items() if _is_number(v) and k != "epoch"}
+        metrics = [Metric(k, v, _now(), int(epoch)) for k, v in numbers.items()]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+    def finish(self, result: RunResult) -> dict[str, Any]:
+        client, run_id, cfg = self.client, self.run_id, self.cfg
+        _log_results(client, run_id, result)
+        out: dict[str, Any] = {"mlflow_run_id": run_id, "model_name": None, "model_version": None}
+        out["champion"] = False
+        unscored = all(result.metrics.get(k) is None for k in ("pixel_auc", "image_auc"))
+        if cfg.tracking.register and unscored:  # nothing to rank a champion by (a one-label test set)
+            client.set_tag(run_id, "fcdd.not_registered", str(result.metrics.get("warning", "no AUC")))
+        elif cfg.tracking.register:
+            from pipelines.pyfunc import log_detector_model
+
+            info = log_detector_model(result.model_path, onnx=self.with_onnx)
+            name = registry.registered_model_name(cfg, self.cls)
+            mv, champion = registry.register_version(
+                client, self.uri, name, info.model_uri, result.metrics, self.protocol, run_id
+            )
+            out.update(model_name=name, model_version=mv, champion=champion)
+            client.set_tag(run_id, "fcdd.model", f"models:/{name}/{mv}")
+        return out
+
+
+class MlflowTracker:
+    """fcdd.runs.Tracker for MLflow: one run per (dataset, class, seed) in the dataset's experiment,
+    tagged, with every config value as a param; a retry continues the run it left unfinished."""
+
+    @contextlib.contextmanager
+    def run(self, cfg: Config, cls: str, seed: int, parent_run_id: str | None = None) -> Iterator[MlflowRun]:
+        client, uri = _client(cfg)
+        with_onnx = _onnx_available(cfg)  # said before training, not after
+        experiment_id = ensure_experiment(client, cfg)
+        run_dir = run_dir_for(cfg, cls, seed).resolve()
+        key, version = run_key(cfg, cls, seed), data_version(cfg)
+        tags = run_tags(cfg, cls, seed, run_dir, key, version)
+        run_id = find_unfinished_run(client, experiment_id, key, run_dir, cfg.train.checkpoint_uri)
+        if run_id is None:
+            run_id = client.create_run(experiment_id, run_name=f"{cls}-seed{seed}", tags=tags).info.run_id
+        else:  # a retry: continue the same run, count the attempt
+            attempts = int(client.get_run(run_id).data.tags.get("fcdd.attempts", "1")) + 1
+            client.set_tag(run_id, "fcdd.attempts", str(attempts))
+        if parent_run_id:
+            client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
+        _log_params(client, run_id, cfg)
+        tracked = MlflowRun(client, uri, run_id, cfg, cls, tags[registry.TAG_PROTOCOL], with_onnx)
+        # The context marks the run FAILED if anything inside raises; nested if the caller has a run open.
+        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+            yield tracked
+
+    def describe(self, row: dict[str, Any]) -> str:
+        note = f"; MLflow run {row.get('mlflow_run_id')}"
+        if row.get("model_name"):
+            note += f", registered {row['model_name']} version {row['model_version']}"
+            note += " (champion)" if row.get("champion") else ""
+        return note
+
+
+def run_tags(cfg: Config, cls: str, seed: int, run_dir: Path, key: str, version: str) -> dict[str, str]:
     commit = git_commit()
-    tags = {
+    return {
         "fcdd.run_key": key,
         "fcdd.run_dir": str(run_dir),
         **({"fcdd.checkpoint_uri": cfg.train.checkpoint_uri} if cfg.train.checkpoint_uri else {}),
@@ -192,36 +231,33 @@ def tracked_experiment(
         "mlflow.source.git.commit": commit,
         registry.TAG_PROTOCOL: protocol_for(cfg, cls, seed, version),
     }
-    run_id = find_unfinished_run(client, experiment_id, key, run_dir, cfg.train.checkpoint_uri)
-    if run_id is None:
-        run_id = client.create_run(experiment_id, run_name=f"{cls}-seed{seed}", tags=tags).info.run_id
-    else:  # a retry: continue the same run, count the attempt
-        attempts = int(client.get_run(run_id).data.tags.get("fcdd.attempts", "1")) + 1
-        client.set_tag(run_id, "fcdd.attempts", str(attempts))
-    if parent_run_id:
-        client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
-    _log_params(client, run_id, cfg)
 
-    # The context marks the run FAILED if anything below raises; nested if the caller has a run open.
-    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-        epoch_logger = MlflowEpochLogger(client, run_id, forward_to=callbacks)
-        result = run_experiment(cfg, cls, seed, callbacks=epoch_logger, **fresh)
-        _log_results(client, run_id, result)
-        out = _summary(result, run_id)
-        unscored = all(result.metrics.get(k) is None for k in ("pixel_auc", "image_auc"))
-        if cfg.tracking.register and unscored:  # nothing to rank a champion by (a one-label test set)
-            client.set_tag(run_id, "fcdd.not_registered", str(result.metrics.get("warning", "no AUC")))
-        elif cfg.tracking.register:
-            from pipelines.pyfunc import log_detector_model
 
-            info = log_detector_model(result.model_path, onnx=with_onnx)
-            name = registry.registered_model_name(cfg, cls)
-            mv, champion = registry.register_version(
-                client, uri, name, info.model_uri, result.metrics, tags[registry.TAG_PROTOCOL], run_id
-            )
-            out.update(model_name=name, model_version=mv, champion=champion)
-            client.set_tag(run_id, "fcdd.model", f"models:/{name}/{mv}")
-    return out
+def tracker(cfg: Config) -> MlflowTracker | None:
+    """The MLflow tracker when ``tracking.enabled``, else None."""
+    return MlflowTracker() if cfg.tracking.enabled else None
+
+
+def tracked_experiment(
+    cfg: Config,
+    cls: str,
+    seed: int,
+    parent_run_id: str | None = None,
+    callbacks: Any = None,
+    restart: bool = False,
+) -> dict:
+    """One experiment through ``fcdd.runs.run_one`` with MLflow tracking (and registration) when
+    ``tracking.enabled``; its result row with the tracking columns (None when tracking is off)."""
+    row = run_one(
+        cfg,
+        cls,
+        seed,
+        tracker=tracker(cfg),
+        callbacks=callbacks,
+        restart=restart,
+        parent_run_id=parent_run_id,
+    )
+    return row | {k: row.get(k) for k in TRACKING_KEYS}
 
 
 def _onnx_available(cfg: Config) -> bool:
@@ -260,18 +296,6 @@ def _log_results(client: MlflowClient, run_id: str, result: RunResult) -> None:
         except ValueError:
             folder = ""
         client.log_artifact(run_id, str(path), artifact_path=folder if folder not in ("", ".") else None)
-
-
-def _summary(result: RunResult, run_id: str | None = None) -> dict:
-    out: dict[str, Any] = {"dataset": result.dataset, "class": result.cls, "seed": result.seed}
-    out["run_dir"] = str(result.run_dir)
-    for k, v in result.metrics.items():
-        if k not in out and (v is None or isinstance(v, (int, float, str, bool))):
-            out[k] = v
-    out.update(mlflow_run_id=run_id, model_name=None, model_version=None, champion=None)
-    if run_id is not None:
-        out["champion"] = False
-    return out
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ for name in ("torch", "torchvision", "sklearn", "pandas", "matplotlib", "yaml", 
 import fcdd  # installed editable from this checkout, not from somewhere else
 assert pathlib.Path(fcdd.__file__).resolve().parent == pathlib.Path("fcdd").resolve()
 from importlib.metadata import entry_points  # the installed metadata knows this checkout's plugins
-assert entry_points(group="fcdd.app_registry")
+assert "mlflow" in {e.name for e in entry_points(group="fcdd.plugins")}
 PY
 }
 

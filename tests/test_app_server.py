@@ -327,7 +327,7 @@ def test_labels_never_inside_a_model_folder(calibrated):
 
 
 def test_the_picker_lists_and_loads_registered_models(serve, calibrated, tmp_path):
-    """The MLflow registry through the fcdd.app_registry entry point: aliases listed, a models:/ URI
+    """The MLflow registry through the MLflow plugin (fcdd.plugins): aliases listed, a models:/ URI
     loaded with the version's metrics; a store that does not exist is not created by looking."""
     mlflow = pytest.importorskip("mlflow")
     from mlflow import MlflowClient

@@ -273,7 +273,8 @@ def test_train_with_tracking_but_no_mlflow_says_so_in_one_line(tmp_path, monkeyp
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_pipelines)
-    monkeypatch.delitem(sys.modules, "pipelines.tracking", raising=False)
+    for module in ("pipelines.plugin", "pipelines.tracking"):  # as if never imported in this process
+        monkeypatch.delitem(sys.modules, module, raising=False)
     code = main(
         ["train", "--classes", "0", "-o", "tracking.enabled=true", "-o", f"train.output_dir={tmp_path}"]
     )

@@ -220,6 +220,7 @@ def test_cli_refuses_tampered_export_in_one_line(tmp_path, capsys):
 def test_registry_version_carries_the_onnx_export(tmp_path, monkeypatch):
     """tracked_experiment registers a version whose ONNX folder scores like the Detector."""
     pytest.importorskip("mlflow")
+    from fcdd import runs
     from fcdd.config import load_config
     from fcdd.experiment import RunResult, run_dir_for
     from pipelines import registry, tracking
@@ -239,7 +240,7 @@ def test_registry_version_carries_the_onnx_export(tmp_path, monkeypatch):
         model_path = tiny_detector(seed).save(run_dir / "model.pt")
         return RunResult(cfg.data.dataset, cls, seed, run_dir, {"image_auc": 0.7}, [], model_path, {})
 
-    monkeypatch.setattr(tracking, "run_experiment", fake_experiment)
+    monkeypatch.setattr(runs, "run_experiment", fake_experiment)
     result = tracking.tracked_experiment(cfg, "bag", 0)
     folder = registry.download_onnx(f"models:/{result['model_name']}@champion", tmp_path / "dl")
     assert sorted(p.name for p in folder.iterdir()) == ["fcdd_export.json", "model.onnx"]

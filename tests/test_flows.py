@@ -26,7 +26,7 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate  # noqa:
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 from shared_fixtures import TINY_RUN  # noqa: E402
 
-from pipelines import flows  # noqa: E402
+from pipelines import flows, gpu_slots, results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = str(REPO / "params.yaml")
@@ -85,8 +85,8 @@ def test_results_frame_puts_the_known_columns_first_and_keeps_failures():
         {"dataset": "fmnist", "class": "0", "seed": 0, "status": "completed", "image_auc": 0.9, "n_test": 5},
         {"dataset": "fmnist", "class": "1", "seed": 0, "status": "failed", "error": "DataError: boom"},
     ]
-    frame = flows.results_frame(rows)
-    assert list(frame.columns[: len(flows.RESULT_COLUMNS)]) == flows.RESULT_COLUMNS
+    frame = results.results_frame(rows)
+    assert list(frame.columns[: len(results.RESULT_COLUMNS)]) == results.RESULT_COLUMNS
     assert frame.columns[-1] == "n_test"
     assert frame.loc[1, "status"] == "failed" and frame.loc[1, "error"] == "DataError: boom"
     assert pd.isna(frame.loc[1, "image_auc"])
@@ -101,13 +101,13 @@ def test_write_results_keeps_run_specific_columns_beside_the_dataset_folder(tmp_
     row.update(mlflow_run_id="0123abcd", model_name="fcdd-fmnist-trouser", model_version="3", champion=True)
     row.update(attempts=2, first_epoch=2, n_test=5)
     with disable_run_logger():
-        path = flows.write_results(cfg, [row])
-    results = pd.read_csv(path)
+        path = results.write_results(cfg, [row])
+    written = pd.read_csv(path)
     assert path == tmp_path / "fmnist" / "results.csv"
-    assert not set(flows.TRACKING_COLUMNS) & set(results.columns)
-    assert results.loc[0, "image_auc"] == 0.9 and results.loc[0, "n_test"] == 5
+    assert not set(results.TRACKING_COLUMNS) & set(written.columns)
+    assert written.loc[0, "image_auc"] == 0.9 and written.loc[0, "n_test"] == 5
     tracking = pd.read_csv(tmp_path / "fmnist-tracking.csv", dtype={"model_version": str})
-    assert list(tracking.columns) == ["class", "seed", *flows.TRACKING_COLUMNS]
+    assert list(tracking.columns) == ["class", "seed", *results.TRACKING_COLUMNS]
     assert tracking.loc[0, "mlflow_run_id"] == "0123abcd" and tracking.loc[0, "model_version"] == "3"
     assert tracking.loc[0, "attempts"] == 2 and tracking.loc[0, "first_epoch"] == 2
 
@@ -119,7 +119,7 @@ def test_summary_markdown_reports_means_and_failures():
         {"class": "1", "seed": 0, "status": "completed", "image_auc": 0.6, "pixel_auc": None},
         {"class": "2", "seed": 0, "status": "failed", "error": "RuntimeError: out of memory"},
     ]
-    text = flows.summary_markdown(cfg, rows)
+    text = results.summary_markdown(cfg, rows)
     assert "2 of 3 class runs completed" in text
     assert "mean image auc: **0.7000**" in text
     assert "pixel auc: **" not in text  # no pixel metric on a dataset without masks
@@ -127,9 +127,9 @@ def test_summary_markdown_reports_means_and_failures():
 
 
 def test_gpu_claims_are_exclusive_per_index():
-    with flows._claim_gpu(2) as first, flows._claim_gpu(2) as second:
+    with gpu_slots.claim_gpu(2) as first, gpu_slots.claim_gpu(2) as second:
         assert {first, second} == {0, 1}
-    with flows._claim_gpu(1) as again:  # released on exit
+    with gpu_slots.claim_gpu(1) as again:  # released on exit
         assert again == 0
 
 
@@ -156,7 +156,7 @@ def test_missing_concurrency_limit_is_skipped_and_an_existing_one_is_held(harnes
 
     @prefect.flow
     def hold() -> int | None:
-        with flows.training_slot(cfg), get_client(sync_client=True) as client:
+        with gpu_slots.training_slot(cfg), get_client(sync_client=True) as client:
             try:
                 return client.read_global_concurrency_limit_by_name("fcdd-test-gpu").active_slots
             except prefect.exceptions.ObjectNotFound:
@@ -185,13 +185,22 @@ def test_train_class_trains_evaluates_and_records_an_artifact(harness, tmp_path)
         artifact = client.read_latest_artifacts()
     keys = {a.key for a in artifact}
     assert row["class"] == "t-shirt-top"  # '0' is Fashion-MNIST's first class
-    assert flows.result_artifact_key("fmnist", "t-shirt-top", 0) in keys
+    assert results.result_artifact_key("fmnist", "t-shirt-top", 0) in keys
 
 
 @needs_data
 @pytest.mark.slow
 def test_a_failed_class_run_retries_and_resumes_from_its_checkpoint(harness, tmp_path, monkeypatch):
-    monkeypatch.setenv(flows.FAIL_AFTER_EPOCH_ENV, "1")
+    log_epoch = flows.EpochLog.on_epoch_end
+    failures = []
+
+    def fail_once_after_epoch_1(self, epoch, logs):  # the process dies mid-run, once
+        log_epoch(self, epoch, logs)
+        if epoch == 1 and not failures:
+            failures.append(epoch)
+            raise RuntimeError("injected failure after epoch 1")
+
+    monkeypatch.setattr(flows.EpochLog, "on_epoch_end", fail_once_after_epoch_1)
     overrides = [*tiny_overrides(tmp_path, epochs=3), "orchestration.retries=1"]
     row = flows.train_class(cls="0", seed=0, params=PARAMS, overrides=overrides)
     assert row["status"] == "completed"
@@ -259,7 +268,7 @@ def test_train_dataset_with_mlflow_links_each_class_run(harness, tmp_path):
     (row,) = rows
     assert row["status"] == "completed" and row["mlflow_run_id"]
     cfg = load_config(PARAMS, overrides)
-    markdown = flows.summary_markdown(cfg, rows)
+    markdown = results.summary_markdown(cfg, rows)
     assert f"/runs/{row['mlflow_run_id']})" in markdown  # a link to the class's MLflow run
 
 
@@ -275,7 +284,7 @@ def test_gpu_pinning_gives_concurrent_runs_distinct_gpus_unless_the_worker_pinne
 
     @prefect.flow
     def pin() -> list[str]:
-        with flows.gpu_pinned(cfg) as first, flows.gpu_pinned(cfg) as second:
+        with gpu_slots.gpu_pinned(cfg) as first, gpu_slots.gpu_pinned(cfg) as second:
             return [first.train.device, second.train.device]
 
     assert sorted(pin()) == ["cuda:0", "cuda:1"]

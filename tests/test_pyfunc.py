@@ -14,6 +14,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from shared_fixtures import PREPROCESS, images, tiny_detector  # noqa: E402
 
+from fcdd import runs  # noqa: E402
 from fcdd.config import load_config  # noqa: E402
 from fcdd.experiment import RunResult, run_dir_for  # noqa: E402
 from pipelines import pyfunc, registry, tracking  # noqa: E402
@@ -96,7 +97,7 @@ def test_tracked_experiment_registers_and_promotes(tmp_path, monkeypatch):
         metrics = {"image_auc": aucs[seed], "pixel_auc": None}
         return RunResult(cfg.data.dataset, cls, seed, run_dir, metrics, [], model_path, {})
 
-    monkeypatch.setattr(tracking, "run_experiment", fake_experiment)
+    monkeypatch.setattr(runs, "run_experiment", fake_experiment)
     results = [tracking.tracked_experiment(cfg, "T-shirt/top", seed) for seed in (0, 1, 2)]
     assert [r["champion"] for r in results] == [True, True, False]
     assert [r["model_version"] for r in results] == ["1", "2", "3"]

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 from prefect.client.schemas.objects import State, StateType
 
-from pipelines import flows, registry
+from pipelines import fanout, registry, results
 
 
 def _run(kind: StateType, n: int):
@@ -24,7 +24,7 @@ def _run(kind: StateType, n: int):
 
 @pytest.fixture
 def no_prefect_logger(monkeypatch):
-    monkeypatch.setattr(flows, "get_run_logger", lambda: logging.getLogger("test"))
+    monkeypatch.setattr(fanout, "get_run_logger", lambda: logging.getLogger("test"))
 
 
 @pytest.mark.parametrize(
@@ -45,15 +45,64 @@ def test_crashed_class_runs_are_resubmitted_up_to_retries(
         attempts.append(attempt)
         return _run(outcomes[attempt - 1], attempt)
 
-    run, crashed = flows.resubmit_crashed(submit, retries, "fmnist class 0 seed 0")
+    run, crashed = fanout.resubmit_crashed(submit, retries, "fmnist class 0 seed 0")
     assert attempts == list(range(1, submissions + 1))
     assert run.state.type == final
     assert crashed == submissions - 1  # resubmissions made
 
 
 def test_state_messages_become_one_line():
-    assert flows.one_line("Crashed:\n  worker\tgone ") == "Crashed: worker gone"
-    assert len(flows.one_line("x" * 1000)) == 300
+    assert results.one_line("Crashed:\n  worker\tgone ") == "Crashed: worker gone"
+    assert len(results.one_line("x" * 1000)) == 300
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_packs_are_resubmitted_like_single_runs(no_prefect_logger, monkeypatch, pack):
+    """A lost class run on the pool is submitted again, whether it trains one job or a pack of K."""
+    from fcdd.config import load_config
+
+    cfg = load_config(
+        None,
+        [
+            "orchestration.mode=deployments",
+            f"orchestration.pack={pack}",
+            "orchestration.retries=1",
+            "tracking.enabled=false",
+            "data.dataset=folder",
+        ],
+    )
+    submitted = []
+
+    def run_deployment(name, parameters, timeout, flow_run_name):
+        submitted.append((flow_run_name, parameters.get("pack")))
+        kind = StateType.COMPLETED if "resubmit" in flow_run_name else StateType.CRASHED  # 1st run lost
+        return SimpleNamespace(id=f"run-{len(submitted)}", state=State(type=kind, message="host lost"))
+
+    def published(flow_run_id):
+        return {
+            results.result_artifact_key("folder", c, s): {"class": c, "seed": s, "status": "completed"}
+            for c, s in (("a", 0), ("b", 0))
+        }
+
+    monkeypatch.setattr(fanout, "run_deployment", run_deployment)
+    monkeypatch.setattr(fanout, "rows_from_artifacts", published)
+    monkeypatch.setattr(fanout, "canonical_class", lambda cfg, c: c)
+    rows = fanout.run_jobs(cfg, "params.yaml", [], [("a", 0), ("b", 0)], None, subflow=None)
+    assert [(r["class"], r["status"], r["resubmissions"]) for r in rows] == [
+        ("a", "completed", 1),
+        ("b", "completed", 1),
+    ]
+    names = sorted(name for name, _ in submitted)
+    if pack == 1:
+        assert names == [
+            "folder-a-seed0",
+            "folder-a-seed0-resubmit1",
+            "folder-b-seed0",
+            "folder-b-seed0-resubmit1",
+        ]
+    else:
+        assert names == ["folder-pack-a-2", "folder-pack-a-2-resubmit1"]
+        assert all(p == [["a", 0], ["b", 0]] for _, p in submitted)
 
 
 # --------------------------------------------------- promotions against a remote tracking server

@@ -11,6 +11,7 @@ pytest.importorskip("mlflow")
 
 from mlflow import MlflowClient  # noqa: E402
 
+from fcdd import runs  # noqa: E402
 from fcdd.config import load_config  # noqa: E402
 from fcdd.experiment import RunResult, run_dir_for  # noqa: E402
 from pipelines import tracking  # noqa: E402
@@ -64,7 +65,7 @@ class FakeExperiment:
 
 @pytest.mark.slow
 def test_tracked_run_logs_params_metrics_artifacts(cfg, tmp_path, monkeypatch):
-    monkeypatch.setattr(tracking, "run_experiment", FakeExperiment())
+    monkeypatch.setattr(runs, "run_experiment", FakeExperiment())
     Path("data.dvc").write_text("outs:\n- md5: abc123.dir\n  path: data\n")
     seen = []
 
@@ -94,7 +95,7 @@ def test_tracked_run_logs_params_metrics_artifacts(cfg, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_retry_continues_the_same_run(cfg, monkeypatch):
     fake = FakeExperiment(crash_once=True)
-    monkeypatch.setattr(tracking, "run_experiment", fake)
+    monkeypatch.setattr(runs, "run_experiment", fake)
     with pytest.raises(RuntimeError, match="simulated crash"):
         tracking.tracked_experiment(cfg, "3", 1)
     client = MlflowClient(cfg.tracking.uri)
@@ -112,7 +113,7 @@ def test_retry_continues_the_same_run(cfg, monkeypatch):
 
 @pytest.mark.slow
 def test_parent_run_and_summary(cfg, monkeypatch):
-    monkeypatch.setattr(tracking, "run_experiment", FakeExperiment())
+    monkeypatch.setattr(runs, "run_experiment", FakeExperiment())
     with tracking.dataset_parent_run(cfg) as parent:
         rows = [
             tracking.tracked_experiment(cfg, c, s, parent_run_id=parent) for c in ("0", "1") for s in (0, 1)
@@ -137,7 +138,7 @@ def test_parent_run_and_summary(cfg, monkeypatch):
 
 
 def test_disabled_tracking_and_env_uri(cfg, monkeypatch, tmp_path):
-    monkeypatch.setattr(tracking, "run_experiment", FakeExperiment())
+    monkeypatch.setattr(runs, "run_experiment", FakeExperiment())
     cfg.tracking.enabled = False
     out = tracking.tracked_experiment(cfg, "0", 0)
     assert out["mlflow_run_id"] is None and out["image_auc"] == 0.75

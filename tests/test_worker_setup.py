@@ -18,7 +18,7 @@ import pytest
 import yaml
 from prefect.client.schemas.objects import State, StateType
 
-from pipelines import flows, worker_setup
+from pipelines import fanout, flows, results, worker_setup
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
@@ -86,14 +86,14 @@ def _run(kind: StateType, message: str):
     [(worker_setup.setup_failure("cannot clone x"), 3), ("Flow run encountered an exception: ValueError", 1)],
 )
 def test_runs_failed_by_their_worker_are_resubmitted_up_to_retries(monkeypatch, message, submissions):
-    monkeypatch.setattr(flows, "get_run_logger", lambda: logging.getLogger("test"))
+    monkeypatch.setattr(fanout, "get_run_logger", lambda: logging.getLogger("test"))
     attempts = []
 
     def submit(attempt):
         attempts.append(attempt)
         return _run(StateType.FAILED, message)
 
-    run, lost = flows.resubmit_crashed(submit, 2, "fmnist class 0 seed 0")
+    run, lost = fanout.resubmit_crashed(submit, 2, "fmnist class 0 seed 0")
     assert len(attempts) == submissions and lost == submissions - 1
     assert run.state.is_failed() and run.state.message == message
 
@@ -160,12 +160,12 @@ def test_setup_failures_fail_their_class_with_one_line_and_the_others_finish(tmp
     }
     (tmp_path / "prefect.yaml").write_text(yaml.safe_dump(spec))
     route = {"t-shirt-top": "good", "trouser": "no-repo", "pullover": "no-dvc-remote", "dress": "no-tracking"}
-    submit = flows.run_deployment
+    submit = fanout.run_deployment
 
     def routed(name, parameters, **kwargs):
         return submit(name=f"fcdd-train-class/{route[parameters['cls']]}", parameters=parameters, **kwargs)
 
-    monkeypatch.setattr(flows, "run_deployment", routed)
+    monkeypatch.setattr(fanout, "run_deployment", routed)
     logs = tmp_path / "logs"
     logs.mkdir()
     server = _start(
@@ -215,7 +215,7 @@ def test_setup_failures_fail_their_class_with_one_line_and_the_others_finish(tmp
             worker_log,
         )
         assert worker_setup.is_setup_failure(message)
-        assert table.loc[cls, "status"] == "failed" and table.loc[cls, "error"] == flows.one_line(
+        assert table.loc[cls, "status"] == "failed" and table.loc[cls, "error"] == results.one_line(
             f"Failed: {message}"
         )
         assert ids.loc[cls, "resubmissions"] == 1  # another worker may reach the servers: once more

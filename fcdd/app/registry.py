@@ -1,21 +1,17 @@
 """The model registry as the page sees it: registered models with their aliases, loading a
 ``models:/`` URI, and what the registry says about a version (metrics, calibration, data version).
 
-``fcdd/`` imports nothing of MLflow or ``pipelines/``: a registry is a plugin, found through the
-entry point group ``fcdd.app_registry`` (the pipelines package declares its MLflow implementation in
-pyproject.toml). :func:`open_registry` is the one place the page reaches it.
+``fcdd/`` imports nothing of MLflow or ``pipelines/``: a registry is what a plugin gives
+(fcdd.plugins; the pipelines package's MLflow plugin, pipelines/app_registry.py).
+:func:`open_registry` is the one place the page reaches it.
 """
 
 from __future__ import annotations
 
-import os
-from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any, Protocol
 
+from fcdd import plugins
 from fcdd.errors import UsageError
-
-GROUP = "fcdd.app_registry"
 
 
 class Registry(Protocol):
@@ -34,17 +30,8 @@ class Registry(Protocol):
 
 
 def tracking_uri(given: str | None) -> str | None:
-    """The store the CLI uses for ``models:/`` URIs: the flag, else $MLFLOW_TRACKING_URI, else
-    ``tracking.uri`` of ./params.yaml."""
-    if given:
-        return given
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    if Path("params.yaml").is_file():
-        from fcdd.config import load_config
-
-        return load_config("params.yaml").tracking.uri
-    return None
+    """The store the CLI uses for ``models:/`` URIs (fcdd.plugins.tracking_uri)."""
+    return plugins.tracking_uri(given)
 
 
 def open_registry(uri: str | None) -> Registry | None:
@@ -52,10 +39,10 @@ def open_registry(uri: str | None) -> Registry | None:
     one-line error naming the extra to install."""
     if not uri:
         return None
-    found = list(entry_points(group=GROUP))
-    if not found:
+    try:
+        return plugins.registry(uri)
+    except plugins.PluginMissing as e:
         raise UsageError(
             f"tracking URI {uri}: reading a model registry needs the pipelines extra "
-            "(pip install 'fcdd[pipelines]')"
-        )
-    return found[0].load()(uri)
+            f"(pip install 'fcdd[pipelines]'): {e.reason}"
+        ) from None

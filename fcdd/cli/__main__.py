@@ -1,0 +1,7 @@
+"""``python -m fcdd.cli``: the ``fcdd`` command."""
+
+import sys
+
+from fcdd.cli.main import main
+
+sys.exit(main())
