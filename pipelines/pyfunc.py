@@ -21,7 +21,10 @@ With a calibrated model (``evaluation.calibration``) each row also has ``p_value
 ``normalised_score`` (1 - p_value, in [0, 1)) and ``anomalous`` (p_value <= ``alpha``, a request
 param, default 0.01); with ``mask_format`` ``png`` (base64 PNG, 0/255) or ``rle`` (row-major run
 lengths starting with background, see :func:`fcdd.calibration.rle_decode`) a ``mask`` column holds
-the calibrated defect mask at the image's resolution for anomalous images (empty otherwise).
+the calibrated defect mask at the image's resolution for anomalous images (empty otherwise; never
+empty for an anomalous one: ``mask_note`` says how it was cut where no pixel passes the calibrated
+pixel threshold, docs/calibration.md). A ``note`` column appears where alpha is below 1/(n+1) or so
+few images calibrated the model that its false-alarm rate can be twice alpha or more.
 Inputs that are not images, or larger than ``max_pixels`` (model config; ``FCDD_MAX_PIXELS``
 overrides when serving), raise ``MlflowException(INVALID_PARAMETER_VALUE)``: HTTP 400. So does a
 request whose images hold more than ``max_request_pixels`` pixels in all (model config;
@@ -120,8 +123,10 @@ def prepare_image(value: Any, max_pixels: int, row: int) -> tuple[bytes | np.nda
                 ) from e
     if not isinstance(value, (bytes, bytearray)):
         raise _invalid(f"row {row}: '{INPUT_COLUMN}' must be base64 text, got {type(value).__name__}")
+    from fcdd.data.image_io import IMAGE_FORMATS
+
     try:
-        with Image.open(io.BytesIO(value)) as im:  # the header only
+        with Image.open(io.BytesIO(value), formats=IMAGE_FORMATS) as im:  # the header only
             pixels = im.width * im.height
             size = f"{im.width}x{im.height}"
     except Exception as e:  # noqa: BLE001 - PIL raises many types for non-images
@@ -245,28 +250,31 @@ class FCDDPyfunc(PythonModel):
 
     def _score_chunk(self, chunk: list, fmt: str, alpha: float, mask_format: str) -> pd.DataFrame:
         """Decode, score and encode a few images: only one chunk's full-size heatmaps at a time."""
-        from fcdd.detector import DetectorError
+        from fcdd.detector import DetectorError, to_pil
+        from fcdd.scoring import full_heatmap
 
-        images = [
-            d if isinstance(d, np.ndarray) else _open_bytes(io.BytesIO(d), self.max_pixels, w)
-            for d, _, w in chunk
-        ]
         try:
-            out = self.detector.score(images, batch_size=SCORE_BATCH)
+            images = [
+                to_pil(d) if isinstance(d, np.ndarray) else _open_bytes(io.BytesIO(d), self.max_pixels, w)
+                for d, _, w in chunk
+            ]
+            out = self.detector.score(images, batch_size=SCORE_BATCH, full_size=False)
         except DetectorError as e:
             raise _invalid(str(e)) from e
+        sizes = [(im.height, im.width) for im in images]
         frame = pd.DataFrame(
             {
                 "score": out.scores.astype(float),
-                "height": [h.shape[0] for h in out.heatmaps],
-                "width": [h.shape[1] for h in out.heatmaps],
+                "height": [h for h, _ in sizes],
+                "width": [w for _, w in sizes],
             }
         )
-        self._add_decisions(frame, out, alpha, mask_format)
-        if fmt == "npy":
-            frame["heatmap"] = [encode_heatmap(h) for h in out.heatmaps]
-        elif fmt == "list":
-            frame["heatmap"] = [h.astype(float).tolist() for h in out.heatmaps]
+        self._add_decisions(frame, out.heatmaps, sizes, alpha, mask_format)
+        if fmt != "none":  # full-size heatmaps: one at a time, encoded as they are made
+            encode = encode_heatmap if fmt == "npy" else (lambda h: h.astype(float).tolist())
+            frame["heatmap"] = [
+                encode(full_heatmap(up, size)) for up, size in zip(out.heatmaps, sizes, strict=True)
+            ]
         return frame
 
     def _decision_params(self, params: dict) -> tuple[float, str]:
@@ -283,26 +291,35 @@ class FCDDPyfunc(PythonModel):
             raise _invalid("params.mask_format: this model has no calibration, so it has no defect masks")
         return alpha, mask_format
 
-    def _add_decisions(self, frame: pd.DataFrame, out, alpha: float, mask_format: str) -> None:
-        """p-values, normalised scores, decisions and (when asked) masks of a calibrated model."""
-        from fcdd import calibration as conformal
+    def _add_decisions(
+        self, frame: pd.DataFrame, ups: list, sizes: list, alpha: float, mask_format: str
+    ) -> None:
+        """p-values, normalised scores and decisions of a calibrated model; ``note`` where alpha is
+        below what the calibration decides or its false-alarm rate can be twice alpha or more
+        (fcdd.calibration.alpha_warning); when asked, each anomalous image's defect mask (never
+        empty: fcdd.decisions.mask_rule; ``mask_note`` says where it is not the calibrated cut)."""
+        from fcdd.decisions import alpha_warning, decide
+        from fcdd.overlay import encoded_mask
 
         calibration = self.detector.meta.get("calibration")
         if not calibration:
             return
         masks = mask_format != "none"
-        decisions = conformal.decide(calibration, out.scores, out.heatmaps, alpha, masks=masks)
-        frame["p_value"] = np.array([d.p_value for d in decisions], dtype=np.float64)
-        frame["normalised_score"] = np.array([d.normalised_score for d in decisions], dtype=np.float64)
-        frame["anomalous"] = np.array([d.anomalous for d in decisions], dtype=bool)
+        q = float(self.detector.meta.get("quantile", 0.97))
+        found = decide(calibration, frame["score"].to_numpy(), ups if masks else None, sizes, alpha, q)
+        frame["p_value"] = np.array([d.p_value for d in found], dtype=np.float64)
+        frame["normalised_score"] = np.array([d.normalised_score for d in found], dtype=np.float64)
+        frame["anomalous"] = np.array([d.anomalous for d in found], dtype=bool)
+        warning = alpha_warning(calibration, alpha)
+        if warning:
+            frame["note"] = warning
         if not masks:
             return
-        encode = (
-            (lambda m: base64.b64encode(conformal.mask_png(m)).decode("ascii"))
-            if mask_format == "png"
-            else conformal.mask_rle
-        )
-        frame["mask"] = ["" if d.mask is None else encode(d.mask) for d in decisions]
+        frame["mask"] = [
+            "" if d.rule is None else encoded_mask(up, size, d.rule, mask_format)
+            for up, size, d in zip(ups, sizes, found, strict=True)
+        ]
+        frame["mask_note"] = ["" if d.rule is None else d.rule.note for d in found]
 
 
 # ---------------------------------------------------------------- logging
