@@ -63,7 +63,7 @@ def collect_images(inputs: Sequence[str]) -> Inputs:
             if not os.access(p, os.R_OK | os.X_OK):
                 raise PredictUsageError(f"{shown(p)}: folder not readable (permission denied)")
             here = Inputs()
-            _walk(p, here)
+            walk_images(p, here)
             if not here.paths and not here.problems:
                 raise PredictUsageError(f"{shown(p)}: folder holds no images ({suffixes})")
             found.paths += sorted(here.paths)  # the order of Path.rglob, sorted
@@ -95,7 +95,7 @@ def _add(path: Path, found: Inputs) -> None:
         found.problems.append((shown(path), NOT_UTF8))
 
 
-def _walk(top: Path, found: Inputs) -> None:
+def walk_images(top: Path, found: Inputs) -> None:
     """Depth-first, sorted, like ``rglob``; unreadable folders are recorded, links to folders
     followed once per real folder."""
     seen: set[tuple[int, int]] = set()
