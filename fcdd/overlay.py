@@ -203,7 +203,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 def legend_band(width: int, caption: Sequence[tuple[str, str]], scale: ColourScale) -> Image.Image:
     """White band: the caption on one line; below it the colour bar between its end values."""
-    size = int(np.clip(round(width / 48), 12, 64))
+    size = int(np.clip(round(width / 40), 14, 64))
     font, pad = _font(size), max(3, size // 3)
     band = Image.new("RGB", (width, 2 * size + 4 * pad), "white")
     draw = ImageDraw.Draw(band)
