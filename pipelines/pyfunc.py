@@ -66,8 +66,17 @@ SCORE_BATCH = 8  # images per network call: bounds the activations (VGG11-BN at 
 LIST_COST = 7  # heatmap_format "list" (JSON floats) costs this many times "npy" per pixel (measured 6.3)
 
 
+class RequestError(MlflowException):
+    """HTTP 400 with our one-line message: MLflow's scoring server prefixes every error message with
+    "Failed to predict data '<a repr of the whole request>'. \nError: ", which this keeps out."""
+
+    message = property(
+        lambda self: self._text, lambda self, v: setattr(self, "_text", str(v).split("\nError: ")[-1])
+    )
+
+
 def _invalid(message: str) -> MlflowException:
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+    return RequestError(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 # ---------------------------------------------------------------- client helpers
@@ -123,14 +132,14 @@ def prepare_image(value: Any, max_pixels: int, row: int) -> tuple[bytes | np.nda
                 ) from e
     if not isinstance(value, (bytes, bytearray)):
         raise _invalid(f"row {row}: '{INPUT_COLUMN}' must be base64 text, got {type(value).__name__}")
-    from fcdd.data.image_io import IMAGE_FORMATS
+    from fcdd.data.errors import DataError
+    from fcdd.data.image_io import image_size
 
     try:
-        with Image.open(io.BytesIO(value), formats=IMAGE_FORMATS) as im:  # the header only
-            pixels = im.width * im.height
-            size = f"{im.width}x{im.height}"
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for non-images
-        raise _invalid(f"{where}: not a readable image (PNG, JPEG, ...): {e}") from e
+        h, w = image_size(io.BytesIO(value), where)  # the header only; fcdd's one image rule
+    except DataError as e:
+        raise _invalid(str(e)) from e
+    pixels, size = h * w, f"{w}x{h}"
     if pixels > max_pixels:
         raise _invalid(f"{where}: image of {size} pixels exceeds the limit of {max_pixels} pixels")
     return bytes(value), pixels, where
@@ -262,18 +271,13 @@ class FCDDPyfunc(PythonModel):
         except DetectorError as e:
             raise _invalid(str(e)) from e
         sizes = [(im.height, im.width) for im in images]
-        frame = pd.DataFrame(
-            {
-                "score": out.scores.astype(float),
-                "height": [h for h, _ in sizes],
-                "width": [w for _, w in sizes],
-            }
-        )
+        hw = np.array(sizes, dtype=np.int64).reshape(-1, 2)
+        frame = pd.DataFrame({"score": out.scores.astype(float), "height": hw[:, 0], "width": hw[:, 1]})
         self._add_decisions(frame, out.heatmaps, sizes, alpha, mask_format)
         if fmt != "none":  # full-size heatmaps: one at a time, encoded as they are made
             encode = encode_heatmap if fmt == "npy" else (lambda h: h.astype(float).tolist())
             frame["heatmap"] = [
-                encode(full_heatmap(up, size)) for up, size in zip(out.heatmaps, sizes, strict=True)
+                encode(full_heatmap(u, hw)) for u, hw in zip(out.heatmaps, sizes, strict=True)
             ]
         return frame
 
@@ -294,10 +298,7 @@ class FCDDPyfunc(PythonModel):
     def _add_decisions(
         self, frame: pd.DataFrame, ups: list, sizes: list, alpha: float, mask_format: str
     ) -> None:
-        """p-values, normalised scores and decisions of a calibrated model; ``note`` where alpha is
-        below what the calibration decides or its false-alarm rate can be twice alpha or more
-        (fcdd.calibration.alpha_warning); when asked, each anomalous image's defect mask (never
-        empty: fcdd.decisions.mask_rule; ``mask_note`` says where it is not the calibrated cut)."""
+        """p-values, normalised scores, decisions, ``note`` and masks (module docstring), by fcdd.decisions."""
         from fcdd.decisions import alpha_warning, decide
         from fcdd.overlay import encoded_mask
 

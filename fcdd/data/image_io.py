@@ -23,9 +23,11 @@ early (Pillow fills the missing rows with black) is refused as truncated.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -67,10 +69,8 @@ def read_image(
     where = name or (str(source) if isinstance(source, (str, Path)) else "<image bytes>")
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
-    try:
-        with Image.open(
-            source, formats=IMAGE_FORMATS
-        ) as im:  # reads the header only: the size check comes before decoding
+    with _named_errors(where, source):
+        with Image.open(source, formats=IMAGE_FORMATS) as im:  # the header: size checked before decoding
             if im.width * im.height > max_pixels:
                 raise DataError(
                     f"{where}: image of {im.width}x{im.height} pixels exceeds the limit of "
@@ -82,6 +82,20 @@ def read_image(
             if im.format == "PNG":
                 _check_png_complete(im, source, where)
             return to_8bit(im)
+
+
+def image_size(source: str | Path | BinaryIO, name: str | None = None) -> tuple[int, int]:
+    """(h, w) from the header, without decoding; the errors of :func:`read_image`."""
+    where = name or (str(source) if isinstance(source, (str, Path)) else "<image bytes>")
+    with _named_errors(where, source), Image.open(source, formats=IMAGE_FORMATS) as im:
+        return im.size[1], im.size[0]
+
+
+@contextlib.contextmanager
+def _named_errors(where: str, source) -> Iterator[None]:
+    """Pillow's and the file system's errors as one-line DataErrors that name the file."""
+    try:
+        yield
     except DataError:
         raise
     except FileNotFoundError as e:
@@ -97,15 +111,6 @@ def read_image(
     except _READ_ERRORS as e:
         reason = _one_line(e).replace(f" {str(source)!r}", "")  # PIL repeats the path: once is enough
         raise DataError(f"{where}: not a readable image (unreadable or truncated: {reason})") from e
-
-
-def image_size(source: str | Path) -> tuple[int, int]:
-    """(h, w) from the header, without decoding."""
-    try:
-        with Image.open(source, formats=IMAGE_FORMATS) as im:
-            return im.size[1], im.size[0]
-    except _READ_ERRORS as e:
-        raise DataError(f"{source}: unreadable image ({_one_line(e)})") from e
 
 
 # ---------------------------------------------------------------- truncated PNGs
