@@ -246,10 +246,8 @@ class FCDDPyfunc(PythonModel):
         """Work per request is bounded by total pixels (peak memory grows with it)."""
         budget = self.max_request_pixels // (LIST_COST if fmt == "list" else 1)
         if total > budget:
-            extra = (
-                f" (heatmap_format list costs {LIST_COST}x: the budget is 1/{LIST_COST})"
-                if fmt == "list"
-                else ""
+            extra = f" (heatmap_format list costs {LIST_COST}x: the budget is 1/{LIST_COST})" * (
+                fmt == "list"
             )
             raise _invalid(
                 f"request too large: {count} images of {total} pixels in all exceed the budget of "

@@ -18,7 +18,9 @@ from fcdd.data.image_io import IMAGE_EXTENSIONS, is_image_file, read_image
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    )
 
 
 def png_bytes(a: np.ndarray, rows: int | None = None, interlace: bool = False) -> bytes:

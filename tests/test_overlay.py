@@ -63,14 +63,19 @@ def test_the_default_colour_scale_is_the_models_and_the_same_in_every_call(tmp_p
     outs = []
     for k, inputs in enumerate(([paths[0]], [paths[0], hot, *paths[1:]])):
         out = tmp_path / f"out{k}"
-        assert main(["predict", "--model", str(model), "--out", str(out), "--alpha", "0.2", *map(str, inputs)]) == 0
+        assert (
+            main(["predict", "--model", str(model), "--out", str(out), "--alpha", "0.2", *map(str, inputs)])
+            == 0
+        )
         outs.append(np.asarray(Image.open(out / f"0000_{paths[0].stem}_heatmap.png")))
     assert np.array_equal(outs[0], outs[1])  # the same image, the same colours, whatever came with it
     scale = overlay.model_scale(det.meta)
     cal = det.meta["calibration"]
     assert scale.low == 0.0 and scale.span == pytest.approx(np.quantile(cal["pixel_max"], 0.99))
     up = det.score([paths[0]], full_size=False).heatmaps[0]
-    expected = figs.overlay(np.asarray(to_pil(paths[0]).convert("RGB")), scale.unit(full_heatmap(up, (50, 44))))
+    expected = figs.overlay(
+        np.asarray(to_pil(paths[0]).convert("RGB")), scale.unit(full_heatmap(up, (50, 44)))
+    )
     assert np.array_equal(outs[0][:50, :44], expected)
     legend = outs[0][50:]
     assert legend.shape[0] >= 30 and (legend == 255).mean() > 0.5  # white band with text and the bar
@@ -103,7 +108,16 @@ def test_small_calibrations_warn_with_their_false_alarm_range(tmp_path, capsys):
     assert "no image can be flagged" in alpha_warning({"n": 20}, 0.01)
     model = calibrated_model(tmp_path / "model.pt", n=20)
     write_images(tmp_path / "in", 2)
-    argv = ["predict", "--model", str(model), "--out", str(tmp_path / "o"), "--alpha", "0.05", str(tmp_path / "in")]
+    argv = [
+        "predict",
+        "--model",
+        str(model),
+        "--out",
+        str(tmp_path / "o"),
+        "--alpha",
+        "0.05",
+        str(tmp_path / "in"),
+    ]
     assert main(argv) == 0
     assert f"warning: {alpha_warning({'n': 20}, 0.05)}\n" in capsys.readouterr().err
 
@@ -115,7 +129,10 @@ def test_a_flagged_image_always_gets_a_mask_and_says_how_it_was_cut(tmp_path):
     det = Detector.load(model)
     paths = write_images(tmp_path / "in", 4, size=(61, 45), seed=3)
     out = tmp_path / "o"
-    assert main(["predict", "--model", str(model), "--out", str(out), "--alpha", "0.9", str(tmp_path / "in")]) == 0
+    assert (
+        main(["predict", "--model", str(model), "--out", str(out), "--alpha", "0.9", str(tmp_path / "in")])
+        == 0
+    )
     flagged = [r for r in rows(out / "scores.csv") if r["anomalous"] == "True"]
     assert flagged
     ups = dict(zip(map(str, paths), det.score(paths, full_size=False).heatmaps, strict=True))

@@ -131,7 +131,10 @@ def test_an_unreadable_subfolder_is_reported_like_an_unreadable_file():
         assert done.returncode == 1, done.stderr
         assert [Path(r["path"]).name for r in rows(tmp / "out" / "scores.csv")] == [p.name for p in good]
         (failure,) = rows(tmp / "out" / "failures.csv")
-        assert failure == {"path": str(tmp / "in" / "locked"), "reason": "folder not readable (Permission denied)"}
+        assert failure == {
+            "path": str(tmp / "in" / "locked"),
+            "reason": "folder not readable (Permission denied)",
+        }
         assert done.stderr.splitlines()[-2:] == [
             f"fcdd predict: failed: {failure['path']}: {failure['reason']}",
             f"fcdd predict: 1 of 3 files failed, listed in {tmp / 'out' / 'failures.csv'}",
@@ -162,7 +165,10 @@ def test_out_inside_the_scored_folder_or_in_a_run_folder_is_refused(model, tmp_p
     for out in (tmp_path / "in", tmp_path / "in" / "predictions"):
         assert predict(model, out, tmp_path / "in") == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith(f"fcdd predict: error: --out {out}: lies inside the scored folder") and "\n" not in err
+        assert (
+            err.startswith(f"fcdd predict: error: --out {out}: lies inside the scored folder")
+            and "\n" not in err
+        )
         assert not (out / "scores.csv").exists()
     assert predict(model, tmp_path / "in" / "x", f"{tmp_path}/in/*.png") == 0  # not recursive: fine
     assert predict(model, tmp_path / "in" / "y", f"{tmp_path}/in/**/*.png") == 2  # recursive: refused
@@ -205,4 +211,6 @@ def test_a_png_with_missing_rows_is_a_failure_not_a_black_image(model, tmp_path)
         ["anim.gif", *(p.name for p in good)]
     )
     (failure,) = rows(tmp_path / "out" / "failures.csv")
-    assert Path(failure["path"]).name == "cut.png" and failure["reason"].startswith("not a readable image (truncated")
+    assert Path(failure["path"]).name == "cut.png" and failure["reason"].startswith(
+        "not a readable image (truncated"
+    )

@@ -94,14 +94,26 @@ def test_the_same_probes_over_http(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
-    experiment = mlflow.MlflowClient(uri).create_experiment("edges", artifact_location=(tmp_path / "a").as_uri())
+    experiment = mlflow.MlflowClient(uri).create_experiment(
+        "edges", artifact_location=(tmp_path / "a").as_uri()
+    )
     with mlflow.start_run(experiment_id=experiment):
         info = pyfunc.log_detector_model(calibrated_model(tmp_path / "model.pt", n=20, pixel_max=1e6))
     port, log_path = free_port(), tmp_path / "serve.log"
     base = f"http://127.0.0.1:{port}"
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     env = dict(os.environ, OMP_NUM_THREADS="1", MLFLOW_TRACKING_URI=uri, PATH=path)
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", info.model_uri, "--env-manager", "local"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        info.model_uri,
+        "--env-manager",
+        "local",
+    ]
     with open(log_path, "w") as log:
         server = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
