@@ -15,15 +15,13 @@ import pytest
 pytest.importorskip("fastapi")
 
 from app_helpers import CHROMIUM, rgb_png, running_app, train_tiny  # noqa: E402
+from edge_files import png_bytes  # noqa: E402
 from PIL import Image  # noqa: E402
 from test_app_server import _finished, _job, _upload, serve  # noqa: E402, F401
-from test_image_rules import png_bytes  # noqa: E402
 from test_predict_edges import calibrated_model  # noqa: E402
 
 from fcdd.app.catalog import ALPHA_STEPS  # noqa: E402
-from fcdd.decisions import alpha_warning  # noqa: E402
 from fcdd.detector import Detector  # noqa: E402
-from fcdd.overlay import model_scale  # noqa: E402
 
 
 def _probe_files(tmp_path: Path) -> dict[str, Path]:
@@ -54,6 +52,9 @@ def test_truncated_and_foreign_files_are_messages_and_gifs_are_scored(serve, tmp
     assert {by_name["anim.gif"]["i"], by_name["good.png"]["i"]} <= set(done["results"])
     assert client.get("/api/setup").status_code == 200  # alive
     # the model's own colour scale and the alpha table's warnings, as fcdd predict has them
+    from fcdd.decisions import alpha_warning
+    from fcdd.overlay import model_scale
+
     card = client.get("/api/model", params={"ref": str(model)}).json()
     scale = model_scale(Detector.load(model).meta)
     assert card["scale"] == [scale.low, scale.span, scale.source]
@@ -116,6 +117,8 @@ def test_the_page_shows_the_probes_the_model_scale_and_the_warning(
     defect_folder, make_folder_config, tmp_path
 ):
     from playwright.sync_api import sync_playwright
+
+    from fcdd.decisions import alpha_warning
 
     model = train_tiny(defect_folder, make_folder_config, tmp_path / "run")  # n = 15 calibration images
     files = _probe_files(tmp_path)

@@ -4,45 +4,16 @@ files) and PNGs whose pixel data ends early are refused instead of being read wi
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from edge_files import png_bytes
 from PIL import Image
 
 from fcdd.data import image_io
 from fcdd.data.errors import DataError
-from fcdd.data.image_io import IMAGE_EXTENSIONS, is_image_file, read_image
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-    )
-
-
-def png_bytes(a: np.ndarray, rows: int | None = None, interlace: bool = False) -> bytes:
-    """An 8-bit grey PNG written by hand: complete, or with the zlib stream of only ``rows`` rows
-    (a valid stream that ends early: what Pillow decodes without complaint)."""
-    h, w = a.shape
-    if interlace:  # Adam7: seven reduced images, each row with its filter byte
-        raw = b""
-        for x0, y0, dx, dy in image_io._ADAM7:
-            sub = a[y0::dy, x0::dx]
-            if sub.size:
-                raw += b"".join(b"\x00" + r.tobytes() for r in sub)
-        raw = raw[: len(raw) * (rows or h) // h]
-    else:
-        raw = b"".join(b"\x00" + a[r].tobytes() for r in range(rows or h))
-    header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, int(interlace))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(raw))
-        + _chunk(b"IEND", b"")
-    )
+from fcdd.data.image_io import read_image
 
 
 def test_a_png_with_missing_rows_is_refused_not_read_black(tmp_path):
@@ -78,7 +49,8 @@ def test_black_images_are_not_mistaken_for_truncated_ones(tmp_path):
 
 
 def test_one_list_of_image_files_and_formats(tmp_path):
-    assert ".gif" in IMAGE_EXTENSIONS and is_image_file("A.GIF") and not is_image_file("a.eps")
+    assert ".gif" in image_io.IMAGE_EXTENSIONS
+    assert image_io.is_image_file("A.GIF") and not image_io.is_image_file("a.eps")
     Image.fromarray(np.full((8, 8), 77, np.uint8)).save(tmp_path / "a.gif")
     assert np.asarray(read_image(tmp_path / "a.gif")).max() == 77
     buf = io.BytesIO()
@@ -93,6 +65,6 @@ def test_one_list_of_image_files_and_formats(tmp_path):
 def test_datasets_and_outlier_exposure_use_the_same_list():
     from fcdd.data import folder, outlier_exposure
 
-    assert folder.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
-    assert outlier_exposure.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
-    assert Path("x.webp").suffix in IMAGE_EXTENSIONS
+    assert folder.IMAGE_EXTENSIONS is image_io.IMAGE_EXTENSIONS
+    assert outlier_exposure.IMAGE_EXTENSIONS is image_io.IMAGE_EXTENSIONS
+    assert Path("x.webp").suffix in image_io.IMAGE_EXTENSIONS

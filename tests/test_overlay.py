@@ -16,11 +16,8 @@ from shared_fixtures import tiny_detector
 from test_predict_edges import calibrated_model, write_images
 
 from fcdd import heatmaps as figs
-from fcdd import overlay
 from fcdd.cli import main
-from fcdd.decisions import alpha_warning, far_range, mask_rule
 from fcdd.detector import Detector, full_heatmap, to_pil
-from fcdd.pixel_grid import grid, values_at_size
 
 torch.set_num_threads(1)
 
@@ -31,6 +28,9 @@ def rows(path: Path) -> list[dict]:
 
 
 def test_band_by_band_output_equals_the_whole_image_formulas(tmp_path):
+    from fcdd import overlay
+    from fcdd.pixel_grid import grid
+
     rng = np.random.default_rng(0)
     up = rng.random((28, 28)).astype(np.float32)
     for size in [(97, 131), (20, 17), (600, 7)]:
@@ -54,6 +54,8 @@ def test_band_by_band_output_equals_the_whole_image_formulas(tmp_path):
 
 
 def test_the_default_colour_scale_is_the_models_and_the_same_in_every_call(tmp_path, capsys):
+    from fcdd import overlay
+
     model = calibrated_model(tmp_path / "model.pt")
     det = Detector.load(model)
     paths = write_images(tmp_path / "in", 3, size=(50, 44))
@@ -96,6 +98,8 @@ def test_a_model_without_calibration_falls_back_to_the_calls_scale_and_says_so(t
 
 
 def test_small_calibrations_warn_with_their_false_alarm_range(tmp_path, capsys):
+    from fcdd.decisions import alpha_warning, far_range
+
     # n = 20 at alpha 0.05: rank 1 of 21, Beta(1, 20); a 20-image calibration once gave 0.145
     low, high = far_range(0.05, 20)
     assert low == pytest.approx(1 - 0.975 ** (1 / 20)) and high == pytest.approx(1 - 0.025 ** (1 / 20))
@@ -125,6 +129,9 @@ def test_small_calibrations_warn_with_their_false_alarm_range(tmp_path, capsys):
 def test_a_flagged_image_always_gets_a_mask_and_says_how_it_was_cut(tmp_path):
     # A calibration whose good images had hotter pixels than any new image: the calibrated pixel
     # threshold marks nothing, yet images are flagged by their scores.
+    from fcdd.decisions import mask_rule
+    from fcdd.pixel_grid import values_at_size
+
     model = calibrated_model(tmp_path / "model.pt", pixel_max=1e6)
     det = Detector.load(model)
     paths = write_images(tmp_path / "in", 4, size=(61, 45), seed=3)
@@ -152,6 +159,10 @@ def test_a_flagged_image_always_gets_a_mask_and_says_how_it_was_cut(tmp_path):
 def test_masks_are_cut_from_the_values_an_image_shows(tmp_path):
     """An image smaller than the map: the rule reads the values nearest resizing keeps, so its mask
     is never empty either."""
+    from fcdd import overlay
+    from fcdd.decisions import mask_rule
+    from fcdd.pixel_grid import values_at_size
+
     up = np.zeros((28, 28), np.float32)
     up[1, 1] = 5.0  # one hot cell that a 10x10 image never samples
     size = (10, 10)

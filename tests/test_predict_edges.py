@@ -200,7 +200,7 @@ def test_loading_a_file_that_is_not_a_model_never_suggests_unsafe_loading(tmp_pa
 
 
 def test_a_png_with_missing_rows_is_a_failure_not_a_black_image(model, tmp_path):
-    from test_image_rules import png_bytes
+    from edge_files import png_bytes
 
     good = write_images(tmp_path / "in", 2)
     a = np.random.default_rng(1).integers(1, 256, (40, 36), dtype=np.uint8)
@@ -214,3 +214,79 @@ def test_a_png_with_missing_rows_is_a_failure_not_a_black_image(model, tmp_path)
     assert Path(failure["path"]).name == "cut.png" and failure["reason"].startswith(
         "not a readable image (truncated"
     )
+
+
+@pytest.mark.slow
+def test_every_edge_case_is_one_line_on_stderr_never_a_traceback(tmp_path):
+    """Each case in a fresh `fcdd predict` process: exit 2 (nothing scored) prints exactly one line;
+    exit 1 (some files failed) one line per failed file plus the summary line; no traceback."""
+    from fcdd.detector import Detector
+    from fcdd.export import export_detector
+
+    model = calibrated_model(tmp_path / "model.pt")
+    good = tmp_path / "in"
+    write_images(good, 2)
+    odd = tmp_path / "odd"
+    write_images(odd, 1)
+    shutil.copy(odd / "im000.png", os.path.join(os.fsencode(odd), os.fsencode(NOT_UTF8)))
+    cut = tmp_path / "cut"
+    write_images(cut, 1)
+    from edge_files import png_bytes
+
+    (cut / "cut.png").write_bytes(png_bytes(np.full((20, 20), 9, np.uint8), rows=5))
+    export_detector(Detector.load(model), "torchscript", tmp_path / "export", source="m")
+    torch.save({"net": torch.nn.Linear(2, 2)}, tmp_path / "module.pt")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text("{}")
+    (tmp_path / "file").write_text("x")
+    locked = tmp_path / "locked"
+    m = str(model)
+    cases = {  # name: (argv after `predict`, exit status)
+        "lock": (["--model", m, "--out", str(locked), str(good)], 2),
+        "not utf-8": (["--model", m, "--out", str(tmp_path / "o1"), str(odd)], 1),
+        "absent onnx": (
+            ["--model", str(tmp_path / "export" / "model.onnx"), "--out", str(tmp_path / "o2"), str(good)],
+            2,
+        ),
+        "out inside input": (["--model", m, "--out", str(good / "p"), str(good)], 2),
+        "out in a run folder": (["--model", m, "--out", str(run), str(good)], 2),
+        "out is a file": (["--model", m, "--out", str(tmp_path / "file"), str(good)], 2),
+        "out under a file": (["--model", m, "--out", str(tmp_path / "file" / "sub"), str(good)], 2),
+        "not a model": (
+            ["--model", str(tmp_path / "module.pt"), "--out", str(tmp_path / "o3"), str(good)],
+            2,
+        ),
+        "truncated png": (["--model", m, "--out", str(tmp_path / "o4"), str(cut)], 1),
+        "out not utf-8": (
+            ["--model", m, "--out", os.fsdecode(bytes(tmp_path / "o") + b"\xff"), str(good)],
+            0,
+        ),
+    }
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from fcdd.folder_lock import folder_lock; "
+         "from fcdd.predict_inputs import PREDICT_LOCK\nwith folder_lock(sys.argv[1], PREDICT_LOCK):\n"
+         "    print('held', flush=True); time.sleep(300)", str(locked)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for name, (argv, status) in cases.items():
+            argv = ["predict", "--device", "cpu", "--alpha", "0.2", *argv]
+            done = subprocess.run(FCDD + argv, capture_output=True, timeout=300)
+            err = done.stderr.decode("utf-8").splitlines()
+            assert done.returncode == status, (name, err)
+            assert not any("Traceback" in line for line in err), (name, err)
+            if status == 2:
+                assert len(err) == 1 and err[0].startswith("fcdd predict: error: "), (name, err)
+            elif status == 1:
+                failed = [line for line in err if line.startswith("fcdd predict: failed: ")]
+                assert len(failed) == 1 and len(err) == 2 and " files failed, listed in " in err[1], (
+                    name,
+                    err,
+                )
+            else:
+                assert err == [], (name, err)
+    finally:
+        holder.kill()
+        holder.wait()

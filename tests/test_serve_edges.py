@@ -19,12 +19,11 @@ from PIL import Image
 
 mlflow = pytest.importorskip("mlflow")
 
+from edge_files import png_bytes  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
-from test_image_rules import png_bytes  # noqa: E402
 from test_predict_edges import calibrated_model  # noqa: E402
 from test_serve import free_port, post, wait_until_up  # noqa: E402
 
-from fcdd.decisions import alpha_warning  # noqa: E402
 from pipelines import pyfunc  # noqa: E402
 
 
@@ -83,6 +82,8 @@ def test_flagged_images_get_masks_and_small_calibrations_a_note(served):
                 mask = rle_decode(cell)
             assert mask.shape == (40, 36) and mask.any()
             assert note.startswith("no pixel above the calibrated pixel threshold")
+    from fcdd.decisions import alpha_warning
+
     out = served.predict(None, frame, params={"alpha": 0.05})
     assert (out["note"] == alpha_warning({"n": 20}, 0.05)).all() and "mask" not in out.columns
     assert "note" not in served.predict(None, frame, params={"alpha": 0.5}).columns
@@ -136,6 +137,8 @@ def test_the_same_probes_over_http(tmp_path, monkeypatch):
         for p in body["predictions"]:
             assert p["anomalous"] and p["mask_note"]
             assert (np.asarray(Image.open(io.BytesIO(base64.b64decode(p["mask"])))) > 0).any()
+        from fcdd.decisions import alpha_warning
+
         status, body = ask(data["png"], alpha=0.05, heatmap_format="none")
         assert status == 200 and body["predictions"][0]["note"] == alpha_warning({"n": 20}, 0.05)
     finally:
