@@ -31,7 +31,7 @@ from fcdd.pixel_grid import full_rows, grid
 
 BAND_PIXELS = 1 << 20  # pixels per band of rows
 MODEL_QUANTILE = 0.99  # red end of the model scale: this quantile of the good images' highest pixels
-LEGEND_MIN_WIDTH = 360  # narrower images get a wider canvas (the image left, white beside it)
+LEGEND_MIN_WIDTH = 400  # narrower images get a wider canvas (the image left, white beside it)
 
 
 @dataclass(frozen=True)
@@ -202,10 +202,10 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def legend_band(width: int, caption: Sequence[tuple[str, str]], scale: ColourScale) -> Image.Image:
-    """White band: the caption on one line; below it the colour bar between its end values."""
+    """White band of three lines: the caption; the colour bar between its end values; the scale."""
     size = int(np.clip(round(width / 40), 14, 64))
     font, pad = _font(size), max(3, size // 3)
-    band = Image.new("RGB", (width, 2 * size + 4 * pad), "white")
+    band = Image.new("RGB", (width, 3 * size + 5 * pad), "white")
     draw = ImageDraw.Draw(band)
     x = pad
     for text, fill in caption:
@@ -215,12 +215,12 @@ def legend_band(width: int, caption: Sequence[tuple[str, str]], scale: ColourSca
     y = size + 2 * pad
     draw.text((pad, y), low, fill="black", font=font)
     x0 = pad + int(draw.textlength(low, font=font)) + pad
-    name = f" {scale.kind} scale" + (f" ({scale.source})" if scale.source else "")
-    right = int(draw.textlength(high, font=font)) + int(draw.textlength(name, font=font)) + 2 * pad
-    x1 = max(x0 + 16, width - right - pad)
+    x1 = max(x0 + 16, width - int(draw.textlength(high, font=font)) - 2 * pad)
     bar = colour(np.linspace(0, 1, x1 - x0, dtype=np.float32))
     band.paste(Image.fromarray(np.repeat(bar[None], size, axis=0)), (x0, y))
-    draw.text((x1 + pad, y), high + name, fill="black", font=font)
+    draw.text((x1 + pad, y), high, fill="black", font=font)
+    name = f"{scale.kind} colour scale" + (f": {scale.source}" if scale.source else "")
+    draw.text((pad, 2 * size + 3 * pad), name, fill="#444444", font=font)
     return band
 
 

@@ -290,3 +290,28 @@ def test_every_edge_case_is_one_line_on_stderr_never_a_traceback(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.slow
+def test_one_large_image_costs_a_few_bytes_per_pixel(tmp_path):
+    """Peak RSS of `fcdd predict` over one 3000x3000 RGB PNG against a 256 px one: scoring at the
+    model's size and writing the overlay in bands costs ~10-25 bytes per pixel (the decoded image
+    and the model's input transform); full-resolution float heatmaps cost ~100 (89 measured on
+    main before this change). 50 megapixels must fit in 2 GB."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_predict_memory", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_predict_memory.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = tiny_detector().save(tmp_path / "model.pt")
+    code = os.environ.get("FCDD_BENCH_CODE")  # another checkout's fcdd (PYTHONPATH), to compare
+    peaks = {}
+    for side in (256, 3000):
+        (tmp_path / f"in{side}").mkdir()
+        bench.write_large(tmp_path / f"in{side}" / "im.png", side)
+        peaks[side] = bench.run_predict(model, tmp_path / f"in{side}", tmp_path / f"out{side}", "global", code)[0]
+    per_pixel = (peaks[3000] - peaks[256]) * 2**20 / (3000**2 - 256**2)
+    assert per_pixel < 40, peaks
+    assert peaks[256] + per_pixel * 50e6 / 2**20 < 2048, peaks
