@@ -311,7 +311,9 @@ def test_one_large_image_costs_a_few_bytes_per_pixel(tmp_path):
     for side in (256, 3000):
         (tmp_path / f"in{side}").mkdir()
         bench.write_large(tmp_path / f"in{side}" / "im.png", side)
-        peaks[side] = bench.run_predict(model, tmp_path / f"in{side}", tmp_path / f"out{side}", "global", code)[0]
+        peaks[side] = bench.run_predict(
+            model, tmp_path / f"in{side}", tmp_path / f"out{side}", "global", code
+        )[0]
     per_pixel = (peaks[3000] - peaks[256]) * 2**20 / (3000**2 - 256**2)
     assert per_pixel < 40, peaks
     assert peaks[256] + per_pixel * 50e6 / 2**20 < 2048, peaks
