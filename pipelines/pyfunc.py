@@ -132,8 +132,8 @@ def prepare_image(value: Any, max_pixels: int, row: int) -> tuple[bytes | np.nda
                 ) from e
     if not isinstance(value, (bytes, bytearray)):
         raise _invalid(f"row {row}: '{INPUT_COLUMN}' must be base64 text, got {type(value).__name__}")
-    from fcdd.data.errors import DataError
     from fcdd.data.image_io import image_size
+    from fcdd.errors import DataError
 
     try:
         h, w = image_size(io.BytesIO(value), where)  # the header only; fcdd's one image rule

@@ -12,8 +12,8 @@ from edge_files import png_bytes
 from PIL import Image
 
 from fcdd.data import image_io
-from fcdd.data.errors import DataError
 from fcdd.data.image_io import read_image
+from fcdd.errors import DataError
 
 
 def test_a_png_with_missing_rows_is_refused_not_read_black(tmp_path):
@@ -63,8 +63,9 @@ def test_one_list_of_image_files_and_formats(tmp_path):
 
 
 def test_datasets_and_outlier_exposure_use_the_same_list():
-    from fcdd.data import folder, outlier_exposure
+    from fcdd.data import files, outlier_exposure
+    from fcdd.data.datasets import folder
 
-    assert folder.IMAGE_EXTENSIONS is image_io.IMAGE_EXTENSIONS
+    assert folder.is_image_file is image_io.is_image_file and files.is_image_file is image_io.is_image_file
     assert outlier_exposure.IMAGE_EXTENSIONS is image_io.IMAGE_EXTENSIONS
     assert Path("x.webp").suffix in image_io.IMAGE_EXTENSIONS
