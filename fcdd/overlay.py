@@ -52,19 +52,15 @@ class ColourScale:
 
 def model_scale(meta: dict) -> ColourScale | None:
     """The model's own fixed scale: 0 (FCDD's scores are >= 0; a perfectly normal pixel scores 0) to
-    the MODEL_QUANTILE quantile of its calibration images' highest pixel scores; else a range stored
-    at training (``heatmap_scale``: [low, high]); None for a model without either."""
+    the MODEL_QUANTILE quantile of its calibration images' highest pixel scores; None for a model
+    trained without calibration (predict then uses the call's shared scale and says so)."""
     cal = meta.get("calibration") or {}
-    if cal.get("pixel_max"):
-        high = float(np.quantile(np.asarray(cal["pixel_max"], np.float64), MODEL_QUANTILE))
-        return ColourScale(
-            0.0, high, "model", f"q{MODEL_QUANTILE:g} of {int(cal['n'])} good images' highest pixel"
-        )
-    stored = meta.get("heatmap_scale")
-    if isinstance(stored, (list, tuple)) and len(stored) == 2:
-        low, high = (float(v) for v in stored)
-        return ColourScale(low, high - low, "model", "test heatmaps' range stored at training")
-    return None
+    if not cal.get("pixel_max"):
+        return None
+    high = float(np.quantile(np.asarray(cal["pixel_max"], np.float64), MODEL_QUANTILE))
+    return ColourScale(
+        0.0, high, "model", f"q{MODEL_QUANTILE:g} of {int(cal['n'])} good images' highest pixel"
+    )
 
 
 def local_scale(up: np.ndarray, q: float) -> ColourScale:
