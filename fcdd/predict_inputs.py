@@ -75,8 +75,8 @@ def collect_images(inputs: Sequence[str]) -> Inputs:
                 raise PredictUsageError(f"{shown(p)}: not an image file (expected one of {suffixes})")
             _add(p, found)
         elif any(c in item for c in "*?["):
+            # a folder the pattern names like an image stays in: it fails as "a folder, not an image file"
             files = sorted(Path(f) for f in glob.glob(item, recursive=True) if is_image_file(f))
-            files = [f for f in files if not f.is_dir()]
             if not files:
                 raise PredictUsageError(f"{shown(item)}: pattern matches no image")
             for f in files:
