@@ -132,11 +132,6 @@ def summary(calibration: dict | None) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ masks and their encodings
-def defect_mask(heatmap: np.ndarray, calibration: dict, alpha: float) -> np.ndarray:
-    """Boolean mask of pixels above the calibrated pixel threshold (heatmap at the image's size)."""
-    return np.asarray(heatmap) > pixel_threshold(calibration, alpha)
-
-
 def mask_png(mask: np.ndarray) -> bytes:
     import io
 

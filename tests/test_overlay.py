@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from shared_fixtures import tiny_detector
 from test_predict_edges import calibrated_model, write_images
 
 from fcdd import heatmaps as figs
 from fcdd.cli import main
-from fcdd.detector import Detector, full_heatmap, to_pil
+from fcdd.detector import Detector, to_pil
+from fcdd.scoring import full_heatmap
+from fcdd.testing import tiny_detector
 
 torch.set_num_threads(1)
 

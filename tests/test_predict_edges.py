@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from shared_fixtures import tiny_detector
 
 from fcdd.cli import main
+from fcdd.testing import tiny_detector
 
 torch.set_num_threads(1)
 FCDD = [sys.executable, "-m", "fcdd.cli"]
