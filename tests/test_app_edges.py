@@ -118,8 +118,6 @@ def test_the_page_shows_the_probes_the_model_scale_and_the_warning(
 ):
     from playwright.sync_api import sync_playwright
 
-    from fcdd.decisions import alpha_warning
-
     model = train_tiny(defect_folder, make_folder_config, tmp_path / "run")  # n = 15 calibration images
     files = _probe_files(tmp_path)
     uploads = [*files.values(), *(defect_folder / "defect" / f"d0{k}.png" for k in range(3))]
@@ -148,6 +146,8 @@ def test_the_page_shows_the_probes_the_model_scale_and_the_warning(
             page.eval_on_selector(
                 "#alpha", f"el => {{ el.value = {at}; el.dispatchEvent(new Event('input')); }}"
             )
+            from fcdd.decisions import alpha_warning  # here: the code before fails on what the page shows
+
             assert alpha_warning({"n": 15}, 0.05) in page.inner_text("#summary")
             page.eval_on_selector(
                 "#alpha", "el => { el.value = el.max; el.dispatchEvent(new Event('input')); }"
