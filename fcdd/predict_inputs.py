@@ -166,11 +166,19 @@ def check_output_folder(out: Path, found: Inputs) -> None:
 
 
 @contextlib.contextmanager
-def output_lock(out: Path) -> Iterator[None]:
-    """Only one ``fcdd predict`` writes into a folder at a time (two would interleave scores.csv)."""
+def output_lock(out: Path, created: bool = False) -> Iterator[None]:
+    """Only one ``fcdd predict`` writes into a folder at a time (two would interleave scores.csv).
+    ``created``: the call made ``out``; if it fails before writing anything there (e.g. the model
+    does not load), the folder and its lock file are removed again, so a failed call leaves no trace."""
     try:
-        with folder_lock(out, PREDICT_LOCK):
-            yield
+        with folder_lock(out, PREDICT_LOCK) as lock:
+            try:
+                yield
+            except BaseException:
+                if created and [f.name for f in out.iterdir()] == [PREDICT_LOCK]:
+                    lock.unlink(missing_ok=True)
+                    out.rmdir()
+                raise
     except FolderBusy as e:
         raise PredictUsageError(
             f"--out {shown(out)}: another fcdd predict is writing into this folder ({e.holder}); "

@@ -145,6 +145,23 @@ def test_an_unreadable_subfolder_is_reported_like_an_unreadable_file():
         shutil.rmtree(tmp)
 
 
+def test_a_call_that_fails_before_scoring_leaves_no_output_folder_behind(model, tmp_path, capsys):
+    write_images(tmp_path / "in", 1)
+    out = tmp_path / "new" / "out"
+    assert predict(tmp_path / "absent.pt", out, tmp_path / "in") == 2  # the model does not load
+    assert (
+        capsys.readouterr().err.strip()
+        == f"fcdd predict: error: {tmp_path / 'absent.pt'}: no such model file"
+    )
+    assert not out.exists()  # not even an empty folder holding the lock file
+    kept = tmp_path / "kept"
+    (kept / "mine.txt").parent.mkdir()
+    (kept / "mine.txt").write_text("a folder the user made")
+    assert predict(tmp_path / "absent.pt", kept, tmp_path / "in") == 2
+    assert sorted(f.name for f in kept.iterdir()) == [".fcdd-predict.lock", "mine.txt"]  # theirs: kept
+    assert predict(model, out, tmp_path / "in") == 0 and (out / "scores.csv").is_file()
+
+
 def test_an_absent_model_file_of_an_export_folder_is_an_error_not_another_file(tmp_path, capsys):
     from fcdd.detector import Detector
     from fcdd.export import export_detector

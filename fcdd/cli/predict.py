@@ -64,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
     alpha = _alpha(args.alpha)
     out = Path(args.out)
     found = collect_images(args.inputs)
+    created = not out.exists()
     check_output_folder(out, found)
-    with output_lock(out):
+    with output_lock(out, created):
         det = load_model(args.model, check_device(args.device), args.tracking_uri)
         calibration = _calibration(det, args.model, args.alpha, alpha)
         q = float(det.meta.get("quantile", 0.97))
