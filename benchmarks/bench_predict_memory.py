@@ -1,4 +1,6 @@
 """Peak memory of ``fcdd predict`` for N and 4N images: it must not grow with the number of images.
+``--large SIDE``: the cost of one large image instead, peak RSS over a SIDExSIDE RGB PNG against a
+256 px one, in bytes per pixel (the 50-megapixel limit must fit in 2 GB).
 
 Each count runs in a fresh Python process (``fcdd.cli.main``) that reports its peak resident set
 size during the call (VmHWM, reset after the imports); images are random-noise PNGs of --size px, the model is an untrained
@@ -7,6 +9,7 @@ PYTHONPATH=DIR beside them (e.g. an export of an older commit), for a comparison
 
     python benchmarks/bench_predict_memory.py                    # N=8, 4N=32 images of 1024 px
     python benchmarks/bench_predict_memory.py --quick
+    python benchmarks/bench_predict_memory.py --large 7000         # one 49-megapixel image
     git archive <commit> | tar -x -C /tmp/old && python benchmarks/bench_predict_memory.py --baseline /tmp/old
 """
 
@@ -17,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +56,18 @@ def write_images(folder: Path, n: int, size: int, seed: int = 0) -> list[Path]:
     return paths
 
 
+def write_large(path: Path, side: int) -> Path:
+    """A smooth RGB PNG (quick to write; decoding costs the same as for any content)."""
+    ramp = np.linspace(0, 255, side, dtype=np.float32)
+    rgb = np.empty((side, side, 3), np.uint8)
+    for c, (a, b) in enumerate(((1, 0), (0, 1), (0.5, 0.5))):
+        for y0 in range(0, side, 1024):  # a band at a time: the writer's memory stays small too
+            rows = ramp[y0 : y0 + 1024, None]
+            rgb[y0 : y0 + 1024, :, c] = (a * rows + b * ramp[None]).astype(np.uint8)
+    Image.fromarray(rgb).save(path, compress_level=1)
+    return path
+
+
 def tiny_model(path: Path) -> Path:
     from fcdd.testing import tiny_detector
 
@@ -62,10 +78,18 @@ def peak_rss_mb(
     model: Path, folder: Path, out: Path, normalisation: str = "global", pythonpath: str | None = None
 ) -> float:
     """Peak RSS (MB) of one `fcdd predict` process over the images in ``folder``."""
+    return run_predict(model, folder, out, normalisation, pythonpath)[0]
+
+
+def run_predict(
+    model: Path, folder: Path, out: Path, normalisation: str = "global", pythonpath: str | None = None
+) -> tuple[float, float]:
+    """(peak RSS in MB, wall seconds) of one `fcdd predict` process over the images in ``folder``."""
     argv = ["predict", "--model", str(model), "--out", str(out), "--device", "cpu", "--batch-size", "4"]
     argv += ["--normalisation", normalisation, str(folder)]
     # cwd outside any checkout: `python -c` puts the cwd first on sys.path, ahead of PYTHONPATH
     env = dict(os.environ, PYTHONPATH=pythonpath or str(ROOT), OMP_NUM_THREADS="1")
+    started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", CHILD, *argv],
         capture_output=True,
@@ -77,7 +101,7 @@ def peak_rss_mb(
     line = next((x for x in done.stdout.splitlines() if x.startswith("MAXRSS_KB")), None)
     if line is None or not line.endswith("RC 0"):
         raise RuntimeError(f"fcdd predict failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-    return int(line.split()[1]) / 1024
+    return int(line.split()[1]) / 1024, time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--normalisation", choices=("global", "local"), default="global")
     p.add_argument("--baseline", help="a checkout to run beside this one (PYTHONPATH)")
     p.add_argument("--quick", action="store_true", help="N=2 images of 256 px (a smoke run)")
+    p.add_argument("--large", type=int, metavar="SIDE", help="one SIDExSIDE image instead (bytes per pixel)")
     args = p.parse_args(argv)
+    if args.large:
+        return large_image(args)
     n, size = (2, 256) if args.quick else (args.n, args.size)
     from fcdd.hardware import machine_line
 
@@ -112,6 +139,30 @@ def main(argv: list[str] | None = None) -> int:
             }
             growth = (peak[4 * n] - peak[n]) / (3 * n)
             print(f"| {label} | {peak[n]:.0f} | {peak[4 * n]:.0f} | {growth:.2f} |")
+    return 0
+
+
+def large_image(args) -> int:
+    """Peak RSS of one large image against a 256 px one: what one more pixel costs."""
+    from fcdd.hardware import machine_line
+
+    print(machine_line())
+    side = args.large
+    with tempfile.TemporaryDirectory(prefix="fcdd-bench-predict-") as tmp:
+        tmp = Path(tmp)
+        model = tiny_model(tmp / "model.pt")
+        for name, s in (("small", 256), ("large", side)):
+            (tmp / name).mkdir()
+            write_large(tmp / name / "im.png", s)
+        runs = [("this checkout", None)] + ([("baseline", args.baseline)] if args.baseline else [])
+        print(f"\n`fcdd predict --normalisation {args.normalisation}`, one RGB PNG, peak RSS and wall time\n")
+        print(f"| code | 256x256 (MB) | {side}x{side} (MB) | bytes per extra pixel | {side} px wall (s) |")
+        print("|---|---|---|---|---|")
+        for label, path in runs:
+            small, _ = run_predict(model, tmp / "small", tmp / f"o-{label}-s", args.normalisation, path)
+            large, wall = run_predict(model, tmp / "large", tmp / f"o-{label}-l", args.normalisation, path)
+            per_pixel = (large - small) * 2**20 / (side * side - 256 * 256)
+            print(f"| {label} | {small:.0f} | {large:.0f} | {per_pixel:.1f} | {wall:.1f} |")
     return 0
 
 

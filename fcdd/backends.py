@@ -75,6 +75,8 @@ class ExportedDetector:
         if found is None:
             raise ExportError(f"{ref}: not an exported fcdd model (no fcdd_export.json beside it)")
         folder, meta_path = found
+        if not Path(ref).exists():  # model.onnx named but absent: never another file of the folder
+            raise ExportError(f"{ref}: no such file (the folder {folder} holds an export)")
         export = read_export(folder, meta_path)
         if Path(ref).is_file() and Path(ref).name != MODEL_FILES[export["backend"]][0]:
             raise ExportError(f"{ref}: the export in {folder} is {MODEL_FILES[export['backend']][0]}")

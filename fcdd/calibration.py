@@ -12,7 +12,6 @@ at most alpha.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -133,39 +132,6 @@ def summary(calibration: dict | None) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ masks and their encodings
-def defect_mask(heatmap: np.ndarray, calibration: dict, alpha: float) -> np.ndarray:
-    """Boolean mask of pixels above the calibrated pixel threshold (heatmap at the image's size)."""
-    return np.asarray(heatmap) > pixel_threshold(calibration, alpha)
-
-
-@dataclass
-class Decision:
-    """A calibrated decision on one image (``fcdd predict``'s columns, the served model's too)."""
-
-    p_value: float
-    normalised_score: float
-    anomalous: bool  # p_value <= alpha
-    mask: np.ndarray | None  # the defect mask of an anomalous image when asked for, else None
-
-
-def decide(
-    calibration: dict, scores: Any, heatmaps: Any = None, alpha: float = DEFAULT_ALPHA, masks: bool = True
-) -> list[Decision]:
-    """p-values, normalised scores and decisions of image scores; with ``masks``, the defect mask
-    of each anomalous image from its heatmap (at the image's size)."""
-    p = p_values(calibration["image_scores"], scores)
-    normalised = normalised_score(p)
-    return [
-        Decision(
-            float(p[i]),
-            float(normalised[i]),
-            bool(p[i] <= alpha),
-            defect_mask(heatmaps[i], calibration, alpha) if masks and p[i] <= alpha else None,
-        )
-        for i in range(len(p))
-    ]
-
-
 def mask_png(mask: np.ndarray) -> bytes:
     import io
 

@@ -7,6 +7,7 @@ The file is a ``torch.save`` of tensors and plain Python values only, so it load
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,11 +96,11 @@ class Detector:
         if not path.is_file():
             raise DetectorError(f"{path}: no such model file")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's notes on pickle protocols: not for the user
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unpickling failure means: not our file
-            # torch's text runs to several lines of advice; its first line says what failed.
-            first = (str(e).strip().splitlines() or [""])[0]
-            raise DetectorError(f"{path}: not an FCDD model file ({type(e).__name__}: {first})") from None
+            raise DetectorError(f"{path}: not an FCDD model file ({_load_failure(path, e)})") from None
         return cls.from_state(state, device, str(path))
 
     @classmethod
@@ -216,6 +217,20 @@ def to_pil(image: ImageLike, max_pixels: int | None = None) -> Image.Image:
         except DataError as e:
             raise DetectorError(str(e)) from e
     raise DetectorError(f"unsupported image input of type {type(image).__name__}")
+
+
+def _load_failure(path: Path, e: BaseException) -> str:
+    """Why torch.load refused a file, without torch's advice to load it unsafely (fcdd never does:
+    a model file holds tensors and plain values only)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return "not a PyTorch file: model files are torch.save archives"
+    text = str(e)
+    if "weights_only" in text or "Weights only load failed" in text:
+        return "it holds Python objects other than tensors and plain values, which fcdd never loads"
+    first = (text.strip().splitlines() or [""])[0].split(" (Could this error message be improved?")[0]
+    return f"a damaged PyTorch file: {type(e).__name__}: {first}"[:300]
 
 
 def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:

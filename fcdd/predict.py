@@ -1,39 +1,41 @@
 """Scoring many image files in bounded memory: what ``fcdd predict`` runs.
 
-Results stream to disk as they are computed: a row of scores.csv (flushed) and, with the per-image
-("local") colour scale, the heatmap overlay, one batch at a time. The shared ("global") colour
-scale needs every map first, so pass 1 appends each map at the model's input resolution (the map
-that is upscaled, nearest, to the image's own size; docs/method.md §1) to one temporary file on disk and
-keeps only the exact running minimum and a fixed-size uniform sample (reservoir) of the values;
-pass 2 reads the maps back one at a time and writes the overlays. Memory is one batch of images
-plus the 65,536-value sample, whatever the number of files: the q-quantile of the colour scale is
-estimated from that sample (rank error about sqrt(q(1-q)/65536), < 0.1 percentile points; nearest
-upscaling repeats each value nearly equally often, so it is the full-resolution quantile too).
+Images are scored at the model's input size, a batch at a time (at most ``batch_size`` images and
+BATCH_PIXELS decoded pixels); the per-image outputs at the image's own resolution (overlay, defect
+mask) are resized from that small map and written a band of rows at a time (fcdd.overlay), so
+memory per image is its decoded pixels plus one band, not a full-resolution float heatmap.
+Results stream to disk as they are computed: a row of scores.csv (flushed) and, with the model's
+fixed colour scale (the default) or the per-image one, the overlay.
 
-A file that cannot be read or scored does not stop the call: it is listed with its reason in
+The shared ("global") colour scale needs every map first, so pass 1 appends each map at the
+model's input resolution to one temporary file on disk and keeps only the exact running minimum and
+a fixed-size uniform sample (reservoir) of the values; pass 2 reads the maps back one at a time and
+writes the overlays (the q-quantile estimated from the 65,536-value sample: rank error about
+sqrt(q(1-q)/65536), < 0.1 percentile points).
+
+A file that cannot be listed, read or scored does not stop the call: it is listed with its reason in
 failures.csv and returned, and the rest is scored.
 """
 
 from __future__ import annotations
 
 import csv
-import glob
-import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fcdd import calibration as conformal
-from fcdd import heatmaps as figs
-from fcdd.data.image_io import IMAGE_EXTENSIONS, read_image
-from fcdd.detector import DetectorError, full_heatmap, to_pil
-from fcdd.errors import DataError, UsageError
+from fcdd import decisions, overlay
+from fcdd.data.image_io import image_size, read_image
+from fcdd.detector import DetectorError, to_pil
+from fcdd.errors import DataError
 
 SAMPLE_SIZE = 65_536  # values kept for the global colour scale's quantile
 SAMPLES_PER_MAP = 4096  # at most this many values of each map enter the reservoir
+BATCH_PIXELS = 16_000_000  # decoded pixels held at once (an image larger than this goes alone)
+NORMALISATIONS = ("model", "global", "local")
 
 
 @dataclass
@@ -41,6 +43,8 @@ class PredictResult:
     scored: int = 0
     heatmaps: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    scale: overlay.ColourScale | None = None  # the model's or the call's shared scale
+    note: str = ""  # e.g. why the model scale was not available
 
 
 class Reservoir:
@@ -68,50 +72,24 @@ class Reservoir:
         return self.values[: min(self.seen, len(self.values))]
 
 
-def collect_images(inputs: Sequence[str]) -> list[Path]:
-    """Image files from files, folders (searched recursively) and glob patterns, in order; a one-line
-    UsageError for an input that names no image."""
-    found: list[Path] = []
-    suffixes = ", ".join(sorted(IMAGE_EXTENSIONS))
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
-            if not files:
-                raise UsageError(f"{p}: folder holds no images ({suffixes})")
-            found += files
-        elif p.is_file():
-            if p.suffix.lower() not in IMAGE_EXTENSIONS:
-                raise UsageError(f"{p}: not an image file (expected one of {suffixes})")
-            found.append(p)
-        elif any(c in item for c in "*?["):
-            matches = glob.glob(item, recursive=True)
-            files = sorted(Path(f) for f in matches if Path(f).suffix.lower() in IMAGE_EXTENSIONS)
-            if not files:
-                raise UsageError(f"{item}: pattern matches no image")
-            found += files
-        else:
-            raise UsageError(f"{item}: no such file or folder")
-    return found
-
-
 class CalibratedDecisions:
-    """``predict_files(decide=...)`` for a calibrated model: p-value, normalised score and decision
-    (p_value <= alpha) per image, and a defect-mask PNG beside the overlay of each anomalous one."""
+    """p-value, normalised score and decision (p_value <= alpha) per image, and the defect mask
+    PNG of each anomalous one (fcdd.decisions.mask_rule: never empty; ``mask_note`` says when it
+    is not cut at the calibrated pixel threshold)."""
 
-    fields = ("p_value", "normalised_score", "anomalous", "mask")
+    fields = ("p_value", "normalised_score", "anomalous", "mask", "mask_note")
 
-    def __init__(self, calibration: dict, alpha: float, out: Path):
-        self.calibration, self.alpha, self.out = calibration, alpha, out
+    def __init__(self, calibration: dict, alpha: float, out: Path, q: float):
+        self.calibration, self.alpha, self.out, self.q = calibration, alpha, out, q
 
-    def __call__(self, i: int, path: Path, score: float, heatmap: np.ndarray) -> dict:
-        (d,) = conformal.decide(self.calibration, [score], [heatmap], self.alpha)
+    def __call__(self, i: int, path: Path, score: float, up: np.ndarray, size: tuple[int, int]) -> dict:
+        (d,) = decisions.decide(self.calibration, [score], [up], [size], self.alpha, self.q)
         row = {"p_value": d.p_value, "normalised_score": d.normalised_score, "anomalous": d.anomalous}
-        row["mask"] = ""
-        if d.anomalous:
-            name = f"{i:04d}_{Path(path).stem}_mask.png"
-            (self.out / name).write_bytes(conformal.mask_png(d.mask))
-            row["mask"] = name
+        row["mask"] = row["mask_note"] = ""
+        if d.rule is not None:
+            row["mask"] = f"{i:04d}_{Path(path).stem}_mask.png"
+            row["mask_note"] = d.rule.note
+            overlay.write_mask(self.out / row["mask"], up, size, d.rule)
         return row
 
 
@@ -121,119 +99,164 @@ def predict_files(
     out: Path,
     batch_size: int = 16,
     threshold: float | None = None,
-    normalisation: str = "global",
+    normalisation: str = "model",
     heatmaps: bool = True,
     on_row: Callable[[dict], None] | None = None,
     on_failure: Callable[[str, str], None] | None = None,
-    decide: Callable[[int, Path, float, np.ndarray], dict] | None = None,
-    decision_fields: Sequence[str] = (),
+    decide: CalibratedDecisions | None = None,
+    problems: Sequence[tuple[str, str]] = (),
 ) -> PredictResult:
-    """Score ``paths`` into ``out`` (scores.csv, overlays, failures.csv when a file failed).
+    """Score ``paths`` into ``out`` (scores.csv, overlays, masks, failures.csv when a file failed).
 
     ``det``: a Detector or an exported one (anything with ``score(images, batch_size, full_size)``
-    and ``meta``). ``decide(row index, path, score, full heatmap) -> dict`` adds the
-    ``decision_fields`` columns to each row (calibrated decisions)."""
+    and ``meta``). ``decide`` adds calibrated decisions to each row; ``problems`` are files that
+    failed before (while listing the inputs), reported first."""
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation {normalisation!r}: expected one of {', '.join(NORMALISATIONS)}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "failures.csv").unlink(missing_ok=True)  # never leave an older call's list behind
     q = float(det.meta.get("quantile", 0.97))
     result = PredictResult()
+    if heatmaps and normalisation == "model":
+        result.scale = overlay.model_scale(det.meta)
+        if result.scale is None:
+            normalisation = "global"
+            result.note = (
+                "the model holds no colour scale (no calibration): heatmaps use this call's (global)"
+            )
 
-    def fail(path: Path, reason: str) -> None:
-        result.failures.append((str(path), reason))
+    def fail(path: str, reason: str) -> None:
+        result.failures.append((path, reason))
         if on_failure:
-            on_failure(str(path), reason)
+            on_failure(path, reason)
 
-    fields = ["path", "score"] + (["label"] if threshold is not None else []) + list(decision_fields)
-    fields += ["heatmap"] if heatmaps else []
-    shared = heatmaps and normalisation == "global"
+    for path, reason in problems:
+        fail(path, reason)
+    fields = ["path", "score"] + (["label"] if threshold is not None else [])
+    fields += list(decide.fields if decide else []) + (["heatmap"] if heatmaps else [])
     with (
         tempfile.TemporaryDirectory(dir=out, prefix=".fcdd-maps-") as tmp,
-        open(out / "scores.csv", "w", newline="") as f,
+        open(out / "scores.csv", "w", newline="", encoding="utf-8") as f,
     ):
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
-        maps_file = open(Path(tmp) / "maps.f32", "wb") if shared else None
-        pending: list[tuple[Path, str, tuple[int, int]]] = []  # global scale: overlays of pass 2
-        low, sample = np.inf, Reservoir()
-        for p, im, s, up in _scored(det, paths, batch_size, fail):
-            row = {"path": str(p), "score": float(s)}
-            if threshold is not None:
-                row["label"] = "defect" if s > threshold else "good"
-            heat = None
-            if decide is not None:
-                heat = full_heatmap(up, (im.height, im.width))
-                row.update(decide(result.scored, p, float(s), heat))
-            if heatmaps:
-                row["heatmap"] = f"{result.scored:04d}_{p.stem}_heatmap.png"
-                if shared:
-                    maps_file.write(np.ascontiguousarray(up, np.float32).tobytes())
-                    low = min(low, float(up.min()))
-                    step = max(1, int(np.sqrt(up.size / SAMPLES_PER_MAP)))
-                    sample.add(up[::step, ::step])
-                    pending.append((p, row["heatmap"], up.shape))
-                else:
-                    heat = full_heatmap(up, (im.height, im.width)) if heat is None else heat
-                    _write_overlay(out / row["heatmap"], im, figs.normalise_local(heat[None], q)[0])
-                    result.heatmaps += 1
+        shared = _SharedScale(Path(tmp) / "maps.f32") if heatmaps and normalisation == "global" else None
+        call = _Call(det, out, threshold, decide, heatmaps, shared, q, result, fail)
+
+        def emit(row: dict) -> None:
             writer.writerow(row)
             f.flush()
-            result.scored += 1
             if on_row:
                 on_row(row)
-        if maps_file is not None:
-            maps_file.close()
-            high = float(np.quantile(sample.sample() - low, q)) if pending else 1.0
-            result.heatmaps += _overlays_from_disk(Path(tmp) / "maps.f32", pending, out, low, high, fail)
+
+        for batch in _batches(paths, batch_size, fail):
+            call.score(batch, emit)
+            del batch  # before the next batch is decoded
+        if shared is not None:
+            result.scale = shared.scale(q)
+            result.heatmaps += shared.write(result.scale, fail)
     if result.failures:
-        with open(out / "failures.csv", "w", newline="") as f:
+        with open(out / "failures.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["path", "reason"])
             w.writerows(result.failures)
     return result
 
 
-def _scored(det, paths: Sequence[Path], batch_size: int, fail):
-    """(path, image, score, map at the input size) per readable, scorable file, a batch at a time."""
-    for start in range(0, len(paths), batch_size):
-        batch = []
-        for p in paths[start : start + batch_size]:
-            try:
-                batch.append((p, to_pil(p)))
-            except DetectorError as e:
-                fail(p, str(e).removeprefix(f"{p}: "))
-        if not batch:
-            continue
-        try:  # maps at the input size: upscaled per image only where needed
-            scored = det.score([im for _, im in batch], batch_size=len(batch), full_size=False)
+@dataclass
+class _Call:
+    """What one batch needs: the model, the outputs and the result so far."""
+
+    det: object
+    out: Path
+    threshold: float | None
+    decide: CalibratedDecisions | None
+    heatmaps: bool
+    shared: _SharedScale | None
+    q: float
+    result: PredictResult
+    fail: Callable[[str, str], None]
+
+    def score(self, batch: list, emit: Callable[[dict], None]) -> None:
+        try:  # maps at the input size: resized per image, a band at a time, where needed
+            scored = self.det.score([im for _, im in batch], batch_size=len(batch), full_size=False)
         except (RuntimeError, ValueError) as e:  # e.g. an image the network cannot take
             for p, _ in batch:
-                fail(p, f"scoring failed: {e}")
-            continue
+                self.fail(str(p), f"scoring failed: {e}")
+            return
         for (p, im), s, up in zip(batch, scored.scores, scored.heatmaps, strict=True):
-            yield p, im, s, up
+            row = {"path": str(p), "score": float(s)}
+            if self.threshold is not None:
+                row["label"] = "defect" if s > self.threshold else "good"
+            if self.decide is not None:
+                row.update(self.decide(self.result.scored, p, float(s), up, (im.height, im.width)))
+            if self.heatmaps:
+                row["heatmap"] = f"{self.result.scored:04d}_{p.stem}_heatmap.png"
+                caption = overlay.caption_for(row, self.decide.alpha if self.decide else None)
+                if self.shared is not None:
+                    self.shared.add(p, self.out / row["heatmap"], up, caption)
+                else:
+                    scale = self.result.scale or overlay.local_scale(up, self.q)
+                    overlay.write_overlay(self.out / row["heatmap"], im, up, scale, caption)
+                    self.result.heatmaps += 1
+            self.result.scored += 1
+            emit(row)
 
 
-def _overlays_from_disk(maps: Path, pending, out: Path, low: float, high: float, fail) -> int:
-    """Pass 2 of the global colour scale: one map and one image in memory at a time."""
-    written = 0
-    with open(maps, "rb") as f:
-        for p, name, shape in pending:
-            count = int(np.prod(shape))
-            up = np.fromfile(f, dtype=np.float32, count=count).reshape(shape)
-            try:
-                im = read_image(p)
-            except DataError as e:  # the file changed or vanished since pass 1
-                fail(p, f"heatmap not written: {e}")
-                continue
-            heat = full_heatmap(up, (im.height, im.width))
-            _write_overlay(out / name, im, np.clip((heat - low) / (high if high > 0 else 1.0), 0, 1))
-            written += 1
-    return written
+def _batches(paths: Sequence[Path], batch_size: int, fail) -> Iterator[list]:
+    """(path, decoded image) batches of at most ``batch_size`` images and BATCH_PIXELS pixels (by
+    the headers, before decoding); files that cannot be read go to ``fail``."""
+    batch, pixels = [], 0
+    for p in paths:
+        try:
+            h, w = image_size(p)
+        except DataError:
+            h = w = 0  # decoding below says what is wrong with it
+        if batch and (len(batch) >= batch_size or pixels + h * w > BATCH_PIXELS):
+            yield batch
+            batch, pixels = [], 0
+        try:
+            batch.append((p, to_pil(p)))
+            pixels += h * w
+        except DetectorError as e:
+            fail(str(p), str(e).removeprefix(f"{p}: "))
+    if batch:
+        yield batch
 
 
-def _write_overlay(path: Path, image, heat01: np.ndarray) -> None:
-    from PIL import Image
+class _SharedScale:
+    """The global colour scale: maps to disk and a sample in pass 1, overlays in pass 2."""
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(figs.overlay(np.asarray(image.convert("RGB")), heat01)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    def __init__(self, maps: Path):
+        self.path, self.file = maps, open(maps, "wb")
+        self.pending: list[tuple[Path, Path, tuple[int, int], list]] = []
+        self.low, self.sample = np.inf, Reservoir()
+
+    def add(self, source: Path, target: Path, up: np.ndarray, caption: list) -> None:
+        self.file.write(np.ascontiguousarray(up, np.float32).tobytes())
+        self.low = min(self.low, float(up.min()))
+        step = max(1, int(np.sqrt(up.size / SAMPLES_PER_MAP)))
+        self.sample.add(up[::step, ::step])
+        self.pending.append((source, target, up.shape, caption))
+
+    def scale(self, q: float) -> overlay.ColourScale:
+        self.file.close()
+        if not self.pending:
+            return overlay.ColourScale(0.0, 1.0, "global")
+        high = float(np.quantile(self.sample.sample() - self.low, q))
+        return overlay.ColourScale(self.low, high, "global", f"these images, q{q:g}")
+
+    def write(self, scale: overlay.ColourScale, fail) -> int:
+        """Pass 2: one map and one image in memory at a time."""
+        written = 0
+        with open(self.path, "rb") as f:
+            for source, target, shape, caption in self.pending:
+                up = np.fromfile(f, dtype=np.float32, count=int(np.prod(shape))).reshape(shape)
+                try:
+                    im = read_image(source)
+                except DataError as e:  # the file changed or vanished since pass 1
+                    fail(str(source), f"heatmap not written: {e}")
+                    continue
+                overlay.write_overlay(target, im, up, scale, caption)
+                written += 1
+        return written

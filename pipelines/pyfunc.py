@@ -21,7 +21,10 @@ With a calibrated model (``evaluation.calibration``) each row also has ``p_value
 ``normalised_score`` (1 - p_value, in [0, 1)) and ``anomalous`` (p_value <= ``alpha``, a request
 param, default 0.01); with ``mask_format`` ``png`` (base64 PNG, 0/255) or ``rle`` (row-major run
 lengths starting with background, see :func:`fcdd.calibration.rle_decode`) a ``mask`` column holds
-the calibrated defect mask at the image's resolution for anomalous images (empty otherwise).
+the calibrated defect mask at the image's resolution for anomalous images (empty otherwise; never
+empty for an anomalous one: ``mask_note`` says how it was cut where no pixel passes the calibrated
+pixel threshold, docs/calibration.md). A ``note`` column appears where alpha is below 1/(n+1) or so
+few images calibrated the model that its false-alarm rate can be twice alpha or more.
 Inputs that are not images, or larger than ``max_pixels`` (model config; ``FCDD_MAX_PIXELS``
 overrides when serving), raise ``MlflowException(INVALID_PARAMETER_VALUE)``: HTTP 400. So does a
 request whose images hold more than ``max_request_pixels`` pixels in all (model config;
@@ -63,8 +66,17 @@ SCORE_BATCH = 8  # images per network call: bounds the activations (VGG11-BN at 
 LIST_COST = 7  # heatmap_format "list" (JSON floats) costs this many times "npy" per pixel (measured 6.3)
 
 
+class RequestError(MlflowException):
+    """HTTP 400 with our one-line message: MLflow's scoring server prefixes every error message with
+    "Failed to predict data '<a repr of the whole request>'. \nError: ", which this keeps out."""
+
+    message = property(
+        lambda self: self._text, lambda self, v: setattr(self, "_text", str(v).split("\nError: ")[-1])
+    )
+
+
 def _invalid(message: str) -> MlflowException:
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+    return RequestError(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 # ---------------------------------------------------------------- client helpers
@@ -120,12 +132,14 @@ def prepare_image(value: Any, max_pixels: int, row: int) -> tuple[bytes | np.nda
                 ) from e
     if not isinstance(value, (bytes, bytearray)):
         raise _invalid(f"row {row}: '{INPUT_COLUMN}' must be base64 text, got {type(value).__name__}")
+    from fcdd.data.image_io import image_size
+    from fcdd.errors import DataError
+
     try:
-        with Image.open(io.BytesIO(value)) as im:  # the header only
-            pixels = im.width * im.height
-            size = f"{im.width}x{im.height}"
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for non-images
-        raise _invalid(f"{where}: not a readable image (PNG, JPEG, ...): {e}") from e
+        h, w = image_size(io.BytesIO(value), where)  # the header only; fcdd's one image rule
+    except DataError as e:
+        raise _invalid(str(e)) from e
+    pixels, size = h * w, f"{w}x{h}"
     if pixels > max_pixels:
         raise _invalid(f"{where}: image of {size} pixels exceeds the limit of {max_pixels} pixels")
     return bytes(value), pixels, where
@@ -232,10 +246,8 @@ class FCDDPyfunc(PythonModel):
         """Work per request is bounded by total pixels (peak memory grows with it)."""
         budget = self.max_request_pixels // (LIST_COST if fmt == "list" else 1)
         if total > budget:
-            extra = (
-                f" (heatmap_format list costs {LIST_COST}x: the budget is 1/{LIST_COST})"
-                if fmt == "list"
-                else ""
+            extra = f" (heatmap_format list costs {LIST_COST}x: the budget is 1/{LIST_COST})" * (
+                fmt == "list"
             )
             raise _invalid(
                 f"request too large: {count} images of {total} pixels in all exceed the budget of "
@@ -245,28 +257,26 @@ class FCDDPyfunc(PythonModel):
 
     def _score_chunk(self, chunk: list, fmt: str, alpha: float, mask_format: str) -> pd.DataFrame:
         """Decode, score and encode a few images: only one chunk's full-size heatmaps at a time."""
-        from fcdd.detector import DetectorError
+        from fcdd.detector import DetectorError, to_pil
+        from fcdd.scoring import full_heatmap
 
-        images = [
-            d if isinstance(d, np.ndarray) else _open_bytes(io.BytesIO(d), self.max_pixels, w)
-            for d, _, w in chunk
-        ]
         try:
-            out = self.detector.score(images, batch_size=SCORE_BATCH)
+            images = [
+                to_pil(d) if isinstance(d, np.ndarray) else _open_bytes(io.BytesIO(d), self.max_pixels, w)
+                for d, _, w in chunk
+            ]
+            out = self.detector.score(images, batch_size=SCORE_BATCH, full_size=False)
         except DetectorError as e:
             raise _invalid(str(e)) from e
-        frame = pd.DataFrame(
-            {
-                "score": out.scores.astype(float),
-                "height": [h.shape[0] for h in out.heatmaps],
-                "width": [h.shape[1] for h in out.heatmaps],
-            }
-        )
-        self._add_decisions(frame, out, alpha, mask_format)
-        if fmt == "npy":
-            frame["heatmap"] = [encode_heatmap(h) for h in out.heatmaps]
-        elif fmt == "list":
-            frame["heatmap"] = [h.astype(float).tolist() for h in out.heatmaps]
+        sizes = [(im.height, im.width) for im in images]
+        hw = np.array(sizes, dtype=np.int64).reshape(-1, 2)
+        frame = pd.DataFrame({"score": out.scores.astype(float), "height": hw[:, 0], "width": hw[:, 1]})
+        self._add_decisions(frame, out.heatmaps, sizes, alpha, mask_format)
+        if fmt != "none":  # full-size heatmaps: one at a time, encoded as they are made
+            encode = encode_heatmap if fmt == "npy" else (lambda h: h.astype(float).tolist())
+            frame["heatmap"] = [
+                encode(full_heatmap(u, hw)) for u, hw in zip(out.heatmaps, sizes, strict=True)
+            ]
         return frame
 
     def _decision_params(self, params: dict) -> tuple[float, str]:
@@ -283,26 +293,32 @@ class FCDDPyfunc(PythonModel):
             raise _invalid("params.mask_format: this model has no calibration, so it has no defect masks")
         return alpha, mask_format
 
-    def _add_decisions(self, frame: pd.DataFrame, out, alpha: float, mask_format: str) -> None:
-        """p-values, normalised scores, decisions and (when asked) masks of a calibrated model."""
-        from fcdd import calibration as conformal
+    def _add_decisions(
+        self, frame: pd.DataFrame, ups: list, sizes: list, alpha: float, mask_format: str
+    ) -> None:
+        """p-values, normalised scores, decisions, ``note`` and masks (module docstring), by fcdd.decisions."""
+        from fcdd.decisions import alpha_warning, decide
+        from fcdd.overlay import encoded_mask
 
         calibration = self.detector.meta.get("calibration")
         if not calibration:
             return
         masks = mask_format != "none"
-        decisions = conformal.decide(calibration, out.scores, out.heatmaps, alpha, masks=masks)
-        frame["p_value"] = np.array([d.p_value for d in decisions], dtype=np.float64)
-        frame["normalised_score"] = np.array([d.normalised_score for d in decisions], dtype=np.float64)
-        frame["anomalous"] = np.array([d.anomalous for d in decisions], dtype=bool)
+        q = float(self.detector.meta.get("quantile", 0.97))
+        found = decide(calibration, frame["score"].to_numpy(), ups if masks else None, sizes, alpha, q)
+        frame["p_value"] = np.array([d.p_value for d in found], dtype=np.float64)
+        frame["normalised_score"] = np.array([d.normalised_score for d in found], dtype=np.float64)
+        frame["anomalous"] = np.array([d.anomalous for d in found], dtype=bool)
+        warning = alpha_warning(calibration, alpha)
+        if warning:
+            frame["note"] = warning
         if not masks:
             return
-        encode = (
-            (lambda m: base64.b64encode(conformal.mask_png(m)).decode("ascii"))
-            if mask_format == "png"
-            else conformal.mask_rle
-        )
-        frame["mask"] = ["" if d.mask is None else encode(d.mask) for d in decisions]
+        frame["mask"] = [
+            "" if d.rule is None else encoded_mask(up, size, d.rule, mask_format)
+            for up, size, d in zip(ups, sizes, found, strict=True)
+        ]
+        frame["mask_note"] = ["" if d.rule is None else d.rule.note for d in found]
 
 
 # ---------------------------------------------------------------- logging

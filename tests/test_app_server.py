@@ -171,7 +171,11 @@ def test_server_folders_only_under_the_image_root(serve, calibrated, tmp_path):
         rgb_png(root / "lot1" / f"{k}.png", seed=k)
     client = serve([calibrated], images_root=root.resolve())
     job = _job(client, calibrated)
-    assert client.post(f"/api/jobs/{job}/folder", json={"path": "lot1"}).json() == {"added": 3, "found": 3}
+    assert client.post(f"/api/jobs/{job}/folder", json={"path": "lot1"}).json() == {
+        "added": 3,
+        "found": 3,
+        "failed": 0,
+    }
     for path in ("..", "/etc", "lot1/../.."):
         r = client.post(f"/api/jobs/{job}/folder", json={"path": path})
         assert r.status_code == 400 and "outside --images-root" in r.json()["detail"], path

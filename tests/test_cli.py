@@ -17,6 +17,7 @@ import yaml
 from PIL import Image
 
 from fcdd.cli import main
+from fcdd.overlay import LEGEND_MIN_WIDTH
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +76,8 @@ def test_predict_writes_one_row_and_one_heatmap_per_image(trained, defect_folder
     for r in rows:
         heat = out / r["heatmap"]
         with Image.open(heat) as h, Image.open(r["path"]) as src:
-            assert h.format == "PNG" and h.size == src.size  # at the image's own resolution
+            # the image at its own resolution (top left), the legend below it (at least 400 px wide)
+            assert h.format == "PNG" and h.width == max(src.width, LEGEND_MIN_WIDTH) and h.height > src.height
     assert float(rows[1]["score"]) > float(rows[0]["score"])  # the red square scores higher
     assert "wrote" in capsys.readouterr().out
 

@@ -5,6 +5,7 @@ a resize that squashes images says so once."""
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ from fcdd.data import build_datasets, dataset_spec
 from fcdd.data.batch_augment import BatchAugment
 from fcdd.data.transforms import test_transform
 from fcdd.detector import Detector
+from fcdd.overlay import LEGEND_MIN_WIDTH
 
 H, W = 80, 200  # the files: 2.5:1 strips, like a 500x1250 surface-defect set
 INPUT = [40, 100]  # half size, same aspect
@@ -127,8 +129,12 @@ def test_evaluate_reproduces_and_predict_gives_each_image_its_own_size(trained, 
     output = det.score([*files, other])
     assert [h.shape for h in output.heatmaps] == [(H, W), (H, W), (60, 90)]
     assert main(["predict", "--model", str(model), "--out", str(tmp_path / "pred"), str(files[0])]) == 0
-    heat = next((tmp_path / "pred").rglob("*.png"))
-    assert Image.open(heat).size == (W, H)
+    with open(tmp_path / "pred" / "scores.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    with Image.open(tmp_path / "pred" / row["heatmap"]) as heat:  # the strip at its own size, legend below
+        assert heat.width == max(W, LEGEND_MIN_WIDTH) and heat.height > H
+        if W < LEGEND_MIN_WIDTH:  # the canvas beside the image is white from column W on
+            assert heat.getpixel((W, H // 2)) == (255, 255, 255) != heat.getpixel((W - 1, H // 2))
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "openvino", "torchscript"])

@@ -13,8 +13,10 @@ from typing import Any
 
 from fcdd import calibration as conformal
 from fcdd.app.registry import Registry
+from fcdd.decisions import alpha_warning
 from fcdd.errors import FCDDError, UsageError
 from fcdd.export import META_FILE, find_export
+from fcdd.overlay import model_scale
 
 # Slider positions of the false-alarm level alpha (the p-value rule is exact at each).
 ALPHA_STEPS = (
@@ -53,6 +55,11 @@ class LoadedModel:
     @property
     def calibration(self) -> dict | None:
         return self.detector.meta.get("calibration") or None
+
+    @property
+    def scale(self):
+        """The model's fixed colour scale (fcdd.overlay.model_scale), or None."""
+        return model_scale(self.detector.meta)
 
 
 def kind_of(ref: str) -> str:
@@ -189,6 +196,7 @@ def model_card(ref: str, kind: str, det: Any, registry_info: dict[str, Any]) -> 
         "version": None,
         "quantile": float(m.get("quantile", 0.97)),
         "alphas": alpha_table(cal),
+        "scale": _scale(m),  # the model's fixed colour scale, as fcdd predict's default: [low, span, source]
     }
     card.update({k: v for k, v in registry_info.items() if v is not None and k != "run_id"})
     return card
@@ -208,9 +216,15 @@ def alpha_table(cal: dict | None) -> list[dict[str, Any]]:
                 "image_threshold": image if math.isfinite(image) else None,
                 "pixel_threshold": pixel if math.isfinite(pixel) else None,
                 "far_bound": math.floor(a * (n + 1)) / (n + 1),
+                "warning": alpha_warning(cal, a),  # alpha below 1/(n+1), or too few images to hold it
             }
         )
     return rows
+
+
+def _scale(meta: dict) -> list | None:
+    scale = model_scale(meta)
+    return None if scale is None else [scale.low, scale.span, scale.source]
 
 
 def _one_line(e: BaseException) -> str:

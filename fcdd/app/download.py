@@ -8,17 +8,19 @@ import io
 import zipfile
 from pathlib import Path
 
-from fcdd import calibration as conformal
 from fcdd.app.catalog import LoadedModel
 from fcdd.app.jobs import Job, ModelRun
 from fcdd.app.scorer import read_map
-from fcdd.detector import full_heatmap
+from fcdd.decisions import decide
+from fcdd.overlay import mask_png_bytes
+from fcdd.predict import CalibratedDecisions
 
 
 def write_zip(job: Job, run: ModelRun, model: LoadedModel, alpha: float | None, out: Path) -> Path:
     """One pass over the job's images, one map in memory at a time."""
     cal = model.calibration
-    fields = ["path", "score"] + (["p_value", "normalised_score", "anomalous", "mask"] if cal else [])
+    q = float(model.card["quantile"])
+    fields = ["path", "score"] + (list(CalibratedDecisions.fields) if cal else [])
     with job.cond:
         done = [(item, run.results.get(item.index)) for item in job.items]
     scores, failures = io.StringIO(), []
@@ -33,18 +35,19 @@ def write_zip(job: Job, run: ModelRun, model: LoadedModel, alpha: float | None, 
                 failures.append((item.name, reason))
                 continue
             row = {"path": item.name, "score": result.score}
-            if cal:
-                p = result.p_value
+            if cal:  # as fcdd.predict.CalibratedDecisions: the same columns, mask pixels and notes
+                up = read_map(job, run, item.index)
+                (d,) = decide(cal, [result.score], [up], [item.size], alpha, q)
                 row |= {
-                    "p_value": p,
-                    "normalised_score": float(conformal.normalised_score(p)),
-                    "anomalous": p <= alpha,
-                    "mask": "",
+                    "p_value": d.p_value,
+                    "normalised_score": d.normalised_score,
+                    "anomalous": d.anomalous,
                 }
-                if row["anomalous"]:
-                    heat = full_heatmap(read_map(job, run, item.index), item.size)
+                row["mask"] = row["mask_note"] = ""
+                if d.rule is not None:
                     row["mask"] = f"{row_index:04d}_{Path(item.name).stem}_mask.png"
-                    z.writestr(row["mask"], conformal.mask_png(conformal.defect_mask(heat, cal, alpha)))
+                    row["mask_note"] = d.rule.note
+                    z.writestr(row["mask"], mask_png_bytes(up, item.size, d.rule))
             writer.writerow(row)
             row_index += 1
         z.writestr("scores.csv", scores.getvalue())

@@ -54,9 +54,21 @@ class Result:
     shape: tuple[int, int] | None = None  # of the stored map (the model's input size)
     error: str | None = None
     stamp: int = 0
+    # The mask rule's alpha-independent parts (fcdd.decisions.mask_rule): the highest value of the
+    # map at the image's size, and the cut marking its most anomalous region where none passes.
+    top: float | None = None
+    fallback: float | None = None
 
     def public(self, index: int) -> dict[str, Any]:
-        return {"i": index, "score": self.score, "p": self.p_value, "local": self.local, "error": self.error}
+        return {
+            "i": index,
+            "score": self.score,
+            "p": self.p_value,
+            "local": self.local,
+            "error": self.error,
+            "top": self.top,
+            "fallback": self.fallback,
+        }
 
 
 @dataclass
@@ -149,6 +161,14 @@ class Job:
             self._added(item, path, None, runs)
             added += 1
         return added
+
+    def add_failed(self, name: str, reason: str) -> None:
+        """A file that was found but cannot be scored (e.g. its name is not UTF-8): shown with why."""
+        item = self._reserve(name)
+        if item is not None:
+            with self.cond:
+                item.error = reason
+                item.stamp = self.bump()
 
     def _added(self, item: Item, path: Path | None, error: str | None, runs: Iterable[ModelRun]) -> None:
         with self.cond:

@@ -16,10 +16,12 @@ from PIL import Image
 
 from fcdd import calibration as conformal
 from fcdd import heatmaps as figs
+from fcdd import overlay
 from fcdd.app.catalog import CatalogError, LoadedModel, ModelCatalog
 from fcdd.app.jobs import Item, Job, JobStore, ModelRun, Result
 from fcdd.data.image_io import MAX_PIXELS, SIXTEEN_BIT_MODES, read_image
 from fcdd.errors import DataError
+from fcdd.pixel_grid import values_at_size
 from fcdd.predict import SAMPLES_PER_MAP
 
 BATCH_IMAGES = 4
@@ -132,15 +134,22 @@ class Scorer(threading.Thread):
         for (item, image), score, up, pv in zip(batch, out.scores, out.heatmaps, p, strict=True):
             up = np.ascontiguousarray(up, dtype=np.float32)
             up.tofile(maps / f"{item.index}.f32")
-            low = float(up.min())
-            high = float(np.quantile(up - low, q))  # figs.normalise_local's scale
-            write_thumbnail(thumbs / f"{item.index}.jpg", image, up, q)
+            local = overlay.local_scale(up, q)  # figs.normalise_local's scale
+            write_thumbnail(thumbs / f"{item.index}.jpg", image, up, model.scale or local)
+            values = values_at_size(up, (image.height, image.width))  # what the mask rule reads
             step = max(1, int(np.sqrt(up.size / SAMPLES_PER_MAP)))
             with job.cond:
-                run.low = min(run.low, low)
+                run.low = min(run.low, local.low)
                 run.sample.add(up[::step, ::step])
                 run.results[item.index] = Result(
-                    float(score), None if pv is None else float(pv), (low, high), up.shape, None, job.bump()
+                    float(score),
+                    None if pv is None else float(pv),
+                    (local.low, local.span),
+                    up.shape,
+                    None,
+                    job.bump(),
+                    float(values.max()),
+                    float(np.quantile(values, q)),
                 )
 
 
@@ -158,10 +167,11 @@ def display_file(item: Item, image: Image.Image, folder: Path) -> tuple[Path, st
     return out, note
 
 
-def write_thumbnail(path: Path, image: Image.Image, up: np.ndarray, q: float) -> None:
+def write_thumbnail(path: Path, image: Image.Image, up: np.ndarray, scale: overlay.ColourScale) -> None:
+    """The gallery's thumbnail on the colour scale the page opens with (the model's, else per image)."""
     thumb = image.convert("RGB")
     thumb.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.BILINEAR)
-    blended = figs.overlay(np.asarray(thumb), figs.normalise_local(up, q))
+    blended = figs.overlay(np.asarray(thumb), scale.unit(up))
     Image.fromarray(blended).save(path, format="JPEG", quality=85)
 
 

@@ -25,6 +25,7 @@ from fcdd.app.jobs import JobError, JobStore
 from fcdd.app.scorer import read_map
 from fcdd.data.image_io import IMAGE_EXTENSIONS
 from fcdd.errors import FCDDError
+from fcdd.predict_inputs import Inputs, shown, walk_images
 
 STATIC = Path(__file__).parent / "static"
 PAGE_FILES = {"app.js": "text/javascript", "app.css": "text/css"}
@@ -136,10 +137,12 @@ def _job_routes(app: FastAPI, settings: AppSettings, catalog: ModelCatalog, stor
     @app.post("/api/jobs/{job_id}/folder")
     def folder(job_id: str, path: str = Body(embed=True)) -> dict[str, Any]:
         job = store.get(job_id)
-        files, names = _folder_images(settings.images_root, path)
+        files, names, problems = _folder_images(settings.images_root, path)
         added = job.add_paths(files, names, list(job.runs.values()))
+        for name, reason in problems:  # listed with their reason, like a file that cannot be read
+            job.add_failed(name, reason)
         store.notify()
-        return {"added": added, "found": len(files)}
+        return {"added": added, "found": len(files), "failed": len(problems)}
 
     @app.get("/api/jobs/{job_id}/status")
     def status(job_id: str, ref: str | None = None, since: int = 0, wait: float = 0) -> dict[str, Any]:
@@ -221,24 +224,24 @@ def _run(store: JobStore, job_id: str, ref: str):
     return job, run
 
 
-def _folder_images(root: Path | None, path: str) -> tuple[list[Path], list[str]]:
-    """Images under a server folder, which must lie under --images-root."""
+def _folder_images(root: Path | None, path: str) -> tuple[list[Path], list[str], list[tuple[str, str]]]:
+    """Images under a server folder, which must lie under --images-root: (files, their names under
+    the root, (name, reason) of what could not be listed: unreadable folders, names not UTF-8)."""
     if root is None:
         raise JobError("scoring server folders is off: start fcdd app with --images-root")
     folder = (root / path).resolve() if not Path(path).is_absolute() else Path(path).resolve()
     if not folder.is_relative_to(root):
-        raise JobError(f"{path}: outside --images-root {root}")
+        raise JobError(f"{shown(path)}: outside --images-root {root}")
     if not folder.is_dir():
-        raise JobError(f"{path}: no such folder under {root}")
-    files = []
-    for f in sorted(folder.rglob("*")):
-        if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file() and f.resolve().is_relative_to(root):
-            files.append(f)
-            if len(files) >= MAX_FOLDER_LISTING:
-                break
-    if not files:
-        raise JobError(f"{path}: holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return files, [str(f.relative_to(root)) for f in files]
+        raise JobError(f"{shown(path)}: no such folder under {root}")
+    found = Inputs()
+    walk_images(folder, found)  # the same listing as fcdd predict's
+    files = [f for f in sorted(found.paths) if f.resolve().is_relative_to(root)][:MAX_FOLDER_LISTING]
+    prefix = shown(root) + "/"
+    problems = [(p.removeprefix(prefix), reason) for p, reason in found.problems]
+    if not files and not problems:
+        raise JobError(f"{shown(path)}: holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return files, [str(f.relative_to(root)) for f in files], problems
 
 
 def _data_url(value: Any) -> bytes | None:

@@ -14,9 +14,11 @@ def add_parser(sub) -> None:
         "predict",
         help="score your own images and write heatmaps",
         description="Score images (files, folders searched recursively, or glob patterns). Writes scores.csv "
-        "(one row per image, written as it goes) and a heatmap overlay per image at the image's own resolution. "
-        "A file that cannot be read or scored does not stop the call: it is named on stderr and in "
-        "failures.csv (path, reason) and the rest is scored.",
+        "(one row per image, written as it goes) and a heatmap overlay per image at the image's own resolution, "
+        "with the score (p-value and decision where calibrated) and a colour bar below it. A file that cannot "
+        "be read or scored, a name that is not UTF-8 or a sub-folder that cannot be read does not stop the "
+        "call: it is named on stderr and in failures.csv (path, reason) and the rest is scored. --out is "
+        "locked while a call writes it.",
         epilog="exit status: 0 every image scored; 1 some files failed (the others are scored, see "
         "failures.csv); 2 usage or model error, nothing scored.",
     )
@@ -43,9 +45,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--normalisation",
-        choices=("global", "local"),
-        default="global",
-        help="heatmap colour scale: shared by all images of the call (global) or per image (local)",
+        choices=("model", "global", "local"),
+        default="model",
+        help="heatmap colour scale: fixed by the model, the same in every call (model, the default: 0 to "
+        "the 0.99 quantile of its calibration images' highest pixel score), shared by the images of "
+        "this call (global), or per image (local)",
     )
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per batch, >= 1 (default 16)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -54,54 +58,60 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fcdd.predict import CalibratedDecisions, collect_images, predict_files
+    from fcdd.predict import CalibratedDecisions, predict_files
+    from fcdd.predict_inputs import check_output_folder, collect_images, output_lock, shown
 
     alpha = _alpha(args.alpha)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out}: is an existing file, not a folder")
-    paths = collect_images(args.inputs)
-    det = load_model(args.model, check_device(args.device), args.tracking_uri)
-    calibration = _calibration(det, args.model, args.alpha, alpha)
-    decisions = CalibratedDecisions(calibration, alpha, out) if calibration else None
-    flagged = []
+    found = collect_images(args.inputs)
+    created = not out.exists()
+    check_output_folder(out, found)
+    with output_lock(out, created):
+        det = load_model(args.model, check_device(args.device), args.tracking_uri)
+        calibration = _calibration(det, args.model, args.alpha, alpha)
+        q = float(det.meta.get("quantile", 0.97))
+        decisions = CalibratedDecisions(calibration, alpha, out, q) if calibration else None
+        flagged = []
 
-    def show(row: dict) -> None:
-        decision = ""
-        if decisions:
-            flagged.append(row["anomalous"])
-            decision = f"p={row['p_value']:.4f} {'ANOMALOUS' if row['anomalous'] else 'nominal':9s} "
-        print(f"{row['score']:.5f}  {decision}{row.get('label', ''):6s} {row['path']}", flush=True)
+        def show(row: dict) -> None:
+            decision = ""
+            if decisions:
+                flagged.append(row["anomalous"])
+                decision = f"p={row['p_value']:.4f} {'ANOMALOUS' if row['anomalous'] else 'nominal':9s} "
+            print(f"{row['score']:.5f}  {decision}{row.get('label', ''):6s} {row['path']}", flush=True)
 
-    def skipped(path: str, reason: str) -> None:
-        print(f"fcdd predict: failed: {path}: {reason}", file=sys.stderr, flush=True)
+        def skipped(path: str, reason: str) -> None:
+            print(f"fcdd predict: failed: {path}: {reason}", file=sys.stderr, flush=True)
 
-    result = predict_files(
-        det,
-        paths,
-        out,
-        batch_size=args.batch_size,
-        threshold=args.threshold,
-        normalisation=args.normalisation,
-        heatmaps=not args.no_heatmaps,
-        on_row=show,
-        on_failure=skipped,
-        decide=decisions,
-        decision_fields=decisions.fields if decisions else (),
-    )
+        result = predict_files(
+            det,
+            found.paths,
+            out,
+            batch_size=args.batch_size,
+            threshold=args.threshold,
+            normalisation=args.normalisation,
+            heatmaps=not args.no_heatmaps,
+            on_row=show,
+            on_failure=skipped,
+            decide=decisions,
+            problems=found.problems,
+        )
+    if result.note:
+        print(f"note: {result.note}", file=sys.stderr)
     if decisions:
         print(
             f"{sum(flagged)} of {len(flagged)} images anomalous at alpha {alpha:g} "
             "(p_value <= alpha; masks beside)"
         )
     print(
-        f"wrote {out / 'scores.csv'} ({result.scored} images)"
+        f"wrote {shown(out / 'scores.csv')} ({result.scored} images)"
         + (f" and {result.heatmaps} heatmaps" if result.heatmaps else "")
     )
     if result.failures:
+        total = len(found.paths) + len(found.problems)
         print(
-            f"fcdd predict: {len(result.failures)} of {len(paths)} files failed, listed in "
-            f"{out / 'failures.csv'}",
+            f"fcdd predict: {len(result.failures)} of {total} files failed, listed in "
+            f"{shown(out / 'failures.csv')}",
             file=sys.stderr,
         )
         return 1
@@ -121,7 +131,7 @@ def _alpha(value: float | None) -> float:
 
 def _calibration(det, ref: str, given: float | None, alpha: float) -> dict | None:
     """The model's calibration, or None (a note) for models trained without one."""
-    from fcdd import calibration as conformal
+    from fcdd.decisions import alpha_warning
 
     calibration = det.meta.get("calibration")
     if not calibration:
@@ -132,10 +142,7 @@ def _calibration(det, ref: str, given: float | None, alpha: float) -> dict | Non
             )
         print(f"note: {ref} has no calibration: no p-values or masks (use --threshold)", file=sys.stderr)
         return None
-    if alpha < conformal.min_alpha(calibration):
-        print(
-            f"warning: alpha {alpha:g} is below 1/(n+1) = {conformal.min_alpha(calibration):.4g} for "
-            f"n = {calibration['n']} calibration images: no image can be flagged",
-            file=sys.stderr,
-        )
+    warning = alpha_warning(calibration, alpha)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return calibration

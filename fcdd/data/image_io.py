@@ -15,11 +15,19 @@ through :func:`read_image` / :func:`to_8bit` / :func:`array_to_8bit`. Scaling ru
   scaled per image (a constant image becomes 0).
 
 Images larger than ``max_pixels`` are refused from the header, before decoding (decompression bombs).
+One rule decides what is an image, for every reader (folders, ``fcdd predict``, the served model, the
+page): a file name ending in one of IMAGE_EXTENSIONS, and content in one of IMAGE_FORMATS (Pillow
+never tries its other plugins, e.g. EPS, which would run Ghostscript). A PNG whose pixel data ends
+early (Pillow fills the missing rows with black) is refused as truncated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import struct
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,6 +39,9 @@ from fcdd.errors import DataError
 MAX_PIXELS = 50_000_000  # a single image larger than this is refused (decompression bombs)
 # The file suffixes read as images, everywhere: dataset folders, outlier-exposure sources, `fcdd predict`.
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+# The Pillow formats decoded (content, whatever the name): the formats of IMAGE_EXTENSIONS.
+IMAGE_FORMATS = ("BMP", "DIB", "GIF", "JPEG", "PNG", "PPM", "TIFF", "WEBP")  # JPEG covers MPO
+FORMATS_TEXT = "PNG, JPEG, TIFF, BMP, GIF, WebP, PGM/PPM"
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 EIGHT_BIT_MODES = ("L", "RGB")
 _READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -58,8 +69,8 @@ def read_image(
     where = name or (str(source) if isinstance(source, (str, Path)) else "<image bytes>")
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
-    try:
-        with Image.open(source) as im:  # reads the header only: the size check comes before decoding
+    with _named_errors(where, source):
+        with Image.open(source, formats=IMAGE_FORMATS) as im:  # the header: size checked before decoding
             if im.width * im.height > max_pixels:
                 raise DataError(
                     f"{where}: image of {im.width}x{im.height} pixels exceeds the limit of "
@@ -68,23 +79,107 @@ def read_image(
             if draft and im.format == "JPEG":
                 im.draft(*draft)
             im.load()
+            if im.format == "PNG":
+                _check_png_complete(im, source, where)
             return to_8bit(im)
+
+
+def image_size(source: str | Path | BinaryIO, name: str | None = None) -> tuple[int, int]:
+    """(h, w) from the header, without decoding; the errors of :func:`read_image`."""
+    where = name or (str(source) if isinstance(source, (str, Path)) else "<image bytes>")
+    with _named_errors(where, source), Image.open(source, formats=IMAGE_FORMATS) as im:
+        return im.size[1], im.size[0]
+
+
+@contextlib.contextmanager
+def _named_errors(where: str, source) -> Iterator[None]:
+    """Pillow's and the file system's errors as one-line DataErrors that name the file."""
+    try:
+        yield
     except DataError:
         raise
     except FileNotFoundError as e:
         raise DataError(f"{where}: no such image file") from e
+    except IsADirectoryError as e:
+        raise DataError(f"{where}: a folder, not an image file") from e
+    except PermissionError as e:
+        raise DataError(f"{where}: not readable (permission denied)") from e
+    except UnidentifiedImageError as e:
+        raise DataError(
+            f"{where}: not a readable image (unreadable or truncated, or not one of {FORMATS_TEXT})"
+        ) from e
     except _READ_ERRORS as e:
         reason = _one_line(e).replace(f" {str(source)!r}", "")  # PIL repeats the path: once is enough
         raise DataError(f"{where}: not a readable image (unreadable or truncated: {reason})") from e
 
 
-def image_size(source: str | Path) -> tuple[int, int]:
-    """(h, w) from the header, without decoding."""
-    try:
-        with Image.open(source) as im:
-            return im.size[1], im.size[0]
-    except _READ_ERRORS as e:
-        raise DataError(f"{source}: unreadable image ({_one_line(e)})") from e
+# ---------------------------------------------------------------- truncated PNGs
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _check_png_complete(im: Image.Image, source, where: str) -> None:
+    """Pillow decodes a PNG whose compressed data ends before the last row without an error and
+    leaves the missing rows black. Cheap first look: a last row that is not all zero was decoded;
+    otherwise count the decompressed bytes against what the header needs."""
+    interlaced = bool(im.info.get("interlace"))
+    if not interlaced and np.asarray(im.crop((0, im.height - 1, im.width, im.height))).any():
+        return
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as f:
+            got, need = _png_data_bytes(f)
+    else:
+        try:
+            source.seek(0)
+        except (AttributeError, OSError):
+            return  # a stream that cannot be read again: nothing more to check
+        got, need = _png_data_bytes(source)
+    if need and got < need:
+        raise DataError(
+            f"{where}: not a readable image (truncated: its pixel data ends after {got} of {need} "
+            f"bytes, {100 * (need - got) / need:.0f} % missing, which would read as black)"
+        )
+
+
+def _png_data_bytes(f: BinaryIO) -> tuple[int, int]:
+    """(decompressed bytes of the IDAT stream, bytes the header's size and depth need), reading the
+    file chunk by chunk and counting the output in pieces: never the whole image in memory."""
+    f.read(8)
+    header, inflate, got = None, zlib.decompressobj(), 0
+    while True:
+        head = f.read(8)
+        if len(head) < 8:
+            break
+        length, kind = struct.unpack(">I4s", head)
+        if kind == b"IEND":
+            break
+        if kind != b"IDAT":
+            body = f.read(length)
+            header = struct.unpack(">IIBBBBB", body[:13]) if kind == b"IHDR" and len(body) >= 13 else header
+        left = length if kind == b"IDAT" else 0
+        try:
+            while left > 0 and not inflate.eof:
+                data = f.read(min(left, 1 << 20))
+                if not data:
+                    break
+                left -= len(data)
+                while data and not inflate.eof:
+                    got += len(inflate.decompress(data, 1 << 22))
+                    data = inflate.unconsumed_tail
+        except zlib.error:
+            return got, 0  # a broken stream: Pillow has said so already if it matters
+        f.seek(left + 4, io.SEEK_CUR)  # the rest of the chunk (after the end of the stream) and its CRC
+    got += len(inflate.flush())
+    if header is None:
+        return got, 0
+    width, height, depth, colour, _, _, interlace = header
+    bits = depth * _PNG_CHANNELS.get(colour, 1)
+    need = 0
+    for x0, y0, dx, dy in _ADAM7 if interlace else ((0, 0, 1, 1),):
+        cols, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if cols > 0 and rows > 0:
+            need += rows * (1 + -(-cols * bits // 8))
+    return got, need
 
 
 def to_8bit(image: Image.Image) -> Image.Image:

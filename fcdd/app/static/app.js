@@ -83,15 +83,19 @@ class Viewer {
     if (!this.map) return;
     const { data, h, w, index, ref } = this.map;
     const result = S.results[ref][index];
-    const scale = $("#scale").value === "shared" && S.scales[ref] ? S.scales[ref] : result.local;
-    paintHeat(this.heat, data, h, w, scale[0], scale[1]);
+    const [low, span, kind] = colourScale(ref, result);
+    paintHeat(this.heat, data, h, w, low, span);
     this.heat.style.opacity = +$("#opacity").value / 100;
     const row = alphaRow(ref), d = decision(ref, result);
-    const t = row && d === "anomalous" ? row.pixel_threshold : null;
-    drawOutline(this.outline, data, h, w, t, this.img.naturalWidth, this.img.naturalHeight);
+    const cut = d === "anomalous" ? maskCut(row, result) : null;
+    drawOutline(this.outline, data, h, w, cut, this.img.naturalWidth, this.img.naturalHeight);
     const item = S.items.get(index);
     this.caption.innerHTML = `${escape(item.name)} · score ${fmt(result.score)}` +
-      (result.p !== null ? ` · p ${fmt(result.p, 3)}` : "") + ` · ${badge(d)}`;
+      (result.p !== null ? ` · p ${fmt(result.p, 3)}` : "") + ` · ${badge(d)}` +
+      (cut && cut.note ? ` <span class="note">(mask: ${escape(cut.note)})</span>` : "") +
+      `<div class="legend"><span>${fmt(low, 3)}</span><span class="bar"></span>` +
+      `<span>${fmt(low + span, 3)}</span> <span class="note">${escape(kind)}</span></div>`;
+    this.caption.querySelector(".bar").style.background = gradient();
     this.el.setAttribute("data-shown", String(index));
   }
   clearDrawing() {
@@ -139,6 +143,31 @@ class Viewer {
   }
 }
 
+// The colour scale of the select: the model's own (fixed: the same colours as `fcdd predict`'s
+// default), the images of this page (shared) or each image by itself; [low, span, description].
+function colourScale(ref, result) {
+  const card = S.cards[ref], mode = $("#scale").value;
+  if (mode === "model" && card && card.scale) return [card.scale[0], card.scale[1], `model scale (${card.scale[2]})`];
+  if (mode !== "local" && S.scales[ref]) return [S.scales[ref][0], S.scales[ref][1], "shared by the images here"];
+  return [result.local[0], result.local[1], "this image's own scale"];
+}
+let gradientCss = null;
+function gradient() {
+  if (!gradientCss) gradientCss = "linear-gradient(to right, " +
+    S.lut.filter((_, k) => k % 16 === 0 || k === 255).map((c) => `rgb(${c[0]},${c[1]},${c[2]})`).join(", ") + ")";
+  return gradientCss;
+}
+// fcdd.decisions.mask_rule: pixels above the calibrated pixel threshold where any is; else the
+// image's most anomalous region (at or above its own quantile), so a flagged image always has one.
+function maskCut(row, result) {
+  const t = row ? row.pixel_threshold : null;
+  if (t !== null && t !== undefined && result.top > t) return { t, inclusive: false, note: "" };
+  if (result.fallback === null || result.fallback === undefined) return null;
+  const why = t === null || t === undefined ? "too few calibration images for a pixel threshold at this α"
+    : `no pixel above the calibrated pixel threshold ${fmt(t, 3)}`;
+  return { t: result.fallback, inclusive: true, note: `${why}: its most anomalous region` };
+}
+
 function paintHeat(canvas, data, h, w, low, high) {
   // fcdd.heatmaps: (map - low) / high clipped to [0, 1] (0 for a flat map), then the jet colours.
   canvas.width = w; canvas.height = h;
@@ -153,15 +182,16 @@ function paintHeat(canvas, data, h, w, low, high) {
   ctx.putImageData(img, 0, 0);
 }
 
-function drawOutline(canvas, data, h, w, t, W, H) {
+function drawOutline(canvas, data, h, w, cut, W, H) {
   // The defect mask is (map > t) upscaled nearest to the image: outline the boundary of its cells.
   const s = Math.min(1, 2048 / Math.max(W || 1, H || 1));
   canvas.width = Math.max(1, Math.round((W || w) * s)); canvas.height = Math.max(1, Math.round((H || h) * s));
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, canvas.width, canvas.height);
-  if (t === null || t === undefined) return;
-  const sx = canvas.width / w, sy = canvas.height / h;
-  const on = (y, x) => y >= 0 && x >= 0 && y < h && x < w && data[y * w + x] > t;
+  if (!cut) return;
+  const sx = canvas.width / w, sy = canvas.height / h, t = cut.t;
+  const on = cut.inclusive ? (y, x) => y >= 0 && x >= 0 && y < h && x < w && data[y * w + x] >= t
+    : (y, x) => y >= 0 && x >= 0 && y < h && x < w && data[y * w + x] > t;
   ctx.beginPath();
   for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
     if (!on(y, x)) continue;
@@ -214,6 +244,9 @@ async function chooseModel(slot, ref) {
   renderAll();
 }
 function setupDecisionControls(card) {
+  const model = $("#scale").querySelector('option[value="model"]');
+  model.disabled = !card.scale;  // a model without calibration has no scale of its own
+  if (!card.scale && $("#scale").value === "model") $("#scale").value = "shared";
   const calibrated = card.alphas.length > 0;
   $("#alpha-box").hidden = !calibrated;
   $("#threshold-box").hidden = calibrated;
@@ -313,8 +346,7 @@ function renderSummary() {
   const far = row.far_bound;
   let text = `<b>${k} of ${n} flagged</b> at α = ${row.alpha} · expected false-alarm rate ` +
     `${(100 * far).toFixed(2)} % of good parts (about ${(far * n).toFixed(1)} of ${n} if all were good)`;
-  if (row.image_threshold === null) text += ` · <span class="warn">α is below 1/(n+1) = ${fmt(card.min_alpha, 3)}: ` +
-    `with ${card.calibration_n} calibration images no image can be flagged</span>`;
+  if (row.warning) text += ` · <span class="warn" id="alpha-warning">${escape(row.warning)}</span>`;
   $("#summary").innerHTML = text;
 }
 function renderGallery() {
