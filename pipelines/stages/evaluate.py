@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from fcdd.calibration import DECISION_KEYS
+from fcdd.cli.messages import one_line_warnings
 from fcdd.config import Role, settings_of_role
 from fcdd.stored_config import config_to_store
 from pipelines.stages.common import (
@@ -212,4 +213,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_warnings("evaluate"):
+        main()

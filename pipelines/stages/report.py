@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from fcdd.cli.messages import one_line_warnings
 from fcdd.data.datasets.fmnist import FMNIST_CLASSES
 from fcdd.data.training_set import slug
 from pipelines.stages.common import EVAL_SUMMARY, FIGURES_DIR, REPORT, read_json
@@ -115,4 +116,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_warnings("report"):
+        main()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
+from fcdd.cli.messages import one_line_warnings
 from pipelines.stages.common import PARAMS, PREFECT_ENV
 
 
@@ -31,4 +32,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with one_line_warnings("train"):
+        status = main()
+    sys.exit(status)

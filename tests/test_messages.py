@@ -1,0 +1,70 @@
+"""Quiet, informative output: `fcdd --version`, and warnings as one plain line each, once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from fcdd import __version__
+from fcdd.cli import main
+from fcdd.cli.messages import hide_warning, one_line_warnings
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"fcdd {__version__} (torch ") and "Python" in line
+
+
+def _library_warning(text: str) -> None:
+    """A warning as a library in site-packages raises it, coloured as MLflow colours its own."""
+    warnings.warn_explicit(
+        f"\x1b[33m{text}\x1b[0m",
+        UserWarning,
+        "/venv/lib/python3.11/site-packages/somelib/utils.py",
+        12,
+        registry={},  # a fresh registry: Python's own once-per-location filter does not hide repeats
+    )
+
+
+def test_library_warnings_are_plain_named_and_shown_once(capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # as MLflow sets around its calls
+        with one_line_warnings("fcdd train"):
+            for _ in range(3):  # e.g. once per class
+                _library_warning("something about the library")
+            warnings.warn("our own advice", UserWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    assert "\x1b[" not in err
+    assert err.splitlines() == [
+        "fcdd train: warning: something about the library (from somelib)",
+        "fcdd train: warning: our own advice",
+    ]
+
+
+def test_hidden_warnings_are_dropped_and_the_command_restores_the_handler(capsys):
+    hide_warning(r"Advice for the calling code")
+    before = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with one_line_warnings("evaluate"):
+            _library_warning("Advice for the calling code: add type hints")
+    assert capsys.readouterr().err == "" and warnings.showwarning is before
+
+
+def test_mlflow_type_hint_advice_is_not_shown_by_fcdd_train():
+    """Importing the MLflow model (what `fcdd train` with tracking does) prints no MLflow advice."""
+    pytest.importorskip("mlflow")
+    code = (
+        "from fcdd.cli.messages import one_line_warnings\n"
+        "with one_line_warnings('fcdd train'):\n"
+        "    import pipelines.pyfunc\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "type hints" not in done.stderr and "\x1b[" not in done.stderr
