@@ -13,7 +13,8 @@ import pathlib
 
 for name in ("torch", "torchvision", "sklearn", "pandas", "matplotlib", "yaml", "tqdm", "PIL",
              "prefect", "mlflow", "dvc", "pytest", "pytest_timeout", "ruff",
-             "onnx", "onnxruntime", "openvino", "psycopg", "fastapi", "uvicorn", "playwright"):
+             "onnx", "onnxruntime", "openvino", "psycopg", "fastapi", "uvicorn", "playwright",
+             "js_lib_vega_embed"):
     importlib.import_module(name)
 import fcdd  # installed editable from this checkout, not from somewhere else
 assert pathlib.Path(fcdd.__file__).resolve().parent == pathlib.Path("fcdd").resolve()

@@ -233,7 +233,7 @@ def test_nominal_only_folder_trains_saves_and_reports_null_aucs(
     # the DVC evaluate and report stages cope with the nulls
     os.chdir(tmp_path)
     try:
-        for folder in ("outputs/evaluate/roc", "outputs/evaluate/figures"):
+        for folder in ("outputs/evaluate/runs", "outputs/evaluate/heatmaps"):
             Path(folder).mkdir(parents=True, exist_ok=True)
         row = evaluate_run(cfg, "tiles", 0, run_dir, "cpu")
         assert row["image_auc"] is None
