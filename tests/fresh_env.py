@@ -73,13 +73,18 @@ def link_site(target: Path, requirements: list[str]) -> Path:
 def fresh_venv(path: Path, site: Path) -> Path:
     """A new venv at ``path`` (its base interpreter is the tests' own) with ``site`` on its path."""
     venv.EnvBuilder(with_pip=True, symlinks=True).create(path)
+    adopt_site(path, site)
+    return path / "bin"
+
+
+def adopt_site(path: Path, site: Path) -> None:
+    """Put ``site`` on the path of the venv at ``path``: its packages stand in for what pip would
+    download. ensurepip's bundled setuptools (older than torch requires) would hide the linked one."""
     own = venv_site_packages(path)
-    # ensurepip's bundled setuptools (older than torch requires) would hide the linked one
     for bundled in [*own.glob("setuptools*"), *own.glob("pkg_resources"), *own.glob("_distutils_hack")]:
         shutil.rmtree(bundled)
     (own / "distutils-precedence.pth").unlink(missing_ok=True)
     (own / "core_packages.pth").write_text(f"{site}\n")
-    return path / "bin"
 
 
 def venv_site_packages(path: Path) -> Path:

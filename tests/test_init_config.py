@@ -10,10 +10,12 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from fcdd.cli import main
 from fcdd.config import explain_config, load_config, preset_definitions
+from fcdd.init_params import default_presets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,8 +31,7 @@ def _readme_init_args(root: Path, out: Path) -> list[str]:
     line = next(ln for ln in bash.splitlines() if ln.strip().startswith("fcdd init"))
     args = shlex.split(line.split("#")[0])[1:]
     args[args.index("--root") + 1] = str(root)
-    args[args.index("--out") + 1] = str(out)
-    return args
+    return [*args, "--out", str(out)] if "--out" not in args else args
 
 
 def _preset_value(names: list[str], section: str, key: str):
@@ -51,8 +52,8 @@ def test_readme_walkthrough_gives_the_presets_values(tmp_path, monkeypatch):
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(args) == 0
     cfg = load_config(out)
-    chosen = args[args.index("--preset") + 1 : args.index("--classes")]
-    assert cfg.preset == chosen
+    chosen = cfg.preset
+    assert chosen == default_presets("folder", cpu=not torch.cuda.is_available())
     for section, key in [
         ("evaluation", "quantile"),
         ("train", "epochs"),
@@ -177,3 +178,20 @@ def test_init_keeps_the_aspect_of_strips(tmp_path, monkeypatch, capsys, hw):
 
     raw = dataset_spec("folder").load(cfg, class_names(cfg)[0], 0)
     assert tuple(raw.geometry["input_size"]) == want
+
+
+def test_readme_rectangle_example_is_height_by_width():
+    """The README's rectangle advice, read from the README: `[H, W]` for strips `H0` tall and `W0`
+    wide, and what keep_aspect gives for them, agree with the code (the advice was transposed)."""
+    from fcdd.data.geometry import keep_aspect_hw
+
+    text = " ".join((REPO / "README.md").read_text().split())
+    found = re.search(
+        r"`model\.input_size: \[(\d+), (\d+)\]` \(H×W\) suits strips (\d+) tall and (\d+) wide, and "
+        r"`data\.resize: keep_aspect` with `model\.input_size: (\d+)` gives the same (\d+)x(\d+) \(H×W\)",
+        text,
+    )
+    assert found, "the README's rectangle example is missing or reworded"
+    h, w, tall, wide, short, kh, kw = map(int, found.groups())
+    assert tall > wide and h > w  # tall strips, a tall input
+    assert keep_aspect_hw(short, [(tall, wide)]) == (kh, kw) == (h, w)

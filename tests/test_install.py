@@ -7,6 +7,7 @@ offline) succeeds only if those requirements are enough, and the pipelines extra
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 from PIL import Image
 
 from fcdd import __version__
-from tests.fresh_env import REPO, core_requirements, fresh_venv, link_site, pip_env, run
+from tests.fresh_env import REPO, adopt_site, core_requirements, fresh_venv, link_site, pip_env, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -35,8 +36,8 @@ def _source_copy(dst: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """(bin folder, environment) of a fresh venv with fcdd's wheel installed; HOME is a new folder."""
+def built(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(wheel, linked site folder, a folder outside the repository) for the tests of this module."""
     base = tmp_path_factory.mktemp("user")
     assert not base.is_relative_to(REPO)
     wheels = base / "wheels"
@@ -58,7 +59,14 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
         {"PATH": "/usr/bin:/bin", "HOME": str(base), "PIP_NO_INDEX": "1"},
     )
     (wheel,) = wheels.glob("fcdd-*.whl")
-    bin_dir = fresh_venv(base / "venv", link_site(base / "core-site", core_requirements()))
+    return wheel, link_site(base / "core-site", core_requirements()), base
+
+
+@pytest.fixture(scope="module")
+def installed(built) -> tuple[Path, dict[str, str]]:
+    """(bin folder, environment) of a fresh venv with fcdd's wheel installed; HOME is a new folder."""
+    wheel, site, base = built
+    bin_dir = fresh_venv(base / "venv", site)
     env = pip_env(bin_dir, base / "home")
     (base / "home").mkdir()
     run([str(bin_dir / "pip"), "install", "-q", str(wheel)], base, env)
@@ -142,3 +150,46 @@ def test_wheel_installs_and_runs_init_train_predict_from_an_empty_folder(install
     assert sorted(p.name for p in (work / "predictions").glob("*.png")) != []
     leftovers = {p.name for p in work.iterdir()}
     assert leftovers == {"images", "new", "params.yaml", "runs", "predictions"} | ({"cache"} & leftovers)
+
+
+def _readme_block(title: str) -> str:
+    """The first ```bash block of the README section ``title``."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index(f"\n## {title}\n") :].split("\n## ", 2)[1]
+    return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_install_and_own_images_walk_run_as_written(built, tmp_path):
+    """The README's Install block and its own-images walk, run in bash from an empty folder outside
+    the repository. Two stand-ins, nothing else changed: the wheel for `path/to/fcdd`, and the
+    linked packages (adopt_site) for the PyPI downloads that pip cannot make offline."""
+    wheel, site, base = built
+    install, walk = _readme_block("Install"), _readme_block("Your own images")
+    assert "path/to/fcdd" in install and "fcdd init" in walk
+    home = tmp_path / "home"
+    home.mkdir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = pip_env(Path(sys.executable).parent, home)
+    create, rest = install.split("\n", 1)
+    assert create.startswith("python3 -m venv .venv") and "source .venv/bin/activate" in create
+    run(create, empty, env)
+    adopt_site(empty / ".venv", site)
+    said = run(install.replace("path/to/fcdd", str(wheel)) + "\n", empty, env)
+    assert f"fcdd {__version__} (torch " in said
+
+    # the user's images, where the walk's comment asks for them (the walk makes the folder itself)
+    images = empty / "my-part" / "images"
+    _textures(images / "good", 24, (48, 48), 0)
+    _textures(images / "defect", 6, (48, 48), 1, defect=True)
+    (images / "masks").mkdir()
+    for png in (images / "defect").iterdir():
+        mask = np.zeros((48, 48), np.uint8)
+        mask[4:16, 6:18] = 255
+        Image.fromarray(mask).save(images / "masks" / f"{png.stem}_mask.png")
+    said = run(f"source .venv/bin/activate\n{walk}", empty, env)
+    part = empty / "my-part"
+    assert "wrote params.yaml" in said and "train.epochs" in said  # init, then config --explain
+    assert (part / "runs/folder/my-part/seed0/model.pt").is_file()
+    scores = (part / "predictions/scores.csv").read_text().splitlines()
+    assert scores[0].startswith("path,score") and len(scores) == 7
