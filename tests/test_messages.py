@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -68,3 +69,40 @@ def test_mlflow_type_hint_advice_is_not_shown_by_fcdd_train():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "type hints" not in done.stderr and "\x1b[" not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_tracked_train_logs_one_plain_line_per_step(defect_folder, make_folder_config, tmp_path):
+    """`fcdd train` with MLflow tracking, its output going to a log file (not a terminal): one line
+    per step (loaded, epoch, evaluating, registering), no colour codes, no progress-bar frames, no
+    MLflow INFO lines or advice meant for fcdd's own code."""
+    pytest.importorskip("mlflow")
+    import yaml
+
+    cfg = make_folder_config(
+        defect_folder,
+        tmp_path,
+        "train.epochs=1",
+        "tracking.enabled=true",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlruns.db'}",
+        f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
+    )
+    data = cfg.to_dict()
+    data.pop("preset")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(
+        [sys.executable, "-m", "fcdd.cli", "train", "--params", "params.yaml"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    err = done.stderr
+    assert "\x1b[" not in err and "\r" not in err and "Downloading artifacts" not in err, err
+    assert "type hints" not in err and " INFO " not in err, err
+    lines = err.splitlines()
+    assert any(ln.startswith("tiles seed 0: evaluating: scoring ") for ln in lines), err
+    assert any(ln.startswith("tiles seed 0: registering the model in MLflow") for ln in lines), err

@@ -44,12 +44,15 @@ def _train(params: Path, capsys, *extra: str) -> tuple[int, str]:
 
 
 def _errors_only(err: str) -> str:
-    """stderr without the progress report: per-epoch lines and the 'loaded ...' data summary
+    """stderr without the progress report: per-epoch and evaluating lines, the 'loaded ...' data summary
     (its continuation lines are indented)."""
     keep = [
         line
         for line in err.splitlines()
-        if not (line.startswith(("tiles seed 0: epoch ", "loaded ")) or line.startswith(" "))
+        if not (
+            line.startswith(("tiles seed 0: epoch ", "tiles seed 0: evaluating", "loaded "))
+            or line.startswith(" ")
+        )
     ]
     return "\n".join(keep)
 

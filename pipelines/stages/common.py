@@ -32,6 +32,11 @@ PREFECT_ENV = {
 }
 
 
+# A stage's output is a log (DVC's, CI's): MLflow's artifact transfer bars would fill it with
+# carriage-return frames; each class run says what it is doing in one line instead.
+LOG_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
 def stage_config() -> Config:
     return load_config(PARAMS)
 

@@ -10,11 +10,11 @@ import os
 import sys
 
 from fcdd.cli.messages import one_line_warnings
-from pipelines.stages.common import PARAMS, PREFECT_ENV
+from pipelines.stages.common import LOG_ENV, PARAMS, PREFECT_ENV
 
 
 def main() -> int:
-    for key, value in PREFECT_ENV.items():
+    for key, value in {**PREFECT_ENV, **LOG_ENV}.items():
         os.environ.setdefault(key, value)
     from pipelines.flows import train_dataset  # after the environment: Prefect reads it on import
 
