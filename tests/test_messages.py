@@ -106,3 +106,35 @@ def test_a_tracked_train_logs_one_plain_line_per_step(defect_folder, make_folder
     lines = err.splitlines()
     assert any(ln.startswith("tiles seed 0: evaluating: scoring ") for ln in lines), err
     assert any(ln.startswith("tiles seed 0: registering the model in MLflow") for ln in lines), err
+
+
+def test_a_missing_gpu_limit_is_said_once_not_per_class(monkeypatch):
+    pytest.importorskip("prefect")
+    from prefect.exceptions import ObjectNotFound
+
+    from fcdd.config import Config
+    from pipelines import gpu_slots
+
+    said: list[str] = []
+
+    class Logger:
+        def info(self, message, *args):
+            said.append(message % args)
+
+    class Client:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read_global_concurrency_limit_by_name(self, name):
+            raise ObjectNotFound(http_exc=Exception(name))
+
+    monkeypatch.setattr(gpu_slots, "get_run_logger", Logger)
+    monkeypatch.setattr(gpu_slots, "get_client", lambda sync_client: Client())
+    monkeypatch.setattr(gpu_slots, "_MISSING_LIMITS_SAID", set())
+    for _ in range(3):  # three class runs in one process
+        with gpu_slots.training_slot(Config()):
+            pass
+    assert len(said) == 1 and "not found" in said[0]

@@ -62,3 +62,23 @@ def test_partial_or_absent_masks_are_stated_in_metrics_detail_and_the_report():
     assert compact_metrics(detail)["pixel_auc"] == 0.8  # the compact file stays numbers only
     text = report_stage.render({"dataset": "mvtec", "quantile": 0.99, "metrics": detail, "config": {}})
     assert f"- tyre: {note}" in text and "- grid:" not in text
+
+
+def test_dvc_exp_show_params_hold_no_presets_blob():
+    """`dvc exp show` shows every key of params.yaml as a column: the presets ship with the package,
+    so params.yaml's own `presets:` is empty and its columns fit on a screen (292 before)."""
+    from pathlib import Path
+
+    import yaml
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict) and v:
+                yield from flat(v, f"{prefix}{k}.")
+            elif not isinstance(v, dict):
+                yield f"{prefix}{k}"
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    columns = list(flat(params))
+    assert not [c for c in columns if c.startswith("presets")], columns
+    assert len(columns) <= 30, columns
