@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up a fresh clone: .venv with every dependency pinned by constraints.txt, then the main job's
+# Set up a fresh clone: .venv with every dependency pinned by constraints.txt, then the pipeline's
 # data (scripts/setup_data.sh). A complete .venv is reused as it is (the fast path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
