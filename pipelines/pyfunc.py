@@ -50,8 +50,6 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 from PIL import Image
 
-from fcdd.cli.messages import hide_warning
-
 INPUT_COLUMN = "image"
 DETECTOR_ARTIFACT = "detector"
 ONNX_ARTIFACT = "onnx"  # the fcdd export folder (model.onnx + fcdd_export.json), when logged
@@ -66,10 +64,6 @@ DEFAULT_MAX_REQUEST_PIXELS = 50_000_000
 CHUNK_PIXELS = 4_000_000  # images decoded and scored together, at most (a larger image goes alone)
 SCORE_BATCH = 8  # images per network call: bounds the activations (VGG11-BN at 224 px: ~25 MB/image)
 LIST_COST = 7  # heatmap_format "list" (JSON floats) costs this many times "npy" per pixel (measured 6.3)
-
-# The model takes a DataFrame of base64 images and checks it itself (clear HTTP 400s); MLflow's advice
-# to add type hints to predict (in yellow, when this module is imported) is for this code, not users.
-hide_warning(r"Add type hints to the `predict` method")
 
 
 class RequestError(MlflowException):
