@@ -14,7 +14,7 @@ Presets [folder, cpu_mvtec] (magnetic tile: 60 nominal training images, 80 test 
 import copy, json, sys, time
 import numpy as np, torch
 from torch.utils.data import DataLoader
-from fcdd.config import load_config
+from fcdd.config import load_config, preset_definitions
 from fcdd.data import build_datasets
 from fcdd.models import build_model
 from fcdd.training import train, seed_everything, resolve_device
@@ -29,7 +29,7 @@ folder = {
 epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 4
 import yaml
 
-presets = yaml.safe_load(open("params.yaml"))["presets"]
+presets = preset_definitions("params.yaml")
 name = sys.argv[3] if len(sys.argv) > 3 else "magnetic_tile"
 if name == "magnetic_tile":
     doc = {

@@ -240,13 +240,13 @@ def _canonical(classes: list[str], known: tuple[str, ...]) -> list[str]:
 
 # ------------------------------------------------------------------ running
 def load_job_config(job: Job):
-    """Defaults < the job's presets (from params.yaml) < its overrides; epochs/milestones scaled."""
-    from fcdd.config import load_config
+    """Defaults < the job's presets (fcdd's, or --params's own) < its overrides; epochs/milestones scaled."""
+    from fcdd.config import load_config, preset_definitions
 
     params = Path(job.params)
     if not params.is_file():
         raise BenchError(f"--params {params}: no such file (run from the repository root)")
-    presets = (yaml.safe_load(params.read_text()) or {}).get("presets", {})
+    presets = preset_definitions(params)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump({"presets": presets}, f)
     try:

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,13 @@ def _run_locked(run: _Run, built: _Built, device: torch.device, callbacks: Any) 
     # it, and no metrics of an earlier model stay beside it.
     (run_dir / "metrics.json").unlink(missing_ok=True)
     model_path = detector.save(run_dir / "model.pt")
+    # scoring a large test set takes a while: say so, one line per run
+    held_out = f"{len(data.calibration)} calibration and " if data.calibration is not None else ""
+    print(
+        f"{run.cls} seed {run.seed}: evaluating: scoring {held_out}{len(data.test)} test images, heatmaps",
+        file=sys.stderr,
+        flush=True,
+    )
     detector.meta["calibration"] = conformal.score_calibration(
         detector, data.calibration, cfg.evaluation.batch_size
     )

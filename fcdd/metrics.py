@@ -10,6 +10,8 @@ import numpy as np
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 names it trapz
+
 _CHUNK = 1 << 20  # values per stored chunk and per searchsorted query (int64 outputs: 8 MB each)
 
 
@@ -300,7 +302,7 @@ def _truncated_area(x: np.ndarray, y: np.ndarray, limit: float) -> float:
         x0, x1, y0, y1 = x[j - 1], x[j], y[j - 1], y[j]
         y_lim = y0 + (y1 - y0) * (limit - x0) / (x1 - x0) if x1 > x0 else y1
         xs, ys = np.append(xs, limit), np.append(ys, y_lim)
-    return float(np.trapezoid(ys, xs))
+    return float(_trapezoid(ys, xs))
 
 
 def _finite(value: Any) -> float | None:

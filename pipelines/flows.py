@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -42,10 +41,10 @@ def dataset_overrides(params: str, dataset: str | None) -> list[str]:
     """``data.dataset=X``, and swap the dataset preset for X's when params.yaml defines one."""
     if not dataset:
         return []
-    import yaml
+    from fcdd.config import preset_definitions
 
     base = load_config(params)
-    presets = set(((yaml.safe_load(Path(params).read_text()) or {}).get("presets") or {}).keys())
+    presets = set(preset_definitions(params))
     chosen = [p for p in base.preset if p not in presets or p not in DATASETS]
     if dataset in presets:
         chosen.insert(0, dataset)

@@ -22,6 +22,7 @@ from fcdd.config import Config
 # Lease of a held GPU slot, renewed while the run lives: a run whose process or host is lost frees
 # its slot this long after (Prefect's default, 300 s, kept the resubmitted run waiting that long).
 SLOT_LEASE_S = 60
+_MISSING_LIMITS_SAID: set[str] = set()  # a missing limit is said once per process, not once per class
 
 
 @contextlib.contextmanager
@@ -36,12 +37,14 @@ def training_slot(cfg: Config) -> Iterator[None]:
         with get_client(sync_client=True) as client:
             client.read_global_concurrency_limit_by_name(name)
     except ObjectNotFound:
-        logger.info(
-            "global concurrency limit %r not found: running without it "
-            "(create one slot per GPU: prefect gcl create %s --limit <GPUs>)",
-            name,
-            name,
-        )
+        if name not in _MISSING_LIMITS_SAID:
+            _MISSING_LIMITS_SAID.add(name)
+            logger.info(
+                "global concurrency limit %r not found: class runs go ahead without it "
+                "(create one slot per GPU: prefect gcl create %s --limit <GPUs>)",
+                name,
+                name,
+            )
         yield
         return
     logger.info("waiting for a slot of global concurrency limit %r", name)

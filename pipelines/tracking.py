@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -32,6 +34,13 @@ from fcdd.config import Config
 from fcdd.experiment import RunResult, run_dir_for
 from fcdd.runs import run_one
 from pipelines import registry
+
+# fcdd's own lines say what a run is doing. MLflow's INFO lines (database set-up, input-example
+# validation) and, outside a terminal, its artifact transfer bars (carriage-return frames in a log
+# file) are noise there; its warnings and errors still show.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+if not sys.stderr.isatty():
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 UNFINISHED = ("RUNNING", "FAILED", "KILLED")
 SUMMARY_METRICS = ("image_auc", "image_aupr", "pixel_auc", "aupro")
@@ -172,6 +181,13 @@ class MlflowRun:
             client.set_tag(run_id, "fcdd.not_registered", str(result.metrics.get("warning", "no AUC")))
         elif cfg.tracking.register:
             from pipelines.pyfunc import log_detector_model
+
+            export = " with its ONNX export" if self.with_onnx else ""
+            print(
+                f"{result.cls} seed {result.seed}: registering the model in MLflow{export}",
+                file=sys.stderr,
+                flush=True,
+            )
 
             info = log_detector_model(result.model_path, onnx=self.with_onnx)
             name = registry.registered_model_name(cfg, self.cls)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: set up (scripts/setup.sh), then the DVC pipeline on params.yaml:
+# The pipeline on a fresh machine: set up (scripts/setup.sh), then the DVC pipeline on params.yaml:
 # Fashion-MNIST one-vs-rest, all ten classes, the CPU profile; MLflow on SQLite (mlruns.db), Prefect's
 # local ephemeral server. Extra arguments go to `dvc repro` (e.g. --force).
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up a fresh clone: .venv with every dependency pinned by constraints.txt, then the main job's
+# Set up a fresh clone: .venv with every dependency pinned by constraints.txt, then the pipeline's
 # data (scripts/setup_data.sh). A complete .venv is reused as it is (the fast path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,8 @@ import pathlib
 
 for name in ("torch", "torchvision", "sklearn", "pandas", "matplotlib", "yaml", "tqdm", "PIL",
              "prefect", "mlflow", "dvc", "pytest", "pytest_timeout", "ruff",
-             "onnx", "onnxruntime", "openvino", "psycopg", "fastapi", "uvicorn", "playwright"):
+             "onnx", "onnxruntime", "openvino", "psycopg", "fastapi", "uvicorn", "playwright",
+             "js_lib_vega_embed"):
     importlib.import_module(name)
 import fcdd  # installed editable from this checkout, not from somewhere else
 assert pathlib.Path(fcdd.__file__).resolve().parent == pathlib.Path("fcdd").resolve()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Materialise the main job's raw data, data/fashion-mnist/*-ubyte.gz, byte-identical to data.dvc.
+# Materialise the pipeline's raw data, data/fashion-mnist/*-ubyte.gz, byte-identical to data.dvc.
 # Sources, in order: the files already there; a local mirror (FCDD_FMNIST_MIRROR, default Debian's
 # /usr/share/datasets/fashion-mnist, installed with apt-get when missing and allowed); `dvc pull`
 # from a configured DVC remote. Every file is then checked against the md5 recorded below (the

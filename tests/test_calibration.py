@@ -154,12 +154,11 @@ def test_config_refuses_bad_calibration(make_folder_config, defect_folder, tmp_p
 def test_presets_paper_off_folder_and_cpu_on(tmp_path):
     from fcdd.config import load_config
 
-    presets = tmp_path / "presets.yaml"  # the repository's presets without its main-job sections
-    presets.write_text(yaml.safe_dump({"presets": yaml.safe_load(open("params.yaml"))["presets"]}))
-    assert load_config(presets, preset=["fmnist"]).evaluation.calibration is None
-    assert load_config(presets, preset=["mvtec"]).evaluation.calibration is None
-    assert load_config(presets, preset=["fmnist", "cpu"]).evaluation.calibration == 0.1
-    assert load_config(presets, preset=["folder"]).evaluation.calibration == 0.1
+    # fcdd's presets alone, without the pipeline's params.yaml sections
+    assert load_config(None, preset=["fmnist"]).evaluation.calibration is None
+    assert load_config(None, preset=["mvtec"]).evaluation.calibration is None
+    assert load_config(None, preset=["fmnist", "cpu"]).evaluation.calibration == 0.1
+    assert load_config(None, preset=["folder"]).evaluation.calibration == 0.1
     assert load_config("params.yaml").evaluation.calibration == 0.1  # the main job calibrates
 
 

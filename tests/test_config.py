@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fcdd.config import ConfigError, load_config
+from fcdd.config import ConfigError, load_config, packaged_presets
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -40,6 +40,23 @@ def test_precedence_defaults_then_presets_then_sections_then_overrides(tmp_path)
     assert cfg.train.lr == 0.5  # override beats section beats preset
     assert load_config(write_params(tmp_path, LAYERED)).train.lr == 0.3
     assert cfg.preset == ["first", "second"]
+
+
+def test_presets_ship_with_the_package_and_a_params_file_replaces_them(tmp_path):
+    """fcdd's presets work from any folder; a params file's own definition of a name replaces fcdd's."""
+    bare = write_params(tmp_path, "preset: [folder, cpu_mvtec]\ndata: {dataset: folder, root: x}\n")
+    cfg = load_config(bare)
+    assert (cfg.model.net, cfg.train.epochs, cfg.quantile) == ("vgg11_bn", 25, 0.99)
+    own = write_params(tmp_path, "preset: [folder]\npresets:\n  folder:\n    train: {epochs: 3}\n")
+    cfg = load_config(own)
+    assert cfg.train.epochs == 3 and cfg.model.net == "cnn28"  # the whole preset replaced, not merged
+    assert load_config(None, preset=["mvtec", "cpu_mvtec"]).model.freeze == 0
+    with pytest.raises(ConfigError, match=r"unknown preset 'nosuch'; known presets: cifar10, cpu, cpu_mvtec"):
+        load_config(None, preset=["nosuch"])
+    assert (
+        "presets" not in yaml.safe_load(PARAMS.read_text())
+        or not yaml.safe_load(PARAMS.read_text())["presets"]
+    )
 
 
 def test_preset_argument_replaces_the_file_choice(tmp_path):
@@ -157,8 +174,7 @@ def test_every_value_is_checked_when_the_config_loads(override, message):
 
 
 def test_every_preset_passes_validation():
-    presets = yaml.safe_load(PARAMS.read_text())["presets"]
-    for name in presets:
+    for name in packaged_presets():
         load_config(PARAMS, preset=[name])
 
 
@@ -170,10 +186,9 @@ def test_exponent_without_a_dot_is_a_number():
 
 def test_no_run_packs_unless_asked():
     """Packing is slower on a CPU (docs/benchmarks.md, bench_packed): the default, the main job and
-    every preset of params.yaml train one run at a time; only an explicit orchestration.pack packs."""
+    every preset fcdd ships train one run at a time; only an explicit orchestration.pack packs."""
     assert load_config(None).orchestration.pack == 1
     assert load_config(PARAMS).orchestration.pack == 1
-    presets = yaml.safe_load(PARAMS.read_text())["presets"]
-    for name in presets:
+    for name in packaged_presets():
         assert load_config(PARAMS, preset=[name]).orchestration.pack == 1, name
     assert load_config(PARAMS, overrides=["orchestration.pack=10"]).orchestration.pack == 10

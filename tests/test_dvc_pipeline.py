@@ -105,13 +105,13 @@ def test_report_lists_classes_mean_and_the_paper_figure():
             "per_class": {"6": {"image_auc": 0.7, "image_auc_std": 0.02, "runs": 2}},
             "mean": {"image_auc": 0.7},
         },
-        "figures": ["6_seed0_heatmaps_local.png"],
+        "figures": ["shirt.png"],
         "config": {"train.epochs": 3},
     }
     text = report_stage.render(summary)
     assert "| 6 | 0.7000 ± 0.0200 | – | – | 2 | 0.7500 |" in text  # class 6 = shirt: paper 0.75
     assert "**0.7000**" in text and "`train.epochs`: 3" in text
-    assert "](evaluate/figures/6_seed0_heatmaps_local.png)" in text
+    assert "![shirt](evaluate/heatmaps/shirt.png)" in text
     assert report_stage.paper_auc("fmnist", "ankle boot") == 0.94
     assert report_stage.paper_auc("fmnist", "t-shirt-top") == 0.82  # fcdd.data's class slug
     assert report_stage.paper_auc("mvtec", "grid") is None
@@ -284,29 +284,43 @@ def test_dvc_repro_tiny_pipeline(pipeline_repo):
 
     shown = json.loads(run([dvc, "metrics", "show", "--json"], repo, env).stdout)
     shown = next(iter(shown.values()))["data"]
-    compact = shown["metrics.json"]["data"]  # one short row: the means and each class's image AUC
-    assert compact["dataset"] == "fmnist" and set(compact["image_auc"]) == {"t-shirt-top", "trouser"}
-    assert set(compact["mean"]) == {"image_auc"}  # Fashion-MNIST has no masks
-    assert compact["mean"]["image_auc"] == pytest.approx(sum(compact["image_auc"].values()) / 2)
-    metrics = shown["outputs/evaluate/metrics_detail.json"]["data"]
+    assert set(shown) == {"metrics.json"}  # the per-class detail is not a declared metrics file
+    compact = shown["metrics.json"]["data"]  # one short row: the means and the weakest class
+    metrics = json.loads((repo / "outputs/evaluate/metrics_detail.json").read_text())
     assert set(metrics["per_class"]) == {"t-shirt-top", "trouser"}
-    for cls, entry in metrics["per_class"].items():
-        assert entry["image_auc"] == compact["image_auc"][cls] and entry["runs"] == 1
+    aucs = {cls: entry["image_auc"] for cls, entry in metrics["per_class"].items()}
+    assert compact["dataset"] == "fmnist" and compact["classes"] == 2 and "pixel_auc" not in compact
+    assert compact["image_auc"] == pytest.approx(sum(aucs.values()) / 2)
+    assert compact["min_image_auc"] == min(aucs.values()) and aucs[compact["weakest_class"]] == min(
+        aucs.values()
+    )
+    assert all(entry["runs"] == 1 for entry in metrics["per_class"].values())
+    table = run([dvc, "metrics", "show"], repo, env).stdout
+    assert max(len(line) for line in table.splitlines()) <= 100, table  # fits a terminal
     summary = json.loads((repo / "outputs/prepare/summary.json").read_text())
     assert summary["raw"]["md5"] == dict(sorted(setup_checksums().items()))
     assert set(summary["classes"]) == {"t-shirt-top", "trouser"}  # classes 0 and 1, by name
-    assert (repo / "outputs/evaluate/roc/t-shirt-top_seed0.csv").read_text().startswith("fpr,tpr")
-    assert any((repo / "outputs/evaluate/figures").glob("trouser_seed0_heatmaps*.png"))
+    roc = (repo / "outputs/evaluate/roc_image.csv").read_text().splitlines()
+    assert roc[0] == "class,seed,auc,fpr,tpr" and {r.split(",")[0] for r in roc[1:]} == {
+        "t-shirt-top",
+        "trouser",
+    }
+    assert sorted(p.name for p in (repo / "outputs/evaluate/heatmaps").iterdir()) == [
+        "t-shirt-top.png",
+        "trouser.png",
+    ]
     report = (repo / "outputs/report.md").read_text()
     assert "# FCDD on fmnist" in report and "| trouser | 0 | 20 | 0.05 |" in report  # cpu preset: calibrated
     assert 0.0 <= metrics["per_class"]["trouser"]["a0.05_far"] <= 1.0
     plots = json.loads(run([dvc, "plots", "show", "--json"], repo, env).stdout)["data"]
     (bars,) = plots["outputs/evaluate/auc_per_class.csv"]
     assert [row["class"] for row in bars["content"]["data"]["values"]] == ["t-shirt-top", "trouser"]
-    assert {
-        "outputs/evaluate/roc/trouser_seed0.csv",
-        "outputs/evaluate/figures/trouser_seed0_roc.png",
-    } <= set(plots)
+    assert set(plots) == {
+        "outputs/evaluate/auc_per_class.csv",
+        "outputs/evaluate/roc_image.csv",
+        "outputs/evaluate/heatmaps/t-shirt-top.png",
+        "outputs/evaluate/heatmaps/trouser.png",
+    }
 
     model = repo / "runs/fmnist/t-shirt-top/seed0/model.pt"
     trained_at = model.stat().st_mtime_ns

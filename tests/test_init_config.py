@@ -10,10 +10,12 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from fcdd.cli import main
-from fcdd.config import explain_config, load_config
+from fcdd.config import explain_config, load_config, preset_definitions
+from fcdd.init_params import default_presets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,13 +31,12 @@ def _readme_init_args(root: Path, out: Path) -> list[str]:
     line = next(ln for ln in bash.splitlines() if ln.strip().startswith("fcdd init"))
     args = shlex.split(line.split("#")[0])[1:]
     args[args.index("--root") + 1] = str(root)
-    args[args.index("--out") + 1] = str(out)
-    return args
+    return [*args, "--out", str(out)] if "--out" not in args else args
 
 
 def _preset_value(names: list[str], section: str, key: str):
-    """What the presets alone give (the last one naming the key wins), read from params.yaml."""
-    presets = yaml.safe_load((REPO / "params.yaml").read_text())["presets"]
+    """What the presets alone give (the last one naming the key wins): fcdd's, or params.yaml's own."""
+    presets = preset_definitions(REPO / "params.yaml")
     value = None
     for name in names:
         value = presets[name].get(section, {}).get(key, value)
@@ -45,14 +46,14 @@ def _preset_value(names: list[str], section: str, key: str):
 def test_readme_walkthrough_gives_the_presets_values(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the README runs in the project, beside its params.yaml
     root = tmp_path / "images"
-    root.mkdir()
+    _images(root / "good", (64, 64))
     out = tmp_path / "my-part.yaml"
     args = _readme_init_args(root, out)
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(args) == 0
     cfg = load_config(out)
-    chosen = args[args.index("--preset") + 1 : args.index("--classes")]
-    assert cfg.preset == chosen
+    chosen = cfg.preset
+    assert chosen == default_presets("folder", cpu=not torch.cuda.is_available())
     for section, key in [
         ("evaluation", "quantile"),
         ("train", "epochs"),
@@ -137,3 +138,60 @@ def test_init_default_presets_load(tmp_path, monkeypatch, dataset):
     cfg = load_config(out)
     assert cfg.preset[0] == dataset and cfg.data.dataset == dataset
     assert cfg.quantile == _preset_value([dataset], "evaluation", "quantile")
+
+
+def _images(folder: Path, hw: tuple[int, int], n: int = 3) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.new("RGB", (hw[1], hw[0]), (i * 40, 90, 120)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_init_outside_the_project_needs_no_params_yaml(tmp_path, monkeypatch, capsys):
+    """fcdd's presets ship with the package: no --presets-from, no file to name wrongly."""
+    monkeypatch.chdir(tmp_path)
+    _images(tmp_path / "images" / "good", (64, 64))
+    assert main(["init", "--dataset", "folder", "--root", "images", "--nominal", "good"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote params.yaml" in out and "resize" not in out  # square images: nothing to choose
+    cfg = load_config(tmp_path / "params.yaml")
+    assert cfg.preset[0] == "folder" and cfg.data.resize == "fixed"
+    assert "copied from fcdd's presets" in (tmp_path / "params.yaml").read_text()
+
+
+@pytest.mark.parametrize("hw", [(1250, 500), (500, 1250)])
+def test_init_keeps_the_aspect_of_strips(tmp_path, monkeypatch, capsys, hw):
+    """Strips 1250 tall and 500 wide become 560x224 (H×W) inputs, not squares, nor transposed."""
+    monkeypatch.chdir(tmp_path)
+    _images(tmp_path / "images" / "good", hw)
+    args = ["init", "--dataset", "folder", "--root", "images", "--nominal", "good", "--preset", "folder"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    want = (560, 224) if hw[0] > hw[1] else (224, 560)
+    assert f"{hw[0]}x{hw[1]} (H×W" in out and f"the net sees {want[0]}x{want[1]} (H×W)" in out
+    cfg = load_config(tmp_path / "params.yaml")
+    assert cfg.data.resize == "keep_aspect" and cfg.model.input_size == 224
+    # what the loader then does with them: the note above is what training uses
+    from fcdd.data.datasets import class_names, dataset_spec
+
+    raw = dataset_spec("folder").load(cfg, class_names(cfg)[0], 0)
+    assert tuple(raw.geometry["input_size"]) == want
+
+
+def test_readme_rectangle_example_is_height_by_width():
+    """The README's rectangle advice, read from the README: `[H, W]` for strips `H0` tall and `W0`
+    wide, and what keep_aspect gives for them, agree with the code (the advice was transposed)."""
+    from fcdd.data.geometry import keep_aspect_hw
+
+    text = " ".join((REPO / "README.md").read_text().split())
+    found = re.search(
+        r"`model\.input_size: \[(\d+), (\d+)\]` \(H×W\) suits strips (\d+) tall and (\d+) wide, and "
+        r"`data\.resize: keep_aspect` with `model\.input_size: (\d+)` gives the same (\d+)x(\d+) \(H×W\)",
+        text,
+    )
+    assert found, "the README's rectangle example is missing or reworded"
+    h, w, tall, wide, short, kh, kw = map(int, found.groups())
+    assert tall > wide and h > w  # tall strips, a tall input
+    assert keep_aspect_hw(short, [(tall, wide)]) == (kh, kw) == (h, w)

@@ -44,12 +44,15 @@ def _train(params: Path, capsys, *extra: str) -> tuple[int, str]:
 
 
 def _errors_only(err: str) -> str:
-    """stderr without the progress report: per-epoch lines and the 'loaded ...' data summary
+    """stderr without the progress report: per-epoch and evaluating lines, the 'loaded ...' data summary
     (its continuation lines are indented)."""
     keep = [
         line
         for line in err.splitlines()
-        if not (line.startswith(("tiles seed 0: epoch ", "loaded ")) or line.startswith(" "))
+        if not (
+            line.startswith(("tiles seed 0: epoch ", "tiles seed 0: evaluating", "loaded "))
+            or line.startswith(" ")
+        )
     ]
     return "\n".join(keep)
 
@@ -233,7 +236,7 @@ def test_nominal_only_folder_trains_saves_and_reports_null_aucs(
     # the DVC evaluate and report stages cope with the nulls
     os.chdir(tmp_path)
     try:
-        for folder in ("outputs/evaluate/roc", "outputs/evaluate/figures"):
+        for folder in ("outputs/evaluate/runs", "outputs/evaluate/heatmaps"):
             Path(folder).mkdir(parents=True, exist_ok=True)
         row = evaluate_run(cfg, "tiles", 0, run_dir, "cpu")
         assert row["image_auc"] is None

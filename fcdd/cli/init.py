@@ -24,7 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="params.yaml", help="file to write (default: params.yaml)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument(
-        "--presets-from", help="params file defining the presets (default: ./params.yaml, else --out)"
+        "--presets-from",
+        help="a params file whose `presets:` section replaces fcdd's presets of the same names "
+        "(default: ./params.yaml where it exists; fcdd's own presets otherwise)",
     )
     p.add_argument("--classes", nargs="+", help="class name(s) (data.classes)")
     p.add_argument("--nominal", nargs="+", help="folder: defect-free image folders/globs under --root")
@@ -32,7 +34,15 @@ def add_parser(sub) -> None:
     p.add_argument("--masks", nargs="+", help="folder: mask folders/globs, matched to images by stem")
     p.add_argument("--mask-suffix", help="folder: mask stem = image stem + suffix, e.g. _mask")
     p.add_argument(
-        "--tracking", choices=("on", "off"), help="write tracking.enabled (default: the config's default)"
+        "--tracking",
+        choices=("on", "off"),
+        help="write tracking.enabled (default: on where MLflow is installed, else off)",
+    )
+    p.add_argument(
+        "--resize",
+        choices=("auto", "fixed", "keep_aspect"),
+        default="auto",
+        help="data.resize: auto (default) picks keep_aspect where the nominal images are not square",
     )
     p.set_defaults(func=run)
 
@@ -45,7 +55,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise CLIError(f"{out}: exists; give another --out or --force to overwrite it")
-    source = Path(args.presets_from or ("params.yaml" if Path("params.yaml").is_file() else out))
+    # fcdd's presets; a ./params.yaml (or --presets-from) defining presets of its own replaces those
+    here = Path("params.yaml")
+    implicit = here if here.is_file() and here.resolve() != out.resolve() else None  # not the file replaced
+    source = args.presets_from or implicit
     presets = args.preset or default_presets(args.dataset, cpu=not torch.cuda.is_available())
     folder = {
         "nominal": args.nominal,
@@ -54,9 +67,13 @@ def run(args: argparse.Namespace) -> int:
         "mask_suffix": args.mask_suffix,
     }
     tracking = None if args.tracking is None else args.tracking == "on"
-    text = init_params(args.dataset, args.root, presets, source, out, args.classes, folder, tracking)
+    written = init_params(
+        args.dataset, args.root, presets, source, out, args.classes, folder, tracking, args.resize
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    out.write_text(written.text)
     print(f"wrote {out} (presets {', '.join(presets)}); check it: fcdd config --params {out} --explain")
+    for note in written.notes:
+        print(f"  {note}")
     print(f"train: fcdd train --params {out}")
     return 0

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
-import warnings
 
+from fcdd import __version__
 from fcdd.app import command as app
 from fcdd.cli import config, evaluate, export, info, init, predict, train
+from fcdd.cli.messages import one_line_warnings
 from fcdd.errors import FCDDError
 
 COMMANDS = (train, evaluate, predict, export, info, config, init, app)  # in the order --help lists them
@@ -18,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fcdd",
         description="FCDD: explainable one-class anomaly detection (Liznerski et al., ICLR 2021).",
     )
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
@@ -29,21 +32,28 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
-    # Warnings as one line each ("fcdd train: warning: ..."), not file:line and source.
-    show = warnings.showwarning
-    warnings.showwarning = lambda message, *_a, **_k: print(
-        f"fcdd {args.command}: warning: {message}", file=sys.stderr
-    )
+    # Warnings as one line each ("fcdd train: warning: ..."), once, not file:line and source.
+    with one_line_warnings(f"fcdd {args.command}"):
+        try:
+            return args.func(args)
+        except (FCDDError, FileNotFoundError) as e:
+            print(f"fcdd {args.command}: error: {one_line(e)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"fcdd {args.command}: interrupted", file=sys.stderr)
+            return 130
+
+
+def version_line() -> str:
+    """``fcdd --version``: fcdd's version and the PyTorch and Python it runs on (torch not imported
+    until asked: its version is read from the installed metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return args.func(args)
-    except (FCDDError, FileNotFoundError) as e:
-        print(f"fcdd {args.command}: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"fcdd {args.command}: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        warnings.showwarning = show
+        torch = version("torch")
+    except PackageNotFoundError:
+        torch = "not installed"
+    return f"fcdd {__version__} (torch {torch}, Python {platform.python_version()})"
 
 
 def one_line(e: BaseException) -> str:

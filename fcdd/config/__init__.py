@@ -5,6 +5,7 @@
   service), and ``validate``;
 - ``keys.py``: what a declaration is (``setting``, ``Role``, the rules);
 - ``loading.py``: ``load_config(path, overrides, preset)``, presets, overrides, ``explain_config``;
+- ``presets.yaml``: the presets fcdd ships (a params file's ``presets:`` section adds or replaces);
 - ``roles.py``: ``role_of(key)`` and ``settings_of_role(flat, role)`` for the run fingerprint, the
   configuration stored in model.pt and the evaluate stage.
 
@@ -20,7 +21,9 @@ from fcdd.config.loading import (
     config_layers,
     explain_config,
     load_config,
+    packaged_presets,
     parse_override,
+    preset_definitions,
 )
 from fcdd.config.roles import KEY_ROLES, role_of, settings_of_role
 from fcdd.config.sections import (
@@ -63,7 +66,9 @@ __all__ = [
     "config_layers",
     "explain_config",
     "load_config",
+    "packaged_presets",
     "parse_override",
+    "preset_definitions",
     "role_of",
     "settings_of_role",
     "validate",

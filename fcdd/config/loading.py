@@ -2,6 +2,8 @@
 
 Resolution order (later wins): dataclass defaults < presets named by ``preset`` (in order)
 < the sections written in params.yaml < command-line overrides (``train.epochs=3``).
+The presets ship with the package (fcdd/config/presets.yaml); a params file's own ``presets:``
+section adds presets or replaces those of the same name.
 The CLI, the DVC stages and the Prefect flows all call :func:`load_config`.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -20,6 +23,7 @@ import yaml
 from fcdd.config.sections import Config, validate
 from fcdd.errors import ConfigError
 
+PACKAGED_PRESETS = "presets.yaml"  # in this package: the presets fcdd ships
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -150,6 +154,46 @@ def load_config(
     return cfg
 
 
+@functools.cache
+def _packaged_presets() -> dict[str, Any]:
+    from importlib.resources import files
+
+    return yaml.safe_load(files("fcdd.config").joinpath(PACKAGED_PRESETS).read_text()) or {}
+
+
+def packaged_presets() -> dict[str, Any]:
+    """The presets fcdd ships (fcdd/config/presets.yaml): name -> sections."""
+    return copy.deepcopy(_packaged_presets())
+
+
+def preset_definitions(path: str | Path | None = None) -> dict[str, Any]:
+    """name -> sections of every preset a configuration can name: the packaged ones, with those
+    a params file's ``presets:`` section defines in their place (the file's definition wins)."""
+    raw = _read_params(path) if path is not None else {}
+    return _presets_of(raw.get("presets", {}))
+
+
+def _presets_of(own: Any) -> dict[str, Any]:
+    if own is None:
+        own = {}
+    if not isinstance(own, dict) or not all(isinstance(v, dict) or v is None for v in own.values()):
+        raise ConfigError("presets: expected a mapping of preset name -> sections")
+    return {**packaged_presets(), **{k: v or {} for k, v in copy.deepcopy(own).items()}}
+
+
+def _read_params(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such configuration file")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections")
+    return raw
+
+
 def config_layers(
     path: str | Path | None = "params.yaml",
     overrides: list[str] | tuple[str, ...] = (),
@@ -157,20 +201,8 @@ def config_layers(
 ) -> list[tuple[str, dict[str, Any]]]:
     """The layers of a configuration, lowest first: ``("preset NAME", sections)`` per chosen preset,
     ``("PATH", sections)`` for the file, ``("override", sections)`` for the command line."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: no such configuration file")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from e
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: expected a mapping of sections")
-    presets = raw.pop("presets", {}) or {}
-    if not isinstance(presets, dict):
-        raise ConfigError("presets: expected a mapping of preset name -> sections")
+    raw: dict[str, Any] = _read_params(path) if path is not None else {}
+    presets = _presets_of(raw.pop("presets", {}))
 
     given: dict[str, Any] = {}
     for o in overrides:
@@ -188,10 +220,7 @@ def config_layers(
     layers: list[tuple[str, dict[str, Any]]] = []
     for name in chosen:
         if name not in presets:
-            raise ConfigError(
-                f"unknown preset {name!r}; known presets: {', '.join(sorted(presets)) or 'none'}"
-                + ("" if presets else f" ({path or 'no file'} defines no `presets:` section)")
-            )
+            raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(presets))}")
         layers.append((f"preset {name}", copy.deepcopy(presets[name])))
     raw.pop("preset", None)
     given.pop("preset", None)

@@ -19,9 +19,9 @@ EVAL_DIR = OUTPUTS / "evaluate"
 EVAL_RUNS = EVAL_DIR / "runs"  # per-run re-evaluation folders (scores, ROC points, figures)
 EVAL_SUMMARY = EVAL_DIR / "summary.json"
 AUC_BARS = EVAL_DIR / "auc_per_class.csv"
-ROC_DIR = EVAL_DIR / "roc"
-FIGURES_DIR = EVAL_DIR / "figures"
-METRICS = Path("metrics.json")  # compact: per-class image AUC and the means (dvc metrics show)
+ROC_POINTS = EVAL_DIR / "roc_image.csv"  # class, seed, auc, fpr, tpr of every run: one ROC chart per class
+HEATMAP_GRIDS = EVAL_DIR / "heatmaps"  # <class>.png: one heatmap grid per class (its first seed)
+METRICS = Path("metrics.json")  # compact: the means and the weakest class (dvc metrics show)
 METRICS_DETAIL = EVAL_DIR / "metrics_detail.json"  # per class mean/std/runs of every metric
 REPORT = OUTPUTS / "report.md"
 
@@ -30,6 +30,11 @@ PREFECT_ENV = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
 }
+
+
+# A stage's output is a log (DVC's, CI's): MLflow's artifact transfer bars would fill it with
+# carriage-return frames; each class run says what it is doing in one line instead.
+LOG_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def stage_config() -> Config:

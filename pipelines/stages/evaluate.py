@@ -4,9 +4,12 @@ Each run's Detector (``model.pt``) scores its test set again when ``evaluation.*
 settings the train stage evaluated it with (so a new heatmap quantile, heatmap count or AUPRO setting
 needs no retraining); with the same settings it takes the run folder's own results. Then it writes
 - metrics.json: compact for ``dvc metrics show``: the image AUC per class and the means over classes,
-- outputs/evaluate/metrics_detail.json: per class mean/std over seeds of every metric (a second
-  metrics file: ``dvc metrics show outputs/evaluate/metrics_detail.json``),
-- outputs/evaluate/auc_per_class.csv, roc/<class>_seed<k>.csv, figures/*.png (``dvc plots show``),
+- outputs/evaluate/metrics_detail.json: per class mean/std over seeds of every metric (not a
+  declared metrics file, so that ``dvc metrics show`` fits a terminal; ``dvc metrics show
+  outputs/evaluate/metrics_detail.json`` prints it),
+- for ``dvc plots show``: auc_per_class.csv (bars), roc_image.csv (one ROC chart per class, every
+  seed) and heatmaps/<class>.png (one heatmap grid per class, of its first seed; every run's own
+  figures stay in runs/<class>/seed<k>/figures),
 - outputs/evaluate/summary.json for the report.
 """
 
@@ -18,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from fcdd.calibration import DECISION_KEYS
+from fcdd.cli.messages import one_line_warnings
 from fcdd.config import Role, settings_of_role
 from fcdd.stored_config import config_to_store
 from pipelines.stages.common import (
@@ -25,10 +29,10 @@ from pipelines.stages.common import (
     EVAL_DIR,
     EVAL_RUNS,
     EVAL_SUMMARY,
-    FIGURES_DIR,
+    HEATMAP_GRIDS,
     METRICS,
     METRICS_DETAIL,
-    ROC_DIR,
+    ROC_POINTS,
     stage_config,
     write_json,
 )
@@ -58,8 +62,9 @@ def trained_runs(cfg) -> list[dict]:
     return rows
 
 
-def evaluate_run(cfg, cls: str, seed: int, run_dir: Path, device: str) -> dict:
-    """One run: load its Detector, score the test set, copy its curves and figures for DVC."""
+def evaluate_run(cfg, cls: str, seed: int, run_dir: Path, device: str, grid: bool = True) -> dict:
+    """One run: load its Detector, score the test set (into outputs/evaluate/runs/<class>/seed<k>);
+    with ``grid`` its global heatmap grid is the class's picture in ``dvc plots show``."""
     from fcdd.data import build_datasets
     from fcdd.detector import Detector
     from fcdd.experiment import class_slug, evaluate
@@ -74,7 +79,6 @@ def evaluate_run(cfg, cls: str, seed: int, run_dir: Path, device: str) -> dict:
         raise SystemExit(
             f"evaluate: {model_path} was trained with other settings ({differs}); run dvc repro -f train"
         )
-    name = f"{class_slug(cls)}_seed{seed}"
     out_dir = EVAL_RUNS / class_slug(cls) / f"seed{seed}"
     reuse = _evaluation_settings(detector.meta.get("config", {})) == _evaluation_settings(cfg.flat())
     if reuse:
@@ -85,11 +89,8 @@ def evaluate_run(cfg, cls: str, seed: int, run_dir: Path, device: str) -> dict:
         metrics, artifacts = evaluate(
             detector, test_set, cfg, out_dir, title=f"{cfg.data.dataset} · {cls} · seed {seed}"
         )
-    if Path(artifacts.get("roc_image", "")).is_file():  # none for a test set of one label
-        shutil.copyfile(artifacts["roc_image"], ROC_DIR / f"{name}.csv")
-    for path in artifacts.values():
-        if Path(path).suffix == ".png":
-            shutil.copyfile(path, FIGURES_DIR / f"{name}_{Path(path).stem}.png")
+    if grid and Path(artifacts.get("heatmaps_global", "")).is_file():
+        shutil.copyfile(artifacts["heatmaps_global"], HEATMAP_GRIDS / f"{class_slug(cls)}.png")
     how = "as the train stage evaluated it" if reuse else "scored again"
     auc = metrics.get("image_auc")
     print(
@@ -157,11 +158,33 @@ COMPACT_MEANS = ("image_auc", "pixel_auc", "aupro")
 
 
 def compact_metrics(detail: dict) -> dict:
-    """metrics.json as ``dvc metrics show`` prints it in one readable row: the mean image (and,
-    where the data has masks, pixel) AUCs, and the image AUC of each class."""
-    mean = {k: detail["mean"][k] for k in COMPACT_MEANS if k in detail["mean"]}
+    """metrics.json: one row of ``dvc metrics show`` that fits a terminal, whatever the number of
+    classes: the means over classes of the image (and, where the data has masks, pixel) AUCs, and
+    the weakest class with its image AUC. Every class's numbers: metrics_detail.json and the plots."""
+    compact: dict = {"dataset": detail["dataset"], "classes": len(detail["per_class"])}
+    compact.update({k: detail["mean"][k] for k in COMPACT_MEANS if k in detail["mean"]})
     image_auc = {cls: e["image_auc"] for cls, e in detail["per_class"].items() if "image_auc" in e}
-    return {"dataset": detail["dataset"], "mean": mean, "image_auc": image_auc}
+    if image_auc:
+        weakest = min(image_auc, key=image_auc.__getitem__)
+        compact.update(min_image_auc=image_auc[weakest], weakest_class=weakest)
+    return compact
+
+
+def write_roc_points(path: Path, rows: list[dict]) -> None:
+    """Every run's image-level ROC in one table (class, seed, auc, fpr, tpr): the plot template
+    draws one chart per class, titled by it (pipelines/plots/roc_per_class.json)."""
+    from fcdd.experiment import class_slug
+
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "seed", "auc", "fpr", "tpr"])
+        for row in rows:
+            points = EVAL_RUNS / class_slug(row["class"]) / f"seed{row['seed']}" / "roc_image.csv"
+            if not points.is_file():  # a test set of one label has no ROC
+                continue
+            with points.open(newline="") as p:
+                for point in csv.DictReader(p):
+                    writer.writerow([row["class"], row["seed"], row["image_auc"], point["fpr"], point["tpr"]])
 
 
 def write_auc_bars(path: Path, per_class: dict) -> None:
@@ -183,13 +206,25 @@ def main() -> None:
         torch.set_num_threads(cfg.train.threads)
     device = str(resolve_device(cfg.train.device))
     shutil.rmtree(EVAL_DIR, ignore_errors=True)  # outputs of an earlier configuration must not linger
-    for folder in (EVAL_RUNS, ROC_DIR, FIGURES_DIR):
+    for folder in (EVAL_RUNS, HEATMAP_GRIDS):
         folder.mkdir(parents=True, exist_ok=True)
 
+    runs = trained_runs(cfg)
+    first_seed = {}
+    for run in runs:
+        first_seed[run["class"]] = min(int(run["seed"]), first_seed.get(run["class"], int(run["seed"])))
     rows = [
-        evaluate_run(cfg, run["class"], int(run["seed"]), Path(run["run_dir"]), device)
-        for run in trained_runs(cfg)
+        evaluate_run(
+            cfg,
+            run["class"],
+            int(run["seed"]),
+            Path(run["run_dir"]),
+            device,
+            grid=int(run["seed"]) == first_seed[run["class"]],
+        )
+        for run in runs
     ]
+    write_roc_points(ROC_POINTS, rows)
     metrics = top_metrics(cfg.data.dataset, aggregate(rows, keys=METRIC_KEYS + DECISION_METRICS))
     metrics = with_pixel_notes(metrics, rows)
     write_json(METRICS, compact_metrics(metrics))
@@ -202,7 +237,7 @@ def main() -> None:
             "quantile": cfg.quantile,
             "rows": rows,
             "metrics": metrics,
-            "figures": sorted(p.name for p in FIGURES_DIR.glob("*.png")),
+            "figures": sorted(p.name for p in HEATMAP_GRIDS.glob("*.png")),
             "config": config_to_store(cfg.flat()),  # not tracking.*: the summary is a DVC output
         },
     )
@@ -212,4 +247,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_warnings("evaluate"):
+        main()

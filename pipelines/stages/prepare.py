@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from fcdd.cli.messages import one_line_warnings
 from pipelines.stages.common import PREPARE_SUMMARY, stage_classes, stage_config, write_json
 
 MAX_HASHED_FILES = 64  # larger trees (MVTec, folders) are summarised by count and size only
@@ -57,4 +58,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_warnings("prepare"):
+        main()

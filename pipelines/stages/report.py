@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
+from fcdd.cli.messages import one_line_warnings
 from fcdd.data.datasets.fmnist import FMNIST_CLASSES
 from fcdd.data.training_set import slug
-from pipelines.stages.common import EVAL_SUMMARY, FIGURES_DIR, REPORT, read_json
+from pipelines.stages.common import EVAL_SUMMARY, HEATMAP_GRIDS, REPORT, read_json
 
 # The paper's Fashion-MNIST image AUCs (PAPER-RESULTS.md; full protocol, 5 seeds), by class index.
 PAPER_FMNIST = [0.82, 0.98, 0.84, 0.92, 0.87, 0.90, 0.75, 0.99, 0.86, 0.94]
@@ -63,10 +64,9 @@ def render(summary: dict) -> str:
     lines += ["", "Pixel metrics:", *notes] if notes else []
     lines += decision_table(summary.get("rows", []))
     lines += ["", "Per-class AUC bars and ROC curves: `dvc plots show` (dvc_plots/index.html).", ""]
-    for name in summary.get("figures", []):
-        if "heatmaps" in name or "roc" in name:
-            rel = os.path.relpath(FIGURES_DIR / name, REPORT.parent)
-            lines += [f"![{name}]({rel})", ""]
+    for name in summary.get("figures", []):  # one heatmap grid per class
+        rel = os.path.relpath(HEATMAP_GRIDS / name, REPORT.parent)
+        lines += [f"![{os.path.splitext(name)[0]}]({rel})", ""]
     return "\n".join(lines)
 
 
@@ -115,4 +115,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_warnings("report"):
+        main()

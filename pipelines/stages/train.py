@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import sys
 
-from pipelines.stages.common import PARAMS, PREFECT_ENV
+from fcdd.cli.messages import one_line_warnings
+from pipelines.stages.common import LOG_ENV, PARAMS, PREFECT_ENV
 
 
 def main() -> int:
-    for key, value in PREFECT_ENV.items():
+    for key, value in {**PREFECT_ENV, **LOG_ENV}.items():
         os.environ.setdefault(key, value)
     from pipelines.flows import train_dataset  # after the environment: Prefect reads it on import
 
@@ -31,4 +32,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with one_line_warnings("train"):
+        status = main()
+    sys.exit(status)

@@ -57,6 +57,11 @@ def _expand(root: Path, entries: list[str], what: str) -> list[str]:
     return list(dict.fromkeys(out))  # keep order, drop duplicates
 
 
+def image_files(root: Path, entries: list[str], what: str) -> list[str]:
+    """The image files that directories or glob patterns under ``root`` name (``data.folder.<what>``)."""
+    return [f for f in _expand(root, entries, what) if is_image_file(f)]
+
+
 def _mask_index(mask_files: list[str], suffix: str) -> dict[str, list[str]]:
     index: dict[str, list[str]] = {}
     for m in mask_files:
