@@ -96,7 +96,12 @@ def test_tracked_experiment_registers_and_promotes(tmp_path, monkeypatch):
         model_path = tiny_detector(seed).save(run_dir / "model.pt")
         (run_dir / "metrics.json").write_text(json.dumps({"image_auc": aucs[seed]}))
         metrics = {"image_auc": aucs[seed], "pixel_auc": None, "n_test": 30, "calibration_n": 19}
-        metrics |= {"a0.05_far": 0.04, "a0.05_detection_rate": 0.8, "a0.01_far": 0.0, "a0.05_far_ci_low": 0.01}
+        metrics |= {
+            "a0.05_far": 0.04,
+            "a0.05_detection_rate": 0.8,
+            "a0.01_far": 0.0,
+            "a0.05_far_ci_low": 0.01,
+        }
         return RunResult(cfg.data.dataset, cls, seed, run_dir, metrics, [], model_path, {})
 
     monkeypatch.setattr(runs, "run_experiment", fake_experiment)
@@ -139,7 +144,9 @@ def test_versions_are_registered_through_the_logged_model_with_a_model_card(tmp_
     model_id = version.source.removeprefix("models:/")  # the logged model it was registered from
     assert model_id.startswith("m-")
     logged = client.get_logged_model(model_id)
-    assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": "fcdd-fmnist-t-shirt-top", "version": "1"}]
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [
+        {"name": "fcdd-fmnist-t-shirt-top", "version": "1"}
+    ]
     assert {a.path for a in client.list_logged_model_artifacts(model_id, "figures")} == {
         "figures/heatmaps_local.png"
     }  # the logged model's artifacts carry the heatmap figure
