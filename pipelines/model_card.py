@@ -80,10 +80,10 @@ def model_card(facts: CardFacts, metrics: dict[str, Any]) -> str:
     uri = f"models:/{facts.name}/{facts.version}"
     alpha = recommended_alpha(int(metrics.get("calibration_n") or 0)) or 0.01
     lines = [
-        f"### {facts.name} version {facts.version}",
-        "",
         f"FCDD anomaly detector for class **{facts.cls}** of the **{facts.dataset}** data: it scores "
         "how anomalous an image is and shows where, as a heatmap.",
+        "",
+        f"**{facts.name} version {facts.version}**",
         "",
         f"- **Data**: version `{facts.data_version}`; test protocol `{facts.protocol}`",
         f"- **Network**: `{facts.net}`, input {facts.input_size}, {facts.epochs} epochs, seed {facts.seed}",

@@ -209,7 +209,7 @@ def register_version(
     description = f"FCDD detector, {metric_name} {score:.4f}, protocol {protocol}"
     with registry_lock(tracking_uri):
         try:
-            client.create_registered_model(name, description="FCDD detector (pipelines/pyfunc.py)")
+            client.create_registered_model(name, description=MODEL_DESCRIPTION)
         except MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -223,12 +223,20 @@ def register_version(
             from pipelines.model_card import model_card
 
             card.name, card.version = name, str(version.version)
-            client.update_model_version(name, version.version, description=model_card(card, metrics))
+            text = model_card(card, metrics)
+            client.update_model_version(name, version.version, description=text)
+            if model_id:  # the logged model's page says the same
+                client.set_logged_model_tags(model_id, {"mlflow.note.content": text})
         client.set_registered_model_alias(name, CHALLENGER, version.version)
         champion = promote_if_better(client, name, version.version)
     return str(version.version), champion
 
 
+MODEL_DESCRIPTION = (
+    "FCDD anomaly detector, one version per training run. `@champion`: the best version on its test "
+    "protocol; `@challenger`: the newest. Each version's description says what it detects, how well, "
+    "and how to predict with it and serve it."
+)
 CARD_METRICS = ("image_auc", "pixel_auc")  # the version tags the versions table and `fcdd app` show
 
 

@@ -32,6 +32,7 @@ from fcdd.config import Config
 from fcdd.experiment import run_dir_for
 from fcdd.runs import run_one
 from pipelines import registry, run_page
+from pipelines.store_check import creating_store
 from pipelines.tracked_run import MlflowRun, quick_requests
 
 UNFINISHED = ("RUNNING", "FAILED", "KILLED")
@@ -60,7 +61,17 @@ def run_key(cfg: Config, cls: str, seed: int) -> str:
 def _client(cfg: Config) -> tuple[MlflowClient, str]:
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)  # the fluent API (log_model) follows the same store
-    return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+    if uri in _opened:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+    with creating_store(uri):  # the stores' tables are created on first use: one process at a time
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    _opened.add(uri)
+    return client, uri
+
+
+_opened: set[str] = set()  # stores this process has opened (and so created) already
 
 
 def ensure_experiment(client: MlflowClient, cfg: Config) -> str:
