@@ -270,8 +270,8 @@ def _end_run(tracked: MlflowRun, status: str) -> None:
         mlflow.end_run(status)
         return
     with quick_requests():
-        try:
-            mlflow.end_run(status)
+        try:  # an incomplete run ends FAILED where the store answers: the next `fcdd train` continues it
+            mlflow.end_run("FAILED" if status == "FINISHED" else status)
             return
         except Exception:  # noqa: BLE001 (the store is away: the run stays unfinished there)
             pass
