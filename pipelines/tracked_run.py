@@ -3,8 +3,8 @@ results, artifacts, the logged model and its registered version.
 
 Tracking never costs the user the training. When the store stops answering (a tracking server
 restarted, the network gone), the epoch logs wait in memory and training goes on, with one warning;
-while it is away each later epoch only probes it (a TCP connect of a few seconds, not MLflow's
-minutes of retries). When it answers again the waiting epochs are logged (also at the end of
+each epoch first probes it (a TCP connect of a few seconds, not MLflow's minutes of retries) and
+logs without retries. When it answers again the waiting epochs are logged (also at the end of
 training). If it is still away at the end, the run folder holds everything (checkpoint, model.pt,
 metrics) and the MLflow run stays unfinished: running the same ``fcdd train`` again when the store
 answers resumes the finished checkpoint, continues the same MLflow run, logs the missing epochs from
@@ -88,10 +88,14 @@ class MlflowRun:
         for key, value in logs.items():
             if key not in ("epoch", "packed") and run_page._is_number(value):
                 self.pending.append(Metric(run_page.epoch_metric_name(key), float(value), stamp, int(epoch)))
-        if self.away is not None and not server_answers(self.uri):
-            return  # still away: a few seconds' probe, not minutes of retries
+        # A server that does not accept a connection is away now: a few seconds' probe, not the
+        # client's minutes of retries; what it does not take now waits for the next epoch.
+        if not server_answers(self.uri):
+            self._went_away(epoch, ConnectionError("it does not accept connections"))
+            return
         try:
-            self._flush()
+            with quick_requests():
+                self._flush()
         except Exception as e:  # noqa: BLE001 (whatever the store raises, training goes on)
             self._went_away(epoch, e)
 

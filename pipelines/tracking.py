@@ -191,6 +191,8 @@ class MlflowTracker:
 
     def describe(self, row: dict[str, Any]) -> str:
         note = f"; MLflow run {row.get('mlflow_run_id')}"
+        if row.get("tracking") == "incomplete":
+            return note + " (incomplete: the tracking store did not answer)"
         if row.get("model_name"):
             note += f", registered {row['model_name']} version {row['model_version']}"
             note += " (champion)" if row.get("champion") else ""
