@@ -166,12 +166,7 @@ def test_run_page_shows_heatmaps_datasets_and_training_curves_first(tracked, ser
 
 def test_registered_version_page_shows_the_model_card_and_heatmaps(tracked, server, page):
     version = tracked["version"]
-    _open(
-        page,
-        f"{server}/#/models/{version.name}/versions/{version.version}",
-        "Recommended alpha",
-        "mlflow-version.png",
-    )
+    _open(page, f"{server}/#/models/{version.name}/versions/{version.version}", "Recommended alpha")
     body = page.inner_text("body")
     for text in (
         "FCDD anomaly detector for class tiles of the folder data",
