@@ -23,8 +23,12 @@ class MlflowPlugin:
     model_schemes = ("models:/", "runs:/")
 
     def tracker(self, cfg: Config):
-        from pipelines.tracking import MlflowTracker
+        """The MLflow tracker, once the tracking URI is known to work (checked in seconds, before
+        any training: an unknown scheme, a server that does not answer, an unwritable location)."""
+        from pipelines.store_check import check_store
+        from pipelines.tracking import MlflowTracker, tracking_uri
 
+        check_store(tracking_uri(cfg), create=True)
         return MlflowTracker()
 
     def registry(self, uri: str):
@@ -36,10 +40,11 @@ class MlflowPlugin:
         """A registered (models:/NAME@alias, models:/NAME/version) or logged (runs:/ID/model) model,
         from the store fcdd.plugins.tracking_uri names."""
         from pipelines.registry import load_detector
+        from pipelines.store_check import check_store
 
-        uri = plugins.tracking_uri(tracking_uri)
-        if uri:
-            mlflow.set_tracking_uri(uri)
+        uri = plugins.tracking_uri(tracking_uri) or mlflow.get_tracking_uri()
+        check_store(uri, create=False)  # reading a model never creates a store, nor waits minutes
+        mlflow.set_tracking_uri(uri)
         try:
             return load_detector(ref).to(device)
         except ValueError as e:

@@ -192,32 +192,69 @@ def register_version(
     metrics: dict[str, Any],
     protocol: str,
     run_id: str | None = None,
+    card: Any = None,
 ) -> tuple[str, bool]:
     """Add a version of ``name`` from ``model_uri``; set ``challenger``; maybe move ``champion``.
+
+    A logged model's URI (``models:/m-<id>``, what MLflow 3's log_model returns) registers through
+    that logged model: the version names it, and the logged model lists the version. ``card``
+    (pipelines.model_card.CardFacts) makes the version's description a model card.
 
     Returns (version, is_champion).
     """
     metric_name, score = selection_metric(metrics)
-    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    tags = {f"metric.{k}": f"{v:.6g}" for k, v in numeric.items()}
+    tags = {f"metric.{k}": f"{metrics[k]:.6g}" for k in CARD_METRICS if _number(metrics.get(k))}
     tags.update({TAG_PROTOCOL: protocol, TAG_METRIC: metric_name, TAG_SCORE: repr(score)})
     tags[TAG_CALIBRATION] = calibration_tag(metrics)
-    description = f"{metric_name}={score:.4f}; " + ", ".join(f"{k}={v:.4f}" for k, v in numeric.items())
-    description += f"; protocol {protocol}" + (f"; run {run_id}" if run_id else "")
+    description = f"FCDD detector, {metric_name} {score:.4f}, protocol {protocol}"
     with registry_lock(tracking_uri):
         try:
-            client.create_registered_model(name, description="FCDD detector (pipelines/pyfunc.py)")
+            client.create_registered_model(name, description=MODEL_DESCRIPTION)
         except MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-        # A logged model's models:/m-<id> source needs its id on a tracking server (MLflow 3).
         model_id = model_uri[len("models:/") :] if model_uri.startswith("models:/m-") else None
         version = client.create_model_version(
             name, source=model_uri, run_id=run_id, tags=tags, description=description, model_id=model_id
         )
+        if model_id:
+            link_logged_model(client, model_id, name, str(version.version))
+        if card is not None:
+            from pipelines.model_card import model_card
+
+            card.name, card.version = name, str(version.version)
+            text = model_card(card, metrics)
+            client.update_model_version(name, version.version, description=text)
+            if model_id:  # the logged model's page says the same
+                client.set_logged_model_tags(model_id, {"mlflow.note.content": text})
         client.set_registered_model_alias(name, CHALLENGER, version.version)
         champion = promote_if_better(client, name, version.version)
     return str(version.version), champion
+
+
+MODEL_DESCRIPTION = (
+    "FCDD anomaly detector, one version per training run. `@champion`: the best version on its test "
+    "protocol; `@challenger`: the newest. Each version's description says what it detects, how well, "
+    "and how to predict with it and serve it."
+)
+CARD_METRICS = ("image_auc", "pixel_auc")  # the version tags the versions table and `fcdd app` show
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def link_logged_model(client: MlflowClient, model_id: str, name: str, version: str) -> None:
+    """The logged model's page lists the versions registered from it (its ``mlflow.modelVersions``
+    tag, as mlflow.register_model writes it; a tracking server writes it itself)."""
+    import json
+
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    listed = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+    if not any((str(e.get("name")), str(e.get("version"))) == (name, version) for e in listed):
+        entry = {"name": name, "version": version}
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*listed, entry])})
 
 
 def _download_artifact(model_uri: str, key: str, dst: str | Path) -> Path:

@@ -28,12 +28,14 @@ import mlflow
 import pandas as pd
 import yaml
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 
 from fcdd.config import Config
-from fcdd.experiment import RunResult, run_dir_for
+from fcdd.experiment import run_dir_for
 from fcdd.runs import run_one
-from pipelines import registry
+from pipelines import registry, run_page
+from pipelines.store_check import creating_store
+from pipelines.tracked_run import MlflowRun, quick_requests
 
 # fcdd's own lines say what a run is doing. MLflow's INFO lines (database set-up, input-example
 # validation) and, outside a terminal, its artifact transfer bars (carriage-return frames in a log
@@ -68,7 +70,17 @@ def run_key(cfg: Config, cls: str, seed: int) -> str:
 def _client(cfg: Config) -> tuple[MlflowClient, str]:
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)  # the fluent API (log_model) follows the same store
-    return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+    if uri in _opened:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+    with creating_store(uri):  # the stores' tables are created on first use: one process at a time
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    _opened.add(uri)
+    return client, uri
+
+
+_opened: set[str] = set()  # stores this process has opened (and so created) already
 
 
 def ensure_experiment(client: MlflowClient, cfg: Config) -> str:
@@ -151,54 +163,6 @@ def find_unfinished_run(
 TRACKING_KEYS = ("mlflow_run_id", "model_name", "model_version", "champion")  # a tracked row's own columns
 
 
-class MlflowRun:
-    """An experiment's MLflow run (fcdd.runs.TrackedRun): per-epoch loss, learning rate and
-    throughput as they come, then the results, artifacts and a registered version."""
-
-    def __init__(
-        self, client: MlflowClient, uri: str, run_id: str, cfg: Config, cls: str, protocol: str, onnx: bool
-    ):
-        self.client, self.uri, self.run_id = client, uri, run_id
-        self.cfg, self.cls, self.protocol, self.with_onnx = cfg, cls, protocol, onnx
-        self.trained = False
-
-    def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        if not self.trained:  # this attempt's first epoch: > 1 when it resumed from a checkpoint
-            self.client.set_tag(self.run_id, "fcdd.first_epoch", str(int(epoch)))
-            self.trained = True
-        numbers = {k: float(v) for k, v in logs.items() if _is_number(v) and k != "epoch"}
-        metrics = [Metric(k, v, _now(), int(epoch)) for k, v in numbers.items()]
-        if metrics:
-            self.client.log_batch(self.run_id, metrics=metrics)
-
-    def finish(self, result: RunResult) -> dict[str, Any]:
-        client, run_id, cfg = self.client, self.run_id, self.cfg
-        _log_results(client, run_id, result)
-        out: dict[str, Any] = {"mlflow_run_id": run_id, "model_name": None, "model_version": None}
-        out["champion"] = False
-        unscored = all(result.metrics.get(k) is None for k in ("pixel_auc", "image_auc"))
-        if cfg.tracking.register and unscored:  # nothing to rank a champion by (a one-label test set)
-            client.set_tag(run_id, "fcdd.not_registered", str(result.metrics.get("warning", "no AUC")))
-        elif cfg.tracking.register:
-            from pipelines.pyfunc import log_detector_model
-
-            export = " with its ONNX export" if self.with_onnx else ""
-            print(
-                f"{result.cls} seed {result.seed}: registering the model in MLflow{export}",
-                file=sys.stderr,
-                flush=True,
-            )
-
-            info = log_detector_model(result.model_path, onnx=self.with_onnx)
-            name = registry.registered_model_name(cfg, self.cls)
-            mv, champion = registry.register_version(
-                client, self.uri, name, info.model_uri, result.metrics, self.protocol, run_id
-            )
-            out.update(model_name=name, model_version=mv, champion=champion)
-            client.set_tag(run_id, "fcdd.model", f"models:/{name}/{mv}")
-        return out
-
-
 class MlflowTracker:
     """fcdd.runs.Tracker for MLflow: one run per (dataset, class, seed) in the dataset's experiment,
     tagged, with every config value as a param; a retry continues the run it left unfinished."""
@@ -220,13 +184,24 @@ class MlflowTracker:
         if parent_run_id:
             client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
         _log_params(client, run_id, cfg)
+        run_page.log_training_data(client, run_id, cfg, cls, version)
         tracked = MlflowRun(client, uri, run_id, cfg, cls, tags[registry.TAG_PROTOCOL], with_onnx)
-        # The context marks the run FAILED if anything inside raises; nested if the caller has a run open.
-        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+        # The run ends FAILED if anything inside raises; nested if the caller has a run open.
+        mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
+        status = "KILLED"
+        try:
             yield tracked
+            status = "FINISHED"
+        except Exception:
+            status = "FAILED"
+            raise
+        finally:
+            _end_run(tracked, status)
 
     def describe(self, row: dict[str, Any]) -> str:
         note = f"; MLflow run {row.get('mlflow_run_id')}"
+        if row.get("tracking") == "incomplete":
+            return note + " (incomplete: the tracking store did not answer)"
         if row.get("model_name"):
             note += f", registered {row['model_name']} version {row['model_version']}"
             note += " (champion)" if row.get("champion") else ""
@@ -245,6 +220,7 @@ def run_tags(cfg: Config, cls: str, seed: int, run_dir: Path, key: str, version:
         "fcdd.data_version": version,
         "fcdd.git_commit": commit,
         "mlflow.source.git.commit": commit,
+        **run_page.source_tags(),
         registry.TAG_PROTOCOL: protocol_for(cfg, cls, seed, version),
     }
 
@@ -298,20 +274,22 @@ def _log_params(client: MlflowClient, run_id: str, cfg: Config) -> None:
         client.log_batch(run_id, params=params[start : start + 100])
 
 
-def _log_results(client: MlflowClient, run_id: str, result: RunResult) -> None:
-    numbers = {k: float(v) for k, v in result.metrics.items() if _is_number(v) and k != "seed"}
-    client.log_batch(run_id, metrics=[Metric(k, v, _now(), 0) for k, v in numbers.items()])
-    client.log_batch(run_id, tags=[RunTag("fcdd.epochs_trained", str(len(result.history)))])
-    run_dir = Path(result.run_dir).resolve()
-    files = list(result.artifacts.values()) + [run_dir / "metrics.json", run_dir / "data_summary.json"]
-    for path in dict.fromkeys(Path(p).resolve() for p in files):
-        if not path.is_file():
-            continue
-        try:
-            folder = path.parent.relative_to(run_dir).as_posix()
-        except ValueError:
-            folder = ""
-        client.log_artifact(run_id, str(path), artifact_path=folder if folder not in ("", ".") else None)
+def _end_run(tracked: MlflowRun, status: str) -> None:
+    """End the active MLflow run; a store that is away leaves it unfinished (a later ``fcdd
+    train`` continues it) instead of holding the command for MLflow's minutes of retries."""
+    if not (tracked.incomplete or tracked.away):
+        mlflow.end_run(status)
+        return
+    with quick_requests():
+        try:  # an incomplete run ends FAILED where the store answers: the next `fcdd train` continues it
+            mlflow.end_run("FAILED" if status == "FINISHED" else status)
+            return
+        except Exception:  # noqa: BLE001 (the store is away: the run stays unfinished there)
+            pass
+    stack = mlflow.tracking.fluent._active_run_stack.get()  # end_run pops only after the store answered
+    if stack and stack[-1].info.run_id == tracked.run_id:
+        stack.pop()
+    os.environ.pop("MLFLOW_RUN_ID", None)
 
 
 @contextlib.contextmanager
@@ -370,7 +348,3 @@ def mlflow_run_url(cfg: Config, run_id: str) -> str:
 
 def _now() -> int:
     return int(time.time() * 1000)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -209,7 +209,7 @@ def test_train_with_tracking_logs_and_registers_through_the_flows_code(
     (experiment,) = [e for e in client.search_experiments() if e.name.startswith("fcdd")]
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED" and 0.0 <= run.data.metrics["image_auc"] <= 1.0
-    assert "loss" in run.data.metrics
+    assert "train/loss" in run.data.metrics
     (version,) = client.search_model_versions("name='fcdd-folder-tiles'")
     assert version.run_id == run.info.run_id
     assert client.get_model_version_by_alias("fcdd-folder-tiles", "champion").version == version.version

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -94,7 +95,13 @@ def test_tracked_experiment_registers_and_promotes(tmp_path, monkeypatch):
         run_dir = run_dir_for(cfg, cls, seed)
         model_path = tiny_detector(seed).save(run_dir / "model.pt")
         (run_dir / "metrics.json").write_text(json.dumps({"image_auc": aucs[seed]}))
-        metrics = {"image_auc": aucs[seed], "pixel_auc": None}
+        metrics = {"image_auc": aucs[seed], "pixel_auc": None, "n_test": 30, "calibration_n": 19}
+        metrics |= {
+            "a0.05_far": 0.04,
+            "a0.05_detection_rate": 0.8,
+            "a0.01_far": 0.0,
+            "a0.05_far_ci_low": 0.01,
+        }
         return RunResult(cfg.data.dataset, cls, seed, run_dir, metrics, [], model_path, {})
 
     monkeypatch.setattr(runs, "run_experiment", fake_experiment)
@@ -108,6 +115,61 @@ def test_tracked_experiment_registers_and_promotes(tmp_path, monkeypatch):
     assert challenger.meta["seed"] == 2
     with pytest.raises(ValueError, match="cannot fetch"):
         registry.load_detector("models:/fcdd-fmnist-nothing@champion")
+
+
+@pytest.mark.slow
+def test_versions_are_registered_through_the_logged_model_with_a_model_card(tmp_path, monkeypatch):
+    """MLflow 3: the logged model lists its registered version (not "Not registered"); the
+    version's description is a model card, and the versions table gets a few tags, not every number."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    cfg = load_config(None, overrides=[f"tracking.uri={uri}", f"train.output_dir={tmp_path / 'runs'}"])
+
+    def fake_experiment(cfg, cls, seed, callbacks=None):
+        run_dir = run_dir_for(cfg, cls, seed)
+        (run_dir / "figures").mkdir(parents=True, exist_ok=True)
+        (run_dir / "figures" / "heatmaps_local.png").write_bytes(b"\x89PNG fake")
+        model_path = tiny_detector(seed).save(run_dir / "model.pt")
+        metrics = {"image_auc": 0.8, "pixel_auc": 0.9, "aupro": 0.5, "n_test": 30, "calibration_n": 19}
+        metrics |= {"a0.05_far": 0.04, "a0.05_detection_rate": 0.75, "a0.01_far": 0.0, "seed": seed}
+        history = [{"epoch": e, "loss": 1.0 / e, "lr": 0.01} for e in (1, 2, 3)]
+        return RunResult(cfg.data.dataset, cls, seed, run_dir, metrics, history, model_path, {})
+
+    monkeypatch.setattr(runs, "run_experiment", fake_experiment)
+    row = tracking.tracked_experiment(cfg, "T-shirt/top", 0)
+    client = MlflowClient(uri)
+    version = client.get_model_version(row["model_name"], row["model_version"])
+    model_id = version.source.removeprefix("models:/")  # the logged model it was registered from
+    assert model_id.startswith("m-")
+    logged = client.get_logged_model(model_id)
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [
+        {"name": "fcdd-fmnist-t-shirt-top", "version": "1"}
+    ]
+    assert {a.path for a in client.list_logged_model_artifacts(model_id, "figures")} == {
+        "figures/heatmaps_local.png"
+    }  # the logged model's artifacts carry the heatmap figure
+    card = version.description
+    for text in (
+        "class **T-shirt/top** of the **fmnist** data",
+        "`cnn28`",
+        "3 epochs",
+        "**Image AUC**: 0.8000; **pixel AUC**: 0.9000",
+        "19 held-out good images; smallest usable alpha 0.0500",
+        "**Recommended alpha**: 0.05",
+        "false-alarm rate 0.0400, detection rate 0.7500",
+        "fcdd predict path/to/images --model models:/fcdd-fmnist-t-shirt-top/1 --alpha 0.05",
+        "mlflow models serve -m models:/fcdd-fmnist-t-shirt-top/1 --env-manager local",
+        '"dataframe_split"',
+        f"get-artifact?path=figures%2Fheatmaps_local.png&run_uuid={row['mlflow_run_id']}",
+    ):
+        assert text in card, text
+    assert not re.search(r"\w+=\d+\.\d{4}", card)  # no wall of key=value numbers
+    assert set(version.tags) == {
+        "metric.image_auc", "metric.pixel_auc", registry.TAG_PROTOCOL, registry.TAG_METRIC,
+        registry.TAG_SCORE, registry.TAG_CALIBRATION, registry.TAG_COMPARISON,
+    }  # fmt: skip
 
 
 @pytest.mark.slow

@@ -60,7 +60,7 @@ def test_champion_moves_only_when_better(store, tmp_path):
     assert str(client.get_model_version_by_alias("fcdd-mvtec-grid", "champion").version) == v3
     version = client.get_model_version("fcdd-mvtec-grid", v3)
     assert version.tags["metric.pixel_auc"] == "0.85"
-    assert "pixel_auc=0.8500" in version.description
+    assert "pixel_auc 0.8500" in version.description
 
 
 @pytest.mark.slow

@@ -54,8 +54,10 @@ class FakeExperiment:
             if self.crash_once and self.calls == 1:
                 raise RuntimeError("simulated crash")
         (run_dir / "figures" / "roc.png").write_bytes(b"\x89PNG fake")
+        (run_dir / "figures" / "heatmaps_local.png").write_bytes(b"\x89PNG fake")
         (run_dir / "scores.csv").write_text("path,label,score,defect_type\na.png,0,0.1,good\n")
         metrics = {"image_auc": 0.75 + 0.1 * seed, "image_aupr": 0.7, "pixel_auc": None, "n_test": 10}
+        metrics |= {"calibration_n": 20, "a0.05_far": 0.04, "a0.05_far_ci_low": 0.01, "seed": seed}
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
         artifacts = {"roc_figure": run_dir / "figures" / "roc.png", "scores": run_dir / "scores.csv"}
         return RunResult(
@@ -81,7 +83,22 @@ def test_tracked_run_logs_params_metrics_artifacts(cfg, tmp_path, monkeypatch):
     assert run.info.status == "FINISHED"
     assert run.data.params["train.epochs"] == "2" and run.data.params["data.dataset"] == "fmnist"
     assert run.data.metrics["image_auc"] == 0.75 and "pixel_auc" not in run.data.metrics
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0, 1]
+    # only what measures the model is a metric; counts, the seed and interval bounds are tags
+    assert set(run.data.metrics) == {
+        "image_auc", "image_aupr", "a0.05_far", "train/loss", "train/lr", "system/images_per_s"
+    }  # fmt: skip
+    assert run.data.tags["fcdd.result.n_test"] == "10" and run.data.tags["fcdd.result.calibration_n"] == "20"
+    assert run.data.tags["fcdd.result.a0.05_far_ci_low"] == "0.01"
+    # the training curves open the metrics tab (prefixed sections come before "Model metrics")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [0, 1]
+    # "Datasets": the training data, its digest the DVC data version; "Source": the entry point
+    (data,) = run.inputs.dataset_inputs
+    assert data.dataset.name == "fmnist/T-shirt/top" and data.dataset.digest == "abc123"
+    assert {t.key: t.value for t in data.tags}["mlflow.data.context"] == "training"
+    assert run.data.tags["mlflow.source.name"] and run.data.tags["mlflow.source.type"] == "LOCAL"
+    # the run's description shows the heatmap figure, an artifact of the run
+    note = run.data.tags["mlflow.note.content"]
+    assert f"get-artifact?path=figures%2Fheatmaps_local.png&run_uuid={run.info.run_id}" in note
     assert run.data.tags["fcdd.data_version"] == "abc123.dir"
     assert run.data.tags["fcdd.run_key"] == "fmnist/t-shirt-top/seed0"
     experiment = client.get_experiment(run.info.experiment_id)
@@ -89,7 +106,8 @@ def test_tracked_run_logs_params_metrics_artifacts(cfg, tmp_path, monkeypatch):
     assert experiment.artifact_location.startswith((tmp_path / "mlartifacts").as_uri())
     logged = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"scores.csv", "metrics.json", "figures"} <= logged
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == ["figures/roc.png"]
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert figures == {"figures/roc.png", "figures/heatmaps_local.png"}
 
 
 @pytest.mark.slow
@@ -106,7 +124,8 @@ def test_retry_continues_the_same_run(cfg, monkeypatch):
     run = client.get_run(out["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["fcdd.attempts"] == "2"
     assert run.data.tags["fcdd.first_epoch"] == "1"  # this attempt's first epoch: it resumed
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0, 1]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [0, 1]
+    assert len(run.inputs.dataset_inputs) == 1  # the retry logs the training data once
     # a finished run is never reused: the next call starts a new one
     assert tracking.tracked_experiment(cfg, "3", 1)["mlflow_run_id"] != out["mlflow_run_id"]
 
@@ -193,6 +212,6 @@ def test_real_tiny_fmnist_run(cfg, tmp_path):
     client = MlflowClient(cfg.tracking.uri)
     run = client.get_run(out["mlflow_run_id"])
     assert run.data.metrics["image_auc"] == pytest.approx(out["image_auc"])
-    assert len(client.get_metric_history(run.info.run_id, "loss")) == 2
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert "figures/roc.png" in figures
