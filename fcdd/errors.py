@@ -34,3 +34,15 @@ class ExportError(FCDDError, ValueError):
 
 class UsageError(FCDDError):
     """A command-line argument is wrong (an option's value, a missing input)."""
+
+
+def shown(value: object, limit: int = 120) -> str:
+    """A value as messages show it: a bounded repr (nested and long values abbreviated), so an error
+    about a huge or deeply aliased value (a YAML alias bomb) costs microseconds and one short line."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 3, 6, 6, 6, 6
+    r.maxstring = r.maxother = r.maxlong = limit
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -19,6 +19,7 @@ from typing import Any
 
 from fcdd.data import describe
 from fcdd.data.training_set import slug
+from fcdd.errors import DataError
 
 RUN_OUTPUTS = (
     "checkpoint.pt",
@@ -58,15 +59,24 @@ def run_dir_for(cfg, cls: str, seed: int) -> Path:
 
 def canonical_class(cfg, cls: str) -> str:
     """The dataset's own name of a class given by name, slug or index ('0' -> 't-shirt-top' on
-    fmnist); a class the dataset does not know stays as given (its data module's error names it)."""
+    fmnist); DataError for a class the dataset does not know. Where the classes cannot be listed
+    yet (data not there), the class stays as given and the data module's error names it."""
     from fcdd.data import class_names
+    from fcdd.data.datasets import dataset_spec
     from fcdd.data.training_set import resolve_class
 
     try:
         names = class_names(cfg)
-        return names[resolve_class(str(cls), names, cfg.data.dataset)]
     except (ValueError, OSError):  # DataError is a ValueError
         return str(cls)
+    try:
+        return names[resolve_class(str(cls), names, cfg.data.dataset)]
+    except DataError as e:
+        if dataset_spec(cfg.data.dataset).one_named_class:  # `--classes a b` on one folder
+            raise DataError(
+                f"{e} (a {cfg.data.dataset} dataset has one class; data.classes: [NAME] names it)"
+            ) from None
+        raise
 
 
 def clear_run_folder(run_dir: Path) -> None:

@@ -32,6 +32,7 @@ class Folder(DatasetSpec):
     sigma, quantile = 10.0, 0.97  # docs/method.md §3: σ 10 and q 0.97 where no dataset sets them
     has_maps = True
     any_size = True
+    one_named_class = True
     cpu_preset = "cpu_mvtec"
     augment = STORED_AUGMENT
 
