@@ -32,6 +32,10 @@ class ExportError(FCDDError, ValueError):
     """An export cannot be written or an exported folder is not usable."""
 
 
+class StorageError(FCDDError, OSError):
+    """A file cannot be written: no space left on the device, no permission, a read-only place."""
+
+
 class UsageError(FCDDError):
     """A command-line argument is wrong (an option's value, a missing input)."""
 
