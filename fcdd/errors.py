@@ -50,3 +50,11 @@ def shown(value: object, limit: int = 120) -> str:
     r.maxstring = r.maxother = r.maxlong = limit
     text = r.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shown_path(path: object) -> str:
+    """A file name as text that can always be printed and written to a UTF-8 file (CSV, JSON): the
+    bytes of a name that are not UTF-8 (Linux allows any) appear as \\xNN escapes."""
+    import os
+
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")

@@ -19,7 +19,7 @@ from typing import Any
 
 from fcdd.data import describe
 from fcdd.data.training_set import slug
-from fcdd.errors import DataError
+from fcdd.errors import DataError, shown_path
 
 RUN_OUTPUTS = (
     "checkpoint.pt",
@@ -105,5 +105,5 @@ def _write_kept(path: Path, kept: dict) -> Path:
         for split in ("train", "test"):
             indices, paths = kept[split]["indices"], kept[split]["paths"]
             for k, j in enumerate(indices):
-                w.writerow([split, j, paths[k] if k < len(paths) else ""])
+                w.writerow([split, j, shown_path(paths[k]) if k < len(paths) else ""])
     return path
