@@ -36,6 +36,7 @@ from fcdd.run_folder import (
     class_slug,
     clear_run_folder,
     run_dir_for,
+    write_calibration,
     write_data_files,
 )
 from fcdd.runlock import run_folder_lock
@@ -138,8 +139,10 @@ def _run_locked(run: _Run, built: _Built, device: torch.device, callbacks: Any) 
         detector, data.test, cfg, run_dir, title=f"{cfg.data.dataset} · {run.cls} · seed {run.seed}"
     )
     metrics.update({"dataset": cfg.data.dataset, "class": run.cls, "seed": run.seed, "epochs": len(history)})
-    artifacts["calibration"] = run_dir / "calibration.json"  # n, score quantiles, thresholds
-    artifacts["calibration"].write_text(json.dumps(conformal.summary(detector.meta["calibration"]), indent=2))
+    # n, score quantiles, thresholds (strict JSON: a threshold that does not exist is null)
+    artifacts["calibration"] = write_calibration(
+        run_dir / "calibration.json", conformal.summary(detector.meta["calibration"])
+    )
     detector.meta["metrics"] = {
         k: v for k, v in metrics.items() if isinstance(v, (int, float, str, type(None)))
     }
