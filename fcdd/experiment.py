@@ -35,6 +35,7 @@ from fcdd.run_folder import (
     canonical_class,
     class_slug,
     clear_run_folder,
+    known_class,
     run_dir_for,
     write_calibration,
     write_data_files,
@@ -48,6 +49,7 @@ __all__ = [
     "canonical_class",
     "class_slug",
     "evaluate",
+    "known_class",
     "run_dir_for",
     "run_experiment",
     "score_heatmaps",
@@ -78,7 +80,7 @@ class _Built:
 def _identify(cfg: Config, cls: str, seed: int) -> _Run:
     """The run's own configuration: logged parameters show its class and seed."""
     cfg = copy.deepcopy(cfg)
-    cls = canonical_class(cfg, cls)
+    cls = known_class(cfg, cls)  # a folder's one class: checked before data.classes names it
     cfg.train.seeds, cfg.data.classes = [seed], [cls]
     return _Run(cfg, cls, seed, run_dir_for(cfg, cls, seed), fingerprint(cfg, cls, seed))
 

@@ -61,8 +61,17 @@ def run_dir_for(cfg, cls: str, seed: int) -> Path:
 
 def canonical_class(cfg, cls: str) -> str:
     """The dataset's own name of a class given by name, slug or index ('0' -> 't-shirt-top' on
-    fmnist); DataError for a class the dataset does not know. Where the classes cannot be listed
-    yet (data not there), the class stays as given and the data module's error names it."""
+    fmnist); a class the dataset does not know stays as given (``known_class`` refuses it)."""
+    try:
+        return known_class(cfg, cls)
+    except DataError:
+        return str(cls)
+
+
+def known_class(cfg, cls: str) -> str:
+    """``canonical_class``, but DataError naming the known classes for a class the dataset does not
+    know. Where the classes cannot be listed yet (data not there), the class stays as given and the
+    data module's error names it."""
     from fcdd.data import class_names
     from fcdd.data.datasets import dataset_spec
     from fcdd.data.training_set import resolve_class

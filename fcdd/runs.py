@@ -108,13 +108,13 @@ def check_data_root(cfg: Config) -> None:
 def check_output_folders(cfg: Config, classes: list[str], seeds: list[int]) -> None:
     """train.output_dir and data.cache_dir writable folders (created), and no file where a run
     folder must go: said before tracking opens its store or anything loads."""
-    from fcdd.experiment import canonical_class, run_dir_for
+    from fcdd.experiment import known_class, run_dir_for
 
     out = writable_folder(cfg.train.output_dir, "train.output_dir")
     writable_folder(cfg.data.cache_dir, "data.cache_dir")
     for cls in classes:
         for seed in seeds:
-            run_dir = run_dir_for(cfg, canonical_class(cfg, cls), seed)
+            run_dir = run_dir_for(cfg, known_class(cfg, cls), seed)
             blocker = file_in_the_way(run_dir)
             if blocker is not None:
                 raise ConfigError(

@@ -139,7 +139,11 @@ CASES = [
         lambda p: ["evaluate", str(p.model), "--out", f"{p.afile}/x"],
         "is a file, so no folder can be made under it",
     ),
-    ("init-out-a-folder", lambda p: _init("--nominal", "good", "--out", "folder"), "--out folder: is a folder"),
+    (
+        "init-out-a-folder",
+        lambda p: _init("--nominal", "good", "--out", "folder"),
+        "--out folder: is a folder",
+    ),
     (
         "init-presets-from-a-list",
         lambda p: [*_init("--out", "new.yaml")[:-2], "--presets-from", "list.yaml", "--out", "new.yaml"],
@@ -209,7 +213,9 @@ def test_a_full_disk_while_saving_the_checkpoint_is_one_line_and_leaves_no_tmp(p
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if ": error: " in line]
     assert errors == [err.splitlines()[-1]], err[-2000:]  # one error line, the last (data lines before it)
-    assert "checkpoint.pt: no space left on the device" in errors[0] and "partial file was removed" in errors[0]
+    assert (
+        "checkpoint.pt: no space left on the device" in errors[0] and "partial file was removed" in errors[0]
+    )
     run_dir = place.here / "runs" / "folder" / "tiles" / "seed0"
     assert not list(run_dir.glob("*.tmp")) and not (run_dir / "checkpoint.pt").exists()
 

@@ -67,7 +67,7 @@ def tracker_or_none(cfg):
 def run(args: argparse.Namespace) -> int:
     from fcdd.data import class_names
     from fcdd.engine import resolve_device
-    from fcdd.experiment import canonical_class, class_slug
+    from fcdd.experiment import class_slug, known_class
     from fcdd.runs import check_data_root, check_output_folders, run_one, write_summary
 
     extra = []
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, extra)
     classes = args.classes or cfg.data.classes or class_names(cfg)
     for cls in classes:
-        canonical_class(cfg, cls)  # an unknown class fails here, before any tracking run is opened
+        known_class(cfg, cls)  # an unknown class fails here, before any tracking run is opened
     seeds = cfg.train.seeds
     tracker = tracker_or_none(cfg)
     resolve_device(cfg.train.device)  # cuda without CUDA: said before anything is opened or loaded
