@@ -61,7 +61,8 @@ def place(defect_folder, make_folder_config, tmp_path, monkeypatch) -> Place:
     (here / "list.yaml").write_text("- 1\n- 2\n")
     (here / "folder").mkdir()
     model = tiny_detector().save(here / "model.pt")
-    monkeypatch.chdir(here)
+    monkeypatch.chdir(here)  # outside the repository, as a user's own folder
+    assert REPO not in here.parents
     return Place(here, params, afile, model, defect_folder)
 
 
@@ -184,10 +185,6 @@ def test_a_user_error_is_one_line_and_exit_2(argv, words, place, capsys, monkeyp
     assert len(lines[0]) < 400, lines[0]  # bounded, even for an alias bomb
     assert not (place.here / "new.yaml").exists()
     assert not list(place.here.rglob("seed*"))  # no run folder was started
-
-
-def test_the_cases_run_outside_the_repository(place):
-    assert REPO not in place.here.parents and Path.cwd() == place.here
 
 
 def _fake_full_disk(monkeypatch):
