@@ -4,5 +4,7 @@ import sys
 
 from fcdd.cli.main import main
 
-if __name__ == "__main__":  # importing the module (as the package walk of tests/test_errors.py does) runs nothing
+if (
+    __name__ == "__main__"
+):  # importing the module (as the package walk of tests/test_errors.py does) runs nothing
     sys.exit(main())
