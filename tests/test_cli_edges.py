@@ -136,6 +136,11 @@ CASES = [
     ),
     ("evaluate-out-a-file", lambda p: ["evaluate", str(p.model), "--out", str(p.afile)], "--out"),
     (
+        "evaluate-cache-dir-a-file",
+        lambda p: ["evaluate", str(p.model), "--out", "ev", "-o", f"data.cache_dir={p.afile}"],
+        "data.cache_dir",
+    ),
+    (
         "evaluate-out-under-a-file",
         lambda p: ["evaluate", str(p.model), "--out", f"{p.afile}/x"],
         "is a file, so no folder can be made under it",

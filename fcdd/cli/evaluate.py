@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = model_config(meta, args.model, args.params, args.override, args.preset, args.root)
     out = Path(args.out or Path("evaluation") / meta["dataset"] / class_slug(meta["class"]))
     writable_folder(out, "--out" if args.out else "the output folder (--out)", CLIError)  # before scoring
+    writable_folder(cfg.data.cache_dir, "data.cache_dir")  # the test split's resized copies go there
     metrics, artifacts = evaluate_model(det, cfg, out)
     print(fmt_metrics(metrics))
     print(f"wrote {out / 'metrics.json'}, {len(artifacts)} artifacts in {out}")
