@@ -75,7 +75,9 @@ class CheckpointStore:
         except FileNotFoundError:
             return []
         except Exception as e:  # network, permissions: say where
-            raise CheckpointStoreError(f"{self.uri}/{self.folder}: cannot list checkpoints ({e})") from e
+            raise CheckpointStoreError(
+                f"train.checkpoint_uri {self.uri}: cannot list checkpoints in {self.folder} ({_reason(e)})"
+            ) from e
         found = [_NAME.match(os.path.basename(str(n).rstrip("/"))) for n in names]
         return sorted(int(m.group(1)) for m in found if m)
 
@@ -88,7 +90,9 @@ class CheckpointStore:
             self.fs.put_file(str(local), tmp)
             self.fs.mv(tmp, target)
         except Exception as e:
-            raise CheckpointStoreError(f"{target}: cannot write the shared checkpoint ({e})") from e
+            raise CheckpointStoreError(
+                f"train.checkpoint_uri {self.uri}: cannot write the shared checkpoint {target} ({_reason(e)})"
+            ) from e
         for old in self.epochs()[: -self.keep]:
             self.fs.rm(self._rel(old))
         return target
@@ -109,6 +113,11 @@ class CheckpointStore:
             os.replace(tmp, local)
             return epoch
         return None
+
+
+def _reason(e: Exception) -> str:
+    """An OS error as its reason alone (its message repeats the path), others as they are."""
+    return (e.strerror or str(e)) if isinstance(e, OSError) else str(e)
 
 
 def _readable(data: bytes) -> dict[str, Any]:

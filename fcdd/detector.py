@@ -25,6 +25,7 @@ from fcdd.data.transforms import test_transform
 from fcdd.errors import DataError, ModelError
 from fcdd.models import build_model
 from fcdd.objectives import Objective, scoring_objective, unknown_objective
+from fcdd.paths import write_atomically
 from fcdd.scoring import full_heatmap
 
 FORMAT = "fcdd-detector/1"
@@ -72,10 +73,8 @@ class Detector:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(self.state(), tmp)
-        tmp.replace(path)
-        return path
+        state = self.state()
+        return write_atomically(path, lambda tmp: torch.save(state, tmp), "model file")
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()

@@ -15,6 +15,7 @@ from fcdd import calibration as conformal
 from fcdd import heatmaps as figs
 from fcdd.config import Config
 from fcdd.detector import Detector
+from fcdd.errors import shown_path
 from fcdd.metrics import PixelAUC, aupro, image_metrics
 from fcdd.scoring import full_heatmap
 
@@ -180,5 +181,5 @@ def _write_scores(path: Path, test_set, labels, scores) -> Path:
         w = csv.writer(f)
         w.writerow(["path", "label", "score", "defect_type"])
         for p, y, s, d in zip(paths, labels, scores, defects, strict=True):
-            w.writerow([p, int(y), f"{float(s):.6g}", d])
+            w.writerow([shown_path(p), int(y), f"{float(s):.6g}", shown_path(d)])  # any file name
     return path

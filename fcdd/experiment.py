@@ -35,7 +35,9 @@ from fcdd.run_folder import (
     canonical_class,
     class_slug,
     clear_run_folder,
+    known_class,
     run_dir_for,
+    write_calibration,
     write_data_files,
 )
 from fcdd.runlock import run_folder_lock
@@ -47,6 +49,7 @@ __all__ = [
     "canonical_class",
     "class_slug",
     "evaluate",
+    "known_class",
     "run_dir_for",
     "run_experiment",
     "score_heatmaps",
@@ -77,7 +80,7 @@ class _Built:
 def _identify(cfg: Config, cls: str, seed: int) -> _Run:
     """The run's own configuration: logged parameters show its class and seed."""
     cfg = copy.deepcopy(cfg)
-    cls = canonical_class(cfg, cls)
+    cls = known_class(cfg, cls)  # a folder's one class: checked before data.classes names it
     cfg.train.seeds, cfg.data.classes = [seed], [cls]
     return _Run(cfg, cls, seed, run_dir_for(cfg, cls, seed), fingerprint(cfg, cls, seed))
 
@@ -138,8 +141,10 @@ def _run_locked(run: _Run, built: _Built, device: torch.device, callbacks: Any) 
         detector, data.test, cfg, run_dir, title=f"{cfg.data.dataset} · {run.cls} · seed {run.seed}"
     )
     metrics.update({"dataset": cfg.data.dataset, "class": run.cls, "seed": run.seed, "epochs": len(history)})
-    artifacts["calibration"] = run_dir / "calibration.json"  # n, score quantiles, thresholds
-    artifacts["calibration"].write_text(json.dumps(conformal.summary(detector.meta["calibration"]), indent=2))
+    # n, score quantiles, thresholds (strict JSON: a threshold that does not exist is null)
+    artifacts["calibration"] = write_calibration(
+        run_dir / "calibration.json", conformal.summary(detector.meta["calibration"])
+    )
     detector.meta["metrics"] = {
         k: v for k, v in metrics.items() if isinstance(v, (int, float, str, type(None)))
     }

@@ -13,6 +13,7 @@ tall and 500 wide is not squeezed into a square; sizes are written height x widt
 from __future__ import annotations
 
 import copy
+import glob
 import importlib.util
 import statistics
 import tempfile
@@ -99,6 +100,7 @@ def init_params(
         if dataset != "folder":
             raise ConfigError(f"--nominal/--anomalous/--masks describe a folder dataset, not {dataset!r}")
         data["folder"] = folder
+        _check_folder_entries(Path(root), folder)
     doc: dict[str, Any] = {"preset": list(presets), "data": data}
     chosen = {p: copy.deepcopy(defined[p]) for p in presets}
     notes: list[str] = []
@@ -163,6 +165,14 @@ def _load_text(text: str) -> Any:
         check = Path(tmp) / "params.yaml"
         check.write_text(text)
         return load_config(check)
+
+
+def _check_folder_entries(root: Path, folder: dict[str, Any]) -> None:
+    """Every --nominal/--anomalous/--masks folder or pattern names something under --root."""
+    for what in ("nominal", "anomalous", "masks"):
+        for entry in folder.get(what) or []:
+            if not glob.glob(str(root / entry), recursive=True):
+                raise ConfigError(f"--{what} {entry}: no such folder or file under --root {root}")
 
 
 def _dump(doc: dict[str, Any]) -> str:

@@ -14,9 +14,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fcdd.errors import DataError
+from fcdd.errors import ConfigError, DataError
 from fcdd.experiment import RunResult, run_experiment
 from fcdd.metrics import aggregate
+from fcdd.paths import file_in_the_way, writable_folder
 
 if TYPE_CHECKING:
     from fcdd.config import Config
@@ -102,6 +103,23 @@ def check_data_root(cfg: Config) -> None:
         return
     where = "" if root.is_absolute() else f" (relative to {Path.cwd()})"
     raise DataError(f"data.root {cfg.data.root}: no such file or folder{where}")
+
+
+def check_output_folders(cfg: Config, classes: list[str], seeds: list[int]) -> None:
+    """train.output_dir and data.cache_dir writable folders (created), and no file where a run
+    folder must go: said before tracking opens its store or anything loads."""
+    from fcdd.experiment import known_class, run_dir_for
+
+    out = writable_folder(cfg.train.output_dir, "train.output_dir")
+    writable_folder(cfg.data.cache_dir, "data.cache_dir")
+    for cls in classes:
+        for seed in seeds:
+            run_dir = run_dir_for(cfg, known_class(cfg, cls), seed)
+            blocker = file_in_the_way(run_dir)
+            if blocker is not None:
+                raise ConfigError(
+                    f"train.output_dir {out}: {blocker} is a file where run folder {run_dir} goes"
+                )
 
 
 def write_summary(cfg: Config, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], Path]:

@@ -34,6 +34,16 @@ def _readme_init_args(root: Path, out: Path) -> list[str]:
     return [*args, "--out", str(out)] if "--out" not in args else args
 
 
+def _make_named_folders(root: Path, args: list[str]) -> None:
+    """The folders the command's --nominal/--anomalous/--masks name, under --root."""
+    for option in ("--nominal", "--anomalous", "--masks"):
+        if option in args:
+            for name in args[args.index(option) + 1 :]:
+                if name.startswith("--"):
+                    break
+                (root / name).mkdir(parents=True, exist_ok=True)
+
+
 def _preset_value(names: list[str], section: str, key: str):
     """What the presets alone give (the last one naming the key wins): fcdd's, or params.yaml's own."""
     presets = preset_definitions(REPO / "params.yaml")
@@ -49,6 +59,7 @@ def test_readme_walkthrough_gives_the_presets_values(tmp_path, monkeypatch):
     _images(root / "good", (64, 64))
     out = tmp_path / "my-part.yaml"
     args = _readme_init_args(root, out)
+    _make_named_folders(root, args)  # init refuses folders that are not there
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(args) == 0
     cfg = load_config(out)

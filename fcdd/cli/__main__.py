@@ -4,4 +4,7 @@ import sys
 
 from fcdd.cli.main import main
 
-sys.exit(main())
+if (
+    __name__ == "__main__"
+):  # importing the module (as the package walk of tests/test_errors.py does) runs nothing
+    sys.exit(main())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fcdd.cli.common import add_config_args, add_tracking_arg, fmt_metrics, load_model
+from fcdd.cli.common import CLIError, add_config_args, add_tracking_arg, fmt_metrics, load_model
+from fcdd.paths import writable_folder
 
 
 def add_parser(sub) -> None:
@@ -32,10 +33,14 @@ def run(args: argparse.Namespace) -> int:
     from fcdd.experiment import class_slug
     from fcdd.model_evaluation import evaluate_model, model_config
 
+    if args.out:
+        writable_folder(args.out, "--out", CLIError)  # before the model loads
     det = load_model(args.model, "auto", args.tracking_uri, exported=False)
     meta = det.meta
     cfg = model_config(meta, args.model, args.params, args.override, args.preset, args.root)
     out = Path(args.out or Path("evaluation") / meta["dataset"] / class_slug(meta["class"]))
+    writable_folder(out, "--out" if args.out else "the output folder (--out)", CLIError)  # before scoring
+    writable_folder(cfg.data.cache_dir, "data.cache_dir")  # the test split's resized copies go there
     metrics, artifacts = evaluate_model(det, cfg, out)
     print(fmt_metrics(metrics))
     print(f"wrote {out / 'metrics.json'}, {len(artifacts)} artifacts in {out}")

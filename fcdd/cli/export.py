@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from fcdd.cli.common import add_tracking_arg, load_model
+from fcdd.cli.common import CLIError, add_tracking_arg, load_model
+from fcdd.paths import writable_folder
 
 
 def add_parser(sub) -> None:
@@ -27,6 +28,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from fcdd.export import export_detector
 
+    writable_folder(args.out, "--out", CLIError)  # before the model loads
     det = load_model(args.model, "cpu", args.tracking_uri, exported=False)
     meta_path = export_detector(det, args.format, args.out, source=args.model)
     meta = json.loads(meta_path.read_text())

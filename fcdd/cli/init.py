@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from fcdd.init_params import default_presets, init_params
 
     out = Path(args.out)
+    if out.is_dir():
+        raise CLIError(f"--out {out}: is a folder; name the file to write, e.g. --out {out / 'params.yaml'}")
     if out.exists() and not args.force:
         raise CLIError(f"{out}: exists; give another --out or --force to overwrite it")
     # fcdd's presets; a ./params.yaml (or --presets-from) defining presets of its own replaces those

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import platform
 import sys
 
@@ -39,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         except (FCDDError, FileNotFoundError) as e:
             print(f"fcdd {args.command}: error: {one_line(e)}", file=sys.stderr)
             return 2
+        except (
+            OSError
+        ) as e:  # a full disk or a read-only place wherever it strikes: one line, not a traceback
+            if e.errno not in STORAGE_ERRNOS:
+                raise
+            print(f"fcdd {args.command}: error: {storage_line(e)}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             print(f"fcdd {args.command}: interrupted", file=sys.stderr)
             return 130
@@ -54,6 +62,16 @@ def version_line() -> str:
     except PackageNotFoundError:
         torch = "not installed"
     return f"fcdd {__version__} (torch {torch}, Python {platform.python_version()})"
+
+
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def storage_line(e: OSError) -> str:
+    """``PATH: no space left on device`` from an OSError of the storage."""
+    where = e.filename if e.filename is not None else "writing a file"
+    reason = "no space left on the device" if e.errno in (errno.ENOSPC, errno.EDQUOT) else e.strerror
+    return f"{where}: {reason}"
 
 
 def one_line(e: BaseException) -> str:

@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--root", help="raw data folder or zip (overrides data.root)")
     p.add_argument("--classes", nargs="+", help="classes to train (default: data.classes, else all)")
-    p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: train.seeds)")
+    p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: train.seeds; sets train.seeds)")
     p.add_argument(
         "--restart",
         action="store_true",
@@ -67,22 +67,25 @@ def tracker_or_none(cfg):
 def run(args: argparse.Namespace) -> int:
     from fcdd.data import class_names
     from fcdd.engine import resolve_device
-    from fcdd.experiment import canonical_class, class_slug
-    from fcdd.runs import check_data_root, run_one, write_summary
+    from fcdd.experiment import class_slug, known_class
+    from fcdd.runs import check_data_root, check_output_folders, run_one, write_summary
 
     extra = []
     if args.dataset:
         extra.append(f"data.dataset={args.dataset}")
     if args.root:
         extra.append(f"data.root={json.dumps(args.root)}")
+    if args.seeds:
+        extra.append(f"train.seeds={json.dumps(args.seeds)}")  # checked as the key is (>= 0, distinct)
     cfg = config_from_args(args, extra)
     classes = args.classes or cfg.data.classes or class_names(cfg)
     for cls in classes:
-        canonical_class(cfg, cls)  # an unknown class fails here, before any tracking run is opened
-    seeds = args.seeds or cfg.train.seeds
+        known_class(cfg, cls)  # an unknown class fails here, before any tracking run is opened
+    seeds = cfg.train.seeds
     tracker = tracker_or_none(cfg)
     resolve_device(cfg.train.device)  # cuda without CUDA: said before anything is opened or loaded
     check_data_root(cfg)  # a missing root too: before tracking creates its store (mlruns.db)
+    check_output_folders(cfg, classes, seeds)  # a file in the way, no permission: before any work
     rows = []
     for cls in classes:
         for seed in seeds:

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from fcdd.errors import ConfigError
+from fcdd.errors import ConfigError, shown
 
 Rule = Callable[[str, Any], None]  # (section.key, value) -> None, or ConfigError
 
@@ -49,7 +49,7 @@ def must(ok: Callable[[Any], bool], text: str) -> Rule:
 
     def rule(where: str, value: Any) -> None:
         if not ok(value):
-            raise ConfigError(f"{where}: must be {text}, got {value!r}")
+            raise ConfigError(f"{where}: must be {text}, got {shown(value)}")
 
     return rule
 
@@ -61,7 +61,7 @@ def at_least(low: int) -> Rule:
 def one_of(*choices: str) -> Rule:
     def rule(where: str, value: Any) -> None:
         if value not in choices:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+            raise ConfigError(f"{where}: {shown(value)} is not one of {', '.join(choices)}")
 
     return rule
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import os
 import re
 import types
 import typing
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from fcdd.config.sections import Config, validate
-from fcdd.errors import ConfigError
+from fcdd.errors import ConfigError, shown
 
 PACKAGED_PRESETS = "presets.yaml"  # in this package: the presets fcdd ships
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -42,33 +43,33 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
                 return _check_type(value, arg, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{where}: expected {_hint_name(hint)}, got {value!r}")
+        raise ConfigError(f"{where}: expected {_hint_name(hint)}, got {shown(value)}")
     if origin is list:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             value = [value]  # a single value where a list is expected: `classes: grid`
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {shown(value)}")
         (item,) = typing.get_args(hint)
         return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if hint is float:
         if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
             return float(value)  # PyYAML reads `1e-4` (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {shown(value)}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {shown(value)}")
         return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {shown(value)}")
         return value
     if hint is str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)  # `classes: [0, 1]` and the like
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {shown(value)}")
         return value
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
@@ -83,13 +84,13 @@ def _build(cls: type, values: Any, where: str) -> Any:
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}")
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {shown(values)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    unknown = sorted(map(str, set(values) - names))  # YAML keys may be numbers
     if unknown:
         raise ConfigError(
-            f"unknown key {'.'.join(filter(None, [where, unknown[0]]))!s}; "
+            f"unknown key {'.'.join(filter(None, [where, shown(unknown[0])[1:-1]]))!s}; "
             f"known keys of {where or 'the top level'}: {', '.join(sorted(names))}"
         )
     kwargs = {k: _check_type(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
@@ -107,7 +108,9 @@ def _merge_dataclass(base: Any, values: dict, where: str) -> Any:
     names = {f.name for f in dataclasses.fields(base)}
     for k, v in (values or {}).items():
         if k not in names:
-            raise ConfigError(f"unknown key {where}.{k}; known keys of {where}: {', '.join(sorted(names))}")
+            raise ConfigError(
+                f"unknown key {where}.{shown(str(k))[1:-1]}; known keys of {where}: {', '.join(sorted(names))}"
+            )
         current = getattr(merged, k)
         if dataclasses.is_dataclass(current):
             setattr(merged, k, _merge_dataclass(current, v, f"{where}.{k}"))
@@ -128,12 +131,81 @@ def _deep_update(base: dict, update: dict) -> dict:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``train.epochs=3`` -> (["train", "epochs"], 3); the value is read as YAML."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected section.key=value")
+        raise ConfigError(f"override {shown(text)}: expected section.key=value")
     key, raw = text.split("=", 1)
     path = [p for p in key.strip().split(".") if p]
     if not path:
-        raise ConfigError(f"override {text!r}: empty key")
-    return path, yaml.safe_load(raw) if raw.strip() else None
+        raise ConfigError(f"override {shown(text)}: empty key")
+    if not raw.strip():
+        return path, None
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(
+            f"override {shown(text)}: the value is not valid YAML ({_yaml_problem(e)})"
+        ) from None
+    _check_expanded_size(value, f"override {shown(key)}")
+    return path, value
+
+
+# A params file is a few hundred values; YAML aliases can make a small file stand for billions.
+MAX_VALUES = 100_000
+
+
+def read_params(path: str | Path) -> dict[str, Any]:
+    """The mapping of sections in a params file; one-line ConfigError for a missing, unreadable,
+    non-UTF-8 or non-YAML file, or one whose aliases expand beyond MAX_VALUES values."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, not a configuration file")
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such configuration file")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the configuration file ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); save it as UTF-8"
+        ) from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({_yaml_problem(e)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections, got {type(raw).__name__}")
+    _check_expanded_size(raw, str(p))
+    return raw
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: the problem and where (line, column)."""
+    problem = getattr(e, "problem", None) or str(e).split("\n", 1)[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+def _check_expanded_size(value: Any, where: str) -> None:
+    """Refuse a value whose aliases expand beyond MAX_VALUES (each shared node counted once per use,
+    memoised by identity, so the count itself is cheap)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        if id(node) not in sizes:
+            sizes[id(node)] = 0  # a self-referencing alias counts once
+            children = node.values() if isinstance(node, dict) else node
+            sizes[id(node)] = 1 + sum(size(c) for c in children)
+        return sizes[id(node)]
+
+    n = size(value)
+    if n > MAX_VALUES:
+        raise ConfigError(
+            f"{where}: its YAML aliases expand to {n:,} values (more than {MAX_VALUES:,}); refused"
+        )
 
 
 def load_config(
@@ -150,8 +222,28 @@ def load_config(
         _deep_update(resolved, layer)
     resolved["preset"] = chosen
     cfg = _build(Config, resolved, "")
+    _expand_home(cfg)
     validate(cfg)
     return cfg
+
+
+def _expand_home(cfg: Config) -> None:
+    """``~`` and ``~user`` in local paths, expanded once, here, for every reader (loaders, caches,
+    run folders, the fingerprint)."""
+    for section, key in HOME_PATHS:
+        node = getattr(cfg, section)
+        value = getattr(node, key)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(node, key, os.path.expanduser(value))
+
+
+HOME_PATHS = (
+    ("data", "root"),
+    ("data", "cache_dir"),
+    ("train", "output_dir"),
+    ("train", "checkpoint_uri"),
+    ("model", "weights_path"),
+)
 
 
 @functools.cache
@@ -182,16 +274,7 @@ def _presets_of(own: Any) -> dict[str, Any]:
 
 
 def _read_params(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: no such configuration file")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: expected a mapping of sections")
-    return raw
+    return read_params(path)  # the one reader: UTF-8, readable, YAML, a mapping, bounded
 
 
 def config_layers(
@@ -201,7 +284,7 @@ def config_layers(
 ) -> list[tuple[str, dict[str, Any]]]:
     """The layers of a configuration, lowest first: ``("preset NAME", sections)`` per chosen preset,
     ``("PATH", sections)`` for the file, ``("override", sections)`` for the command line."""
-    raw: dict[str, Any] = _read_params(path) if path is not None else {}
+    raw: dict[str, Any] = read_params(path) if path is not None else {}
     presets = _presets_of(raw.pop("presets", {}))
 
     given: dict[str, Any] = {}
@@ -211,7 +294,7 @@ def config_layers(
         for k in keys[:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {o!r}: {k} is not a section")
+                raise ConfigError(f"override {shown(o)}: {k} is not a section")
         node[keys[-1]] = value
 
     explicit = _deep_update(copy.deepcopy(raw), given)
@@ -220,7 +303,9 @@ def config_layers(
     layers: list[tuple[str, dict[str, Any]]] = []
     for name in chosen:
         if name not in presets:
-            raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(presets))}")
+            raise ConfigError(
+                f"unknown preset {shown(name)}; known presets: {', '.join(sorted(map(str, presets)))}"
+            )
         layers.append((f"preset {name}", copy.deepcopy(presets[name])))
     raw.pop("preset", None)
     given.pop("preset", None)

@@ -25,7 +25,8 @@ from fcdd.config.keys import (
     validate_fields,
 )
 from fcdd.data.datasets import dataset_names, dataset_spec
-from fcdd.errors import ConfigError
+from fcdd.errors import ConfigError, shown
+from fcdd.paths import file_in_the_way
 
 RESULT, RUNTIME, EVALUATION, SERVICE = Role.RESULT, Role.RUNTIME, Role.EVALUATION, Role.SERVICE
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # train.compile: torch.compile modes
@@ -88,13 +89,19 @@ class DataConfig:
     folder: FolderConfig = section(FolderConfig)
 
     def check(self, cfg: Config) -> None:
-        """data.resize keep_aspect: model.input_size is one integer, and the dataset takes any size."""
+        """A dataset of one class named by data.classes takes at most one name; data.resize
+        keep_aspect: model.input_size is one integer, and the dataset takes any size."""
+        if len(self.classes) > 1 and dataset_spec(self.dataset).one_named_class:
+            raise ConfigError(
+                f"data.classes: a {self.dataset} dataset has one class (data.classes names it), "
+                f"got {len(self.classes)} names {shown(self.classes)}"
+            )
         if self.resize != "keep_aspect":
             return
         if isinstance(cfg.model.input_size, list):
             raise ConfigError(
                 "model.input_size: data.resize keep_aspect takes one integer (the short side), "
-                f"got {cfg.model.input_size!r}"
+                f"got {shown(cfg.model.input_size)}"
             )
         resized = [n for n in dataset_names() if dataset_spec(n).any_size]  # images of any size
         if self.dataset not in resized:
@@ -106,7 +113,7 @@ class DataConfig:
 def _input_size(where: str, size: Any) -> None:
     sides = size if isinstance(size, list) else [size, size]
     if len(sides) != 2 or min(sides) < 1:
-        raise ConfigError(f"{where}: must be a positive integer or [height, width], got {size!r}")
+        raise ConfigError(f"{where}: must be a positive integer or [height, width], got {shown(size)}")
 
 
 @dataclass
@@ -136,9 +143,19 @@ def _checkpoint_uri(where: str, uri: str) -> None:
     import fsspec  # only runs with a shared checkpoint folder need it
 
     try:
-        fsspec.core.url_to_fs(uri)
+        fs, path = fsspec.core.url_to_fs(uri)
     except (ImportError, ValueError) as e:
-        raise ConfigError(f"{where} {uri!r}: no usable filesystem ({e})") from None
+        raise ConfigError(f"{where} {shown(uri)}: no usable filesystem ({e})") from None
+    blocker = file_in_the_way(path) if "file" in _protocols(fs) else None
+    if blocker is not None:
+        raise ConfigError(
+            f"{where} {uri}: {blocker} is a file, not a folder (checkpoints cannot go under it)"
+        )
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
 @dataclass
@@ -245,7 +262,7 @@ def _model_name(where: str, template: str) -> None:
         name = template.format(dataset="d", cls="c")
     except (KeyError, IndexError, ValueError) as err:
         raise ConfigError(
-            f"{where}: {template!r} is not a name template with only {{dataset}} and {{cls}} ({err})"
+            f"{where}: {shown(template)} is not a name template with only {{dataset}} and {{cls}} ({err})"
         ) from None
     must(lambda _: bool(name.strip()), "a non-empty name template")(where, template)
 

@@ -37,7 +37,7 @@ class DataBundle:
     classes: list[str]
     name: str
     calibration: CalibrationSet | None = None  # held-out nominal images (evaluation.calibration)
-    # Which raw images are in use: {"train"/"test": {"indices", "paths"}, "limited": bool}
+    # Which raw images are in use: {"train"/"calibration"/"test": {"indices", "paths"}, "limited": bool}
     kept: dict[str, Any] = field(default_factory=dict)
 
 
@@ -201,7 +201,7 @@ def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
         classes=raw.classes,
         name=spec.name,
         calibration=calibration,
-        kept=_kept(cfg, raw, train_keep, test),
+        kept=_kept(cfg, raw, train_keep, test, cal_keep),
     )
 
 
@@ -240,11 +240,23 @@ def _summary(
     }
 
 
-def _kept(cfg: Any, raw: RawData, train_keep: np.ndarray, test: TestSet) -> dict[str, Any]:
-    """Which raw images are in use (kept_images.csv when data.train_limit/test_limit is set)."""
-    kept_paths = [raw.train_paths[j] for j in train_keep] if len(raw.train_paths) == len(raw.train) else []
+def _kept(
+    cfg: Any, raw: RawData, train_keep: np.ndarray, test: TestSet, cal_keep: np.ndarray
+) -> dict[str, Any]:
+    """Which raw images are in use: training, calibration (held out of the training images) and
+    test (kept_images.csv when data.train_limit/test_limit chose them or evaluation.calibration
+    held some out)."""
+    named = len(raw.train_paths) == len(raw.train)
+
+    def train_part(keep: np.ndarray) -> dict[str, Any]:
+        return {
+            "indices": [int(j) for j in keep],
+            "paths": [raw.train_paths[j] for j in keep] if named else [],
+        }
+
     return {
-        "train": {"indices": [int(j) for j in train_keep], "paths": kept_paths},
+        "train": train_part(train_keep),
+        "calibration": train_part(cal_keep),
         "test": {"indices": [int(j) for j in raw.test.keep], "paths": list(test.paths)},
-        "limited": cfg.data.train_limit is not None or cfg.data.test_limit is not None,
+        "limited": cfg.data.train_limit is not None or cfg.data.test_limit is not None or len(cal_keep) > 0,
     }

@@ -4,6 +4,7 @@ data are cached as (at ``data.stored_size``, in ``data.cache_dir``; the raw fold
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ from PIL import Image
 from fcdd.data.geometry import resolve_input_hw, scaled_hw, size_hw, size_value, warn_aspect
 from fcdd.data.image_io import image_size, is_image_file, read_image
 from fcdd.data.names import slug
-from fcdd.errors import DataError
+from fcdd.errors import DataError, shown_path
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -40,8 +41,24 @@ def skip_or_fail(path: str, reason: str, strict: bool, skipped: list[dict[str, s
     """A file that is not an image: DataError in strict mode, else a warning and a summary entry."""
     if strict:
         raise DataError(f"{path}: {reason} (data.strict is on)")
-    warnings.warn(f"skipping {path}: {reason}", stacklevel=3)
-    skipped.append({"path": path, "reason": reason})
+    warnings.warn(f"skipping {shown_path(path)}: {reason}", stacklevel=3)
+    skipped.append({"path": shown_path(path), "reason": reason})
+
+
+def not_an_image(path: str | Path) -> str | None:
+    """Why an entry of a folder that is not a plain file is still worth listing as skipped (a folder
+    named like an image, a symbolic link that leads nowhere); None for an ordinary file or folder."""
+    p = Path(path)
+    if p.is_symlink() and not p.exists():
+        try:
+            os.stat(p)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return "a symbolic link loop, not an image file"
+        return "a broken symbolic link (its target is missing)"
+    if p.is_dir() and is_image_file(p):
+        return "a folder named like an image, not an image file"
+    return None
 
 
 def list_images(directory: str | Path, strict: bool, skipped: list[dict[str, str]]) -> list[str]:
@@ -51,6 +68,9 @@ def list_images(directory: str | Path, strict: bool, skipped: list[dict[str, str
         raise DataError(f"{d}: no such directory")
     out = []
     for p in sorted(d.iterdir()):
+        if (reason := not_an_image(p)) is not None:
+            skip_or_fail(str(p), reason, strict, skipped)
+            continue
         if p.is_dir():
             continue
         if is_image_file(p):
@@ -65,7 +85,7 @@ def files_key(paths: list[str], *extra: Any) -> str:
     h = hashlib.sha1(repr(extra).encode())
     for p in paths:
         st = os.stat(p)
-        h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(os.fsencode(os.path.abspath(p)) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())  # any name
     return h.hexdigest()[:16]
 
 

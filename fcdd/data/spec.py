@@ -35,6 +35,8 @@ class DatasetSpec:
     has_maps: ClassVar[bool] = False
     # Images of any size, resized to model.input_size (data.resize, data.stored_size apply).
     any_size: ClassVar[bool] = False
+    # One class, its name given by data.classes (a user's folder): more than one name is an error.
+    one_named_class: ClassVar[bool] = False
     cpu_preset: ClassVar[str | None] = None  # the reduced preset `fcdd init` adds on a machine without CUDA
     augment: ClassVar[Augment]  # the training augmentation (fcdd/data/augment.py)
     # Outlier exposure: names or WordNet ids of the test set's classes, never drawn as anomalies

@@ -10,7 +10,6 @@ brings a later one back before training.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from torch.utils.data import DataLoader
 from fcdd import checkpoint_store
 from fcdd.errors import TrainingError
 from fcdd.fingerprint import mismatch
+from fcdd.paths import write_atomically
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "fcdd-checkpoint/1"
@@ -79,10 +79,9 @@ def checkpoint_state(
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact; a full disk is a
+    one-line StorageError ("no space left") and the partial ``.tmp`` is removed."""
+    write_atomically(path, lambda tmp: torch.save(state, tmp), "checkpoint")
 
 
 def first_line(e: BaseException) -> str:

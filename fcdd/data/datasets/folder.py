@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fcdd.data.datasets.mvtec import STORED_AUGMENT
-from fcdd.data.files import cached_arrays, files_key, masks_cover, resized_geometry, skip_or_fail
+from fcdd.data.files import (
+    cached_arrays,
+    files_key,
+    masks_cover,
+    not_an_image,
+    resized_geometry,
+    skip_or_fail,
+)
 from fcdd.data.geometry import size_hw
 from fcdd.data.image_io import is_image_file
 from fcdd.data.spec import DatasetSpec
@@ -32,6 +39,7 @@ class Folder(DatasetSpec):
     sigma, quantile = 10.0, 0.97  # docs/method.md §3: σ 10 and q 0.97 where no dataset sets them
     has_maps = True
     any_size = True
+    one_named_class = True
     cpu_preset = "cpu_mvtec"
     augment = STORED_AUGMENT
 
@@ -45,12 +53,16 @@ class Folder(DatasetSpec):
 DATASET = Folder()
 
 
-def _expand(root: Path, entries: list[str], what: str) -> list[str]:
-    """Files named by directories or glob patterns (relative to root)."""
+def _expand(root: Path, entries: list[str], what: str, odd: list[tuple[str, str]] | None = None) -> list[str]:
+    """Files named by directories or glob patterns (relative to root); entries named like images that
+    are not files (folders, symbolic link loops) go to ``odd`` as (path, reason)."""
     out: list[str] = []
     for entry in entries:
         hits = [Path(h) for h in sorted(glob.glob(str(root / entry), recursive=True))]
-        files = [f for h in hits for f in (sorted(h.iterdir()) if h.is_dir() else [h]) if f.is_file()]
+        found = [f for h in hits for f in (sorted(h.iterdir()) if h.is_dir() else [h])]
+        files = [f for f in found if f.is_file()]
+        if odd is not None:
+            odd += [(str(f), reason) for f in found if (reason := not_an_image(f)) is not None]
         if not files:
             raise DataError(f"data.folder.{what}: {entry!r} matches no file under {root}")
         out += [str(f) for f in files]
@@ -110,14 +122,16 @@ def _find_files(cfg: Any, root: Path) -> tuple[list[str], list[str], list[str], 
     mask_set = set(mask_files)
 
     def images_of(entries: list[str], what: str) -> list[str]:
-        out = []
-        for f in _expand(root, entries, what):
+        out, odd = [], []
+        for f in _expand(root, entries, what, odd):
             if f in mask_set:
                 continue
             if is_image_file(f):
                 out.append(f)
             else:
                 skip_or_fail(f, "not an image file (unknown extension)", cfg.data.strict, skipped)
+        for f, reason in odd:
+            skip_or_fail(f, reason, cfg.data.strict, skipped)
         return out
 
     nominal = images_of(fc.nominal, "nominal")
