@@ -1,4 +1,5 @@
-"""The FCDD nets (docs/method.md §2) and ``build_model(cfg)``."""
+"""The FCDD nets (docs/method.md §2), their HSC and autoencoder variants (docs/baselines.md) and
+``build_model(cfg)``."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fcdd.models.autoencoders import AE28, AE32, AE224, Autoencoder
 from fcdd.models.cnn28 import CNN28
 from fcdd.models.cnn32 import CNN32
+from fcdd.models.hsc import HSC28, HSC32, HSCVGG11, HSCNet, fcdd_receptive_field
 from fcdd.models.receptive_field import FCDDNet, ReceptiveField, receptive_field, walk_layers
 from fcdd.models.vgg import FCDDVGG11, WeightsError, load_vgg_features
 
@@ -16,17 +19,29 @@ if TYPE_CHECKING:
 
 NETS = ("cnn28", "cnn32", "vgg11_bn")
 DEFAULT_CHANNELS = {"cnn28": 1, "cnn32": 3, "vgg11_bn": 3}
+OBJECTIVES = ("fcdd", "hsc", "ae")
+
 
 __all__ = [
+    "AE28",
+    "AE32",
+    "AE224",
+    "Autoencoder",
     "CNN28",
     "CNN32",
     "FCDDNet",
     "FCDDVGG11",
+    "HSC28",
+    "HSC32",
+    "HSCNet",
+    "HSCVGG11",
     "NETS",
+    "OBJECTIVES",
     "ReceptiveField",
     "WeightsError",
     "build_model",
     "build_net",
+    "fcdd_receptive_field",
     "load_vgg_features",
     "receptive_field",
     "walk_layers",
@@ -40,19 +55,26 @@ def build_net(
     pretrained: bool = False,
     weights_path: str | Path | None = None,
     freeze: int = 0,
-) -> FCDDNet:
-    """One FCDD net by name. ``in_channels`` defaults to the paper's (cnn28: 1, others: 3); VGG
-    takes 3 channels only. A detector rebuilding a trained net passes ``pretrained=False``."""
+    objective: str = "fcdd",
+) -> FCDDNet | HSCNet | Autoencoder:
+    """One net by name, in its variant for ``objective`` (the FCDD net, its HSC twin with a fully
+    connected head, or the autoencoder of its input size; docs/baselines.md §2-3). ``in_channels``
+    defaults to the paper's (cnn28: 1, others: 3); VGG takes 3 channels only. A detector
+    rebuilding a trained net passes ``pretrained=False``."""
     if net not in NETS:
         raise ValueError(f"model.net: {net!r} is not one of {', '.join(NETS)}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"train.objective: {objective!r} is not one of {', '.join(OBJECTIVES)}")
     channels = DEFAULT_CHANNELS[net] if in_channels is None else in_channels
     if net == "vgg11_bn":
         if channels != 3:
             raise ValueError(f"model.net vgg11_bn takes 3 input channels, got {channels}")
-        return FCDDVGG11(input_size, pretrained=pretrained, weights_path=weights_path, freeze=freeze)
+        vgg = {"fcdd": FCDDVGG11, "hsc": HSCVGG11, "ae": AE224}[objective]
+        return vgg(input_size, pretrained=pretrained, weights_path=weights_path, freeze=freeze)
     if pretrained or weights_path or freeze:
         raise ValueError(f"model.net {net}: pretrained weights and freeze apply to vgg11_bn only")
-    return CNN28(channels, input_size) if net == "cnn28" else CNN32(channels, input_size)
+    small = {"fcdd": (CNN28, CNN32), "hsc": (HSC28, HSC32), "ae": (AE28, AE32)}[objective]
+    return small[0](channels, input_size) if net == "cnn28" else small[1](channels, input_size)
 
 
 def build_model(
