@@ -83,6 +83,22 @@ def comparison_figure(
     return figs._save(fig, path)
 
 
+def figure_heatmaps(detector: Any, test_set: Any, indices: Sequence[int], blur: bool) -> np.ndarray:
+    """(k, H, W) heatmaps of test images ``indices`` at the input size, by ``detector``'s objective;
+    ``blur``: the baselines' display blur (docs/baselines.md §4; FCDD's maps are left as they are)."""
+    import torch
+
+    from fcdd.objectives.blur import display_blur
+
+    x = torch.stack([test_set[int(i)]["image"] for i in indices])
+    _, _, heat = detector.score_tensor(x)
+    heat = heat[:, None].float()
+    smooth = display_blur(detector) if blur else None
+    if smooth is not None:
+        heat = smooth(heat)
+    return heat[:, 0].cpu().numpy()
+
+
 def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
     """(mean, sample std, n) of the values that are not None; (None, None, 0) for none."""
     v = np.array([x for x in values if x is not None], dtype=np.float64)

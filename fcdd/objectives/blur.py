@@ -8,6 +8,8 @@ the raw maps, never the blurred ones.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,3 +59,11 @@ class DisplayBlur(nn.Module):
 
     def extra_repr(self) -> str:
         return f"r={self.r}, size={self.kernel.numel()}"
+
+
+def display_blur(detector: Any) -> DisplayBlur | None:
+    """The display blur of a baseline detector's heatmaps (its FCDD twin's receptive field, the
+    model's σ); None for FCDD, whose heatmaps are Gaussian upsamplings already."""
+    if detector.meta.get("objective", "fcdd") == "fcdd":
+        return None
+    return DisplayBlur(detector.model.display_rf.r, detector.meta.get("sigma")).to(detector.device)
