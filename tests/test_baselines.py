@@ -34,12 +34,13 @@ torch.set_num_threads(1)
     [("cnn28", 28, 1, HSC28, 48), ("cnn32", 32, 3, HSC32, 64), ("vgg11_bn", 64, 3, HSCVGG11, 4096)],
 )
 def test_hsc_nets_map_an_image_to_one_vector(net, size, channels, cls, dim):
-    model = build_net(net, size, objective="hsc").eval()
+    model = build_net(net, size, variant="hsc").eval()
     assert isinstance(model, cls) and model.in_channels == channels
     with torch.no_grad():
         assert model(torch.randn(3, channels, size, size)).shape == (3, dim)
     # The display blur is as large as the FCDD twin's receptive field (docs/method.md §2 table).
-    assert model.display_rf == build_net(net, size).receptive_field
+    assert model.receptive_field == build_net(net, size).receptive_field
+    assert model.output_size == size  # the gradient heatmap has the input's size
 
 
 @pytest.mark.parametrize(
@@ -52,37 +53,37 @@ def test_hsc_nets_map_an_image_to_one_vector(net, size, channels, cls, dim):
     ],
 )
 def test_autoencoders_reconstruct_at_the_input_size(net, size, channels, cls):
-    model = build_net(net, size, objective="ae").eval()
+    model = build_net(net, size, variant="ae").eval()
     h, w = (size, size) if isinstance(size, int) else size
     assert isinstance(model, cls)
     with torch.no_grad():
         assert model(torch.randn(2, channels, h, w)).shape == (2, channels, h, w)
-    assert model.display_rf == fcdd_receptive_field(net)
+    assert model.receptive_field == fcdd_receptive_field(net)
 
 
 def test_the_original_sizes_of_the_224_baselines():
     # 4096-d VGG embedding; the AE bottleneck is 512x7x7 at 224 px, as in the original AE224_VGG.
     with torch.device("meta"):  # shapes only: no memory, no init
-        hsc = build_net("vgg11_bn", 224, objective="hsc")
-        ae = build_net("vgg11_bn", 224, objective="ae")
+        hsc = build_net("vgg11_bn", 224, variant="hsc")
+        ae = build_net("vgg11_bn", 224, variant="ae")
     assert hsc.head[-1].out_features == 4096 and len(hsc.trunk[0]) == 29
     assert ae.decoder[2].out_features == 512 * 7 * 7
 
 
 def test_small_autoencoders_refuse_other_input_sizes():
     with pytest.raises(ValueError, match="AE28 reconstructs 28x28 images; model.input_size is 32"):
-        build_net("cnn28", 32, objective="ae")
+        build_net("cnn28", 32, variant="ae")
     with pytest.raises(ValueError, match="AE32 reconstructs 32x32"):
-        build_net("cnn32", [32, 40], objective="ae")
-    with pytest.raises(ValueError, match="train.objective"):
-        build_net("cnn28", 28, objective="svdd")
+        build_net("cnn32", [32, 40], variant="ae")
+    with pytest.raises(ValueError, match="net variant"):
+        build_net("cnn28", 28, variant="svdd")
     with pytest.raises(ValueError, match="too small"):
-        build_net("cnn32", 4, objective="hsc")
+        build_net("cnn32", 4, variant="hsc")
 
 
 def test_a_training_batch_of_one_does_not_fail():
     # BatchNorm1d cannot normalise one sample with batch statistics; a last batch of one must train.
-    model = build_net("cnn32", 32, objective="ae").train()
+    model = build_net("cnn32", 32, variant="ae").train()
     out = model(torch.randn(1, 3, 32, 32))
     out.sum().backward()
     assert out.shape == (1, 3, 32, 32)

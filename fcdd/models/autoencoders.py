@@ -56,8 +56,14 @@ class Autoencoder(nn.Module):
         self.fcdd_net = encoder.fcdd_net
 
     @property
-    def display_rf(self) -> ReceptiveField:
-        return self.encoder.display_rf
+    def receptive_field(self) -> ReceptiveField:
+        """The FCDD twin's (r, j, s): r sizes the display blur of the error maps."""
+        return self.encoder.receptive_field
+
+    @property
+    def output_size(self) -> int | tuple[int, int]:
+        """The error map's size: the input's."""
+        return self.input_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder.embed(x))

@@ -10,8 +10,9 @@ authors' baselines for each FCDD net:
 | cnn32 (LW3K) | the FCDD trunk with BN LReLU MP after its last conv | FC → 512, BN1d, LReLU, FC → 64 |
 | vgg11_bn | torchvision's whole VGG11-BN ``features``, 7×7 average pool | the classifier up to its 2nd FC: 4096 |
 
-Every net records ``display_rf``: the receptive field of its FCDD twin, the size of the Gaussian
-that optionally blurs its gradient heatmaps for display.
+Every net records ``receptive_field``: that of its FCDD twin, the size of the Gaussian that
+optionally blurs its gradient heatmaps for display (docs/baselines.md §4); the net itself has no
+map. ``output_size`` is the input size: the heatmap (an input gradient) has one value per pixel.
 """
 
 from __future__ import annotations
@@ -67,8 +68,14 @@ class HSCNet(nn.Module):
         self.input_size = _stored_size(input_size)
 
     @property
-    def display_rf(self) -> ReceptiveField:
+    def receptive_field(self) -> ReceptiveField:
+        """The FCDD twin's (r, j, s): r sizes the display blur of the heatmaps."""
         return fcdd_receptive_field(self.fcdd_net)
+
+    @property
+    def output_size(self) -> int | tuple[int, int]:
+        """The heatmap's size: the input's (gradients are per input pixel)."""
+        return self.input_size
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

@@ -8,11 +8,16 @@ its explanation is the input gradient of the per-sample score: |∂A/∂x| summe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
+from torch import nn
 
-from fcdd.loss import LOG_EPS
+from fcdd.errors import ExportError
+from fcdd.objectives.base import Objective
+from fcdd.objectives.fcdd import LOG_EPS
+from fcdd.scoring import AnomalyScores
 
 
 def hsc_score(features: torch.Tensor) -> torch.Tensor:
@@ -61,3 +66,40 @@ def hsc_scores(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, t
     if model.training:
         raise ValueError("hsc_scores: put the net in eval mode (training BatchNorm mixes the samples)")
     return gradient_heatmap(lambda inputs: hsc_score(model(inputs)), x)
+
+
+class HSCObjective(Objective):
+    """HSC on the training loop (fcdd/objectives/base.py): the loss of the image labels on the
+    net's vector φ(X); scores A and the input-gradient heatmap, no low-resolution map. Anomalies of
+    any kind (OE, confetti, real defects) enter through their labels."""
+
+    name = "hsc"
+    net_variant = "hsc"  # the FC-head twin of model.net (fcdd/models/hsc.py)
+    loss_kind = "image"
+    keys = ("label",)
+
+    @classmethod
+    def from_config(cls, cfg: Any, upsampler: nn.Module | None = None) -> HSCObjective:
+        return cls()
+
+    @classmethod
+    def for_scoring(cls, meta: dict, upsampler: nn.Module | None = None) -> HSCObjective:
+        return cls()
+
+    def loss(self, out: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return hsc_loss(out, batch["label"])
+
+    def score(self, model: nn.Module, x: torch.Tensor) -> AnomalyScores:
+        image, heatmap = hsc_scores(model, x)
+        return AnomalyScores(amap=None, image=image, pixel=heatmap)
+
+    exportable = False  # pipelines: a registered HSC version carries no ONNX copy
+
+    def export_graph(self, model: nn.Module, upsampler: nn.Module | None = None) -> nn.Module:
+        raise ExportError(NOT_EXPORTABLE)
+
+
+NOT_EXPORTABLE = (
+    "an HSC model cannot be exported: its heatmaps are input gradients, which need autograd and "
+    "the exported graphs have none; score it with its model.pt (fcdd predict --model model.pt)"
+)
