@@ -66,4 +66,41 @@ def display_blur(detector: Any) -> DisplayBlur | None:
     model's σ); None for FCDD, whose heatmaps are Gaussian upsamplings already."""
     if detector.meta.get("objective", "fcdd") == "fcdd":
         return None
-    return DisplayBlur(detector.model.display_rf.r, detector.meta.get("sigma")).to(detector.device)
+    return DisplayBlur(detector.model.receptive_field.r, detector.upsampler.sigma).to(detector.device)
+
+
+def display_heatmaps(detector: Any, heatmaps: Any, blur: bool, batch: int = 256) -> Any:
+    """Heatmaps (n, H, W) numpy as figures show them: blurred for a baseline when ``blur``
+    (``evaluation.blur_heatmaps``), else as they are. Never for metrics."""
+    smooth = display_blur(detector) if blur else None
+    if smooth is None or len(heatmaps) == 0:
+        return heatmaps
+    import numpy as np
+
+    smooth = smooth.cpu()
+    out = np.empty_like(heatmaps, dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, len(heatmaps), batch):
+            chunk = torch.from_numpy(np.ascontiguousarray(heatmaps[start : start + batch], np.float32))
+            out[start : start + batch] = smooth(chunk[:, None])[:, 0].numpy()
+    return out
+
+
+def overlay_blur(det: Any) -> Any:
+    """For heatmap overlays (``fcdd predict``): a function blurring one map (H, W) numpy when
+    ``det`` (a Detector or an exported one) is a baseline trained with
+    ``evaluation.blur_heatmaps``, else None. Scores and calibrated masks use the raw maps."""
+    meta = det.meta
+    if meta.get("objective", "fcdd") == "fcdd" or not meta.get("config", {}).get("evaluation.blur_heatmaps"):
+        return None
+    export = getattr(det, "export", None)
+    if export is not None:
+        blur = DisplayBlur(int(export["receptive_field"]["r"]), float(export["sigma"]))
+    else:
+        blur = DisplayBlur(det.model.receptive_field.r, det.upsampler.sigma)
+
+    def apply(heat: Any) -> Any:
+        with torch.no_grad():
+            return blur(torch.from_numpy(heat.astype("float32", copy=False))[None, None])[0, 0].numpy()
+
+    return apply
