@@ -46,7 +46,12 @@ def draw_figure(cfg, settings: dict, rows: list[dict], path: Path) -> Path:
             images.append(test.raw_image(int(i)))
             masks.append(test.full_mask(int(i)) if test.has_masks else None)
             defect = (getattr(test, "defect_types", None) or [""] * len(test.labels))[int(i)]
-            captions.append(f"{cls}: {'anomalous' if test.labels[int(i)] else 'good'} {defect}".strip())
+            label = (
+                f"anomalous: {defect}"
+                if test.labels[int(i)] and defect
+                else ("anomalous" if test.labels[int(i)] else "good")
+            )
+            captions.append(f"{cls}\n{label}")
     masks_or_none = (
         [m if m is not None else _zeros_like(images[k]) for k, m in enumerate(masks)] if has_masks else None
     )
