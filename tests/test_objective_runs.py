@@ -167,3 +167,27 @@ def test_predict_overlays_show_the_blurred_map_and_decisions_the_raw_one(trained
     assert done.scored == 1 and done.heatmaps == 1
     det.meta["config"]["evaluation.blur_heatmaps"] = False
     assert overlay_blur(det) is None
+
+
+def test_registered_models_carry_the_objective(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    from pipelines import registry
+
+    cfg = load_config(None, ["data.dataset=mvtec"])
+    assert registry.registered_model_name(cfg, "grid") == "fcdd-mvtec-grid"  # FCDD's names as before
+    cfg.train.objective = "hsc"
+    assert registry.registered_model_name(cfg, "grid") == "fcdd-mvtec-grid-hsc"  # never FCDD's champion
+    cfg.tracking.model_name = "{objective}-{dataset}-{cls}"
+    assert registry.registered_model_name(cfg, "grid") == "hsc-mvtec-grid"
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    source = (tmp_path / "model").as_uri()
+    for objective, name in (("ae", "fcdd-mvtec-grid-ae"), ("fcdd", "fcdd-mvtec-grid")):
+        version, _ = registry.register_version(
+            client, uri, name, source, {"pixel_auc": 0.8}, "mvtec/grid", objective=objective
+        )
+        assert client.get_model_version(name, version).tags[registry.TAG_OBJECTIVE] == objective
+    found = client.search_registered_models(filter_string=f"tags.`{registry.TAG_OBJECTIVE}` = 'ae'")
+    assert [m.name for m in found] == ["fcdd-mvtec-grid-ae"]  # the registry browsed by objective
