@@ -191,3 +191,30 @@ def test_registered_models_carry_the_objective(tmp_path):
         assert client.get_model_version(name, version).tags[registry.TAG_OBJECTIVE] == objective
     found = client.search_registered_models(filter_string=f"tags.`{registry.TAG_OBJECTIVE}` = 'ae'")
     assert [m.name for m in found] == ["fcdd-mvtec-grid-ae"]  # the registry browsed by objective
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["hsc", "ae"])
+def test_the_served_model_returns_each_objectives_score_and_heatmap(
+    trained, objective, tmp_path, monkeypatch
+):
+    mlflow = pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    from pipelines import pyfunc
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    mlflow.set_tracking_uri(uri)
+    experiment = MlflowClient(uri).create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
+    _, result = trained[objective]
+    with mlflow.start_run(experiment_id=experiment):
+        info = pyfunc.log_detector_model(result.model_path)
+    served = mlflow.pyfunc.load_model(info.model_uri)
+    image = np.random.default_rng(2).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    out = served.predict(pyfunc.images_frame([image]))
+    expected = Detector.load(result.model_path).score([image])
+    np.testing.assert_allclose(out["score"].to_numpy(), expected.scores, rtol=1e-5)
+    heat = pyfunc.decode_heatmap(out["heatmap"][0])
+    assert heat.shape == (40, 56)
+    np.testing.assert_allclose(heat, expected.heatmaps[0], rtol=1e-4, atol=1e-7)
