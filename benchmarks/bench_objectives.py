@@ -9,6 +9,10 @@ instead of training them again). Run from the repository root.
 
     python benchmarks/bench_objectives.py fmnist --seeds 0 1 2 --out /tmp/objbench/fmnist
     python benchmarks/bench_objectives.py mvtec-grid --seeds 0 1 2 --out /tmp/objbench/grid
+
+Long benchmarks can run a seed at a time (``--seeds 0 --out DIR-s0``, ``--seeds 1 --out DIR-s1``,
+...), every objective finished for one seed before the next starts; ``--from-runs DIR-s0 DIR-s1 ...``
+then tabulates all their run folders in one table (the figure from the first folder's models).
 """
 
 from __future__ import annotations
@@ -98,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure-images", type=int, default=10)
     parser.add_argument("--out", type=Path, default=None, help="default: cache/bench_objectives/<profile>")
     parser.add_argument("--quick", action="store_true", help="one class, one seed, tiny limits, one epoch")
+    parser.add_argument(
+        "--from-runs", type=Path, nargs="+", default=None, help="tabulate these --out folders"
+    )
     args = parser.parse_args(argv)
+    if args.from_runs:
+        return tabulate(args, argv)
     if args.quick:
         args.seeds = args.seeds[:1]
     out = (args.out or ROOT / "cache" / "bench_objectives" / args.profile).resolve()
@@ -137,20 +146,77 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    report = (out / "outputs" / "compare" / "report.md").read_text()
+    return write_results(out, started, argv, report)
+
+
+def write_results(out: Path, started: datetime.datetime, argv: list[str] | None, report: str) -> int:
     sys.path.insert(0, str(ROOT))
     from fcdd.hardware import machine_line
 
     hours = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() / 3600
+    command = ["python", "benchmarks/bench_objectives.py", *(sys.argv[1:] if argv is None else argv)]
     header = [
         f"- machine: {machine_line()}",
         f"- date: {started:%Y-%m-%d %H:%M} UTC, {hours:.1f} h wall, commit {commit()}",
-        f"- command: `{' '.join(shlex.quote(a) for a in ['python', 'benchmarks/bench_objectives.py', *(argv or sys.argv[1:])])}`",
+        f"- command: `{' '.join(shlex.quote(a) for a in command)}`",
         "",
     ]
-    report = (out / "outputs" / "compare" / "report.md").read_text()
     (out / "results.md").write_text("\n".join(header) + report)
     print((out / "results.md").read_text())
     return 0
+
+
+def tabulate(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """One table over the run folders of several --out folders (each a run of this script):
+    every run's metrics.json, the time per run of each folder's stage (where it trained them all)."""
+    sys.path.insert(0, str(ROOT))
+    import json
+
+    from fcdd.comparison import comparison_table
+    from fcdd.config import load_config
+    from pipelines.stages.compare_report import draw_figure, render
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    folders = [f.resolve() for f in args.from_runs]
+    rows, times = [], {}
+    for folder in folders:
+        summary = json.loads((folder / "outputs" / "compare" / "summary.json").read_text())
+        for run in summary["runs"]:
+            run = {**run, "run_dir": str(folder / run["run_dir"])}
+            rows.append(
+                {
+                    **run,
+                    **{
+                        k: json.loads((Path(run["run_dir"]) / "metrics.json").read_text()).get(k)
+                        for k in ("image_auc", "pixel_auc")
+                    },
+                }
+            )
+        for objective, seconds in summary["seconds_per_run"].items():
+            n = sum(1 for r in summary["runs"] if r["objective"] == objective)
+            if seconds is not None:
+                times.setdefault(objective, []).append((seconds, n))
+    objectives = list(dict.fromkeys(r["objective"] for r in rows))
+    settings = {"objectives": objectives, "figure_images": args.figure_images, "blur": True}
+    cfg = load_config(folders[0] / "params.yaml")
+    first = [r for r in rows if Path(r["run_dir"]).is_relative_to(folders[0])]
+    out = (args.out or folders[0].parent / f"{folders[0].name}-all").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    figure = draw_figure(cfg, settings, first, out / "comparison.png")
+    seconds = {
+        o: sum(s * n for s, n in times[o]) / sum(n for _, n in times[o]) if o in times else None
+        for o in objectives
+    }
+    summary = {
+        "dataset": cfg.data.dataset,
+        "settings": settings,
+        "seconds_per_run": seconds,
+        "table": comparison_table(rows, objectives),
+        "runs": rows,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return write_results(out, started, argv, render(summary, figure))
 
 
 if __name__ == "__main__":
