@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcdd.models.cnn28 import BN_EPS
+from fcdd.models.cnn28 import BN_EPS, CNN28
+from fcdd.models.cnn32 import CNN32
 from fcdd.models.receptive_field import ReceptiveField, walk_layers
-from fcdd.models.vgg import KEEP_MODULES, WeightsError, load_vgg_features, vgg11_bn_features
+from fcdd.models.vgg import KEEP_MODULES, FCDDVGG11, WeightsError, load_vgg_features, vgg11_bn_features
 
 VGG_FEATURES = 29  # modules of torchvision's VGG11-BN `features`: 8 conv-BN-ReLU blocks, 5 max-pools
 VGG_EMBEDDING = 4096
@@ -242,9 +243,7 @@ def _load_imagenet(features: nn.Sequential, head: nn.Sequential) -> None:
 def fcdd_receptive_field(net: str) -> ReceptiveField:
     """The receptive field of the FCDD net ``net`` (docs/method.md §2), from its layers, built on
     the meta device (no memory, no init cost)."""
-    from fcdd.models import build_net
-
     size = {"cnn28": 28, "cnn32": 32}.get(net, 224)
     with torch.device("meta"):
-        model = build_net(net, size)
+        model = {"cnn28": CNN28, "cnn32": CNN32, "vgg11_bn": FCDDVGG11}[net](input_size=size)
     return walk_layers(model, size)[0]
