@@ -71,11 +71,21 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def profile_params(name: str, seeds: list[int], classes: list[str] | None, quick: bool) -> dict:
-    """A complete params file: the repository's presets, the profile, tracking off."""
+def profile_params(
+    name: str,
+    seeds: list[int],
+    classes: list[str] | None,
+    quick: bool,
+    limits: tuple[int | None, int | None] = (None, None),
+) -> dict:
+    """A complete params file: the repository's presets, the profile, tracking off; ``limits``
+    (train, test) replace the profile's data.train_limit/test_limit where given."""
     presets = yaml.safe_load((ROOT / "params.yaml").read_text())["presets"]
     params = _merge(PROFILES[name], {"train": {"seeds": seeds, "output_dir": "runs", "progress": False}})
     params = _merge(params, {"data": {"cache_dir": str(ROOT / "cache")}, "tracking": {"enabled": False}})
+    for key, limit in zip(("train_limit", "test_limit"), limits, strict=True):
+        if limit is not None:
+            params["data"][key] = limit
     if classes:
         params["data"]["classes"] = classes
     if quick:
@@ -102,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure-images", type=int, default=10)
     parser.add_argument("--out", type=Path, default=None, help="default: cache/bench_objectives/<profile>")
     parser.add_argument("--quick", action="store_true", help="one class, one seed, tiny limits, one epoch")
+    parser.add_argument("--train-limit", type=int, default=None, help="data.train_limit for every objective")
+    parser.add_argument("--test-limit", type=int, default=None, help="data.test_limit for every objective")
     parser.add_argument(
         "--from-runs", type=Path, nargs="+", default=None, help="tabulate these --out folders"
     )
@@ -113,7 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     out = (args.out or ROOT / "cache" / "bench_objectives" / args.profile).resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / "params.yaml").write_text(
-        yaml.safe_dump(profile_params(args.profile, args.seeds, args.classes, args.quick), sort_keys=False)
+        yaml.safe_dump(
+            profile_params(
+                args.profile, args.seeds, args.classes, args.quick, (args.train_limit, args.test_limit)
+            ),
+            sort_keys=False,
+        )
     )
     compare = {
         "objectives": args.objectives,
