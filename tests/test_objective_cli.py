@@ -116,3 +116,25 @@ def test_info_names_fcdd_for_a_model_file_that_names_no_objective():
     det = tiny_detector()
     assert "objective" not in det.meta  # FCDD's files name none
     assert model_info(det)["objective"] == "fcdd"
+
+
+@pytest.mark.slow
+def test_fcdd_train_the_autoencoder_on_a_folder_dataset_with_masks(
+    defect_folder, make_folder_config, tmp_path
+):
+    """From the CLI on the user's own folder layout: a pixel AUC from the error maps, and
+    `fcdd evaluate` re-scores the model file with its own objective."""
+    torch.set_num_threads(1)
+    data = make_folder_config(defect_folder, tmp_path).to_dict()
+    data.pop("preset")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(data))
+    code, _, err = _cli("train", "--params", str(params), "-o", "train.objective=ae", "-o", "train.epochs=2")
+    assert code == 0, err[-2000:]
+    model = tmp_path / "runs" / "folder" / "tiles" / "seed0" / "model.pt"
+    trained = json.loads((model.parent / "metrics.json").read_text())
+    assert 0 <= trained["pixel_auc"] <= 1 and Detector.load(model).meta["objective"] == "ae"
+    code, _, err = _cli("evaluate", str(model), "--out", str(tmp_path / "eval"))
+    assert code == 0, err[-2000:]
+    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert again["pixel_auc"] == pytest.approx(trained["pixel_auc"], abs=1e-6)
