@@ -28,7 +28,7 @@ from torch import nn
 from fcdd.models.cnn28 import BN_EPS, CNN28
 from fcdd.models.cnn32 import CNN32
 from fcdd.models.receptive_field import ReceptiveField, walk_layers
-from fcdd.models.vgg import KEEP_MODULES, FCDDVGG11, WeightsError, load_vgg_features, vgg11_bn_features
+from fcdd.models.vgg import FCDDVGG11, KEEP_MODULES, WeightsError, load_vgg_features, vgg11_bn_features
 
 VGG_FEATURES = 29  # modules of torchvision's VGG11-BN `features`: 8 conv-BN-ReLU blocks, 5 max-pools
 VGG_EMBEDDING = 4096
