@@ -12,7 +12,8 @@ instead of training them again). Run from the repository root.
 
 Long benchmarks can run a seed at a time (``--seeds 0 --out DIR-s0``, ``--seeds 1 --out DIR-s1``,
 ...), every objective finished for one seed before the next starts; ``--from-runs DIR-s0 DIR-s1 ...``
-then tabulates all their run folders in one table (the figure from the first folder's models).
+then tabulates all their run folders in one table (the figure from each class's first-seed models,
+whichever folder holds them).
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started, code = datetime.datetime.now(datetime.timezone.utc), commit()  # the code the runs train with
     with open(out / "stage.log", "w") as log:
         done = subprocess.run(
             [sys.executable, "-m", "pipelines.stages.compare"],
@@ -164,10 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     report = (out / "outputs" / "compare" / "report.md").read_text()
-    return write_results(out, started, argv, report)
+    return write_results(out, started, argv, report, code)
 
 
-def write_results(out: Path, started: datetime.datetime, argv: list[str] | None, report: str) -> int:
+def write_results(
+    out: Path, started: datetime.datetime, argv: list[str] | None, report: str, code: str
+) -> int:
+    """results.md: machine, date, ``code`` (the commit the runs started at), command, report."""
     sys.path.insert(0, str(ROOT))
     from fcdd.hardware import machine_line
 
@@ -175,7 +179,7 @@ def write_results(out: Path, started: datetime.datetime, argv: list[str] | None,
     command = ["python", "benchmarks/bench_objectives.py", *(sys.argv[1:] if argv is None else argv)]
     header = [
         f"- machine: {machine_line()}",
-        f"- date: {started:%Y-%m-%d %H:%M} UTC, {hours:.1f} h wall, commit {commit()}",
+        f"- date: {started:%Y-%m-%d %H:%M} UTC, {hours:.1f} h wall, commit {code}",
         f"- command: `{' '.join(shlex.quote(a) for a in command)}`",
         "",
     ]
@@ -217,10 +221,9 @@ def tabulate(args: argparse.Namespace, argv: list[str] | None) -> int:
     objectives = list(dict.fromkeys(r["objective"] for r in rows))
     settings = {"objectives": objectives, "figure_images": args.figure_images, "blur": True}
     cfg = load_config(folders[0] / "params.yaml")
-    first = [r for r in rows if Path(r["run_dir"]).is_relative_to(folders[0])]
     out = (args.out or folders[0].parent / f"{folders[0].name}-all").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    figure = draw_figure(cfg, settings, first, out / "comparison.png")
+    figure = draw_figure(cfg, settings, rows, out / "comparison.png")  # each class's first seed
     seconds = {
         o: sum(s * n for s, n in times[o]) / sum(n for _, n in times[o]) if o in times else None
         for o in objectives
@@ -233,7 +236,7 @@ def tabulate(args: argparse.Namespace, argv: list[str] | None) -> int:
         "runs": rows,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    return write_results(out, started, argv, render(summary, figure))
+    return write_results(out, started, argv, render(summary, figure), commit())
 
 
 if __name__ == "__main__":
