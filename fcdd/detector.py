@@ -24,7 +24,7 @@ from fcdd.data.image_io import array_to_8bit, read_image, to_8bit
 from fcdd.data.transforms import test_transform
 from fcdd.errors import DataError, ModelError
 from fcdd.models import build_model
-from fcdd.objectives import Objective, scoring_objective, unknown_objective
+from fcdd.objectives import Objective, net_variant, scoring_objective, unknown_objective
 from fcdd.paths import write_atomically
 from fcdd.scoring import full_heatmap
 
@@ -121,7 +121,11 @@ class Detector:
             )
         try:
             net = dict(state["net"], pretrained=False, weights_path=None)
-            model = build_model(Config(model=ModelConfig(**net)), in_channels=state["preprocess"]["channels"])
+            model = build_model(
+                Config(model=ModelConfig(**net)),
+                in_channels=state["preprocess"]["channels"],
+                variant=net_variant(state["meta"]),  # FCDD's, or a baseline's net (docs/baselines.md)
+            )
         except (TypeError, KeyError, ValueError) as e:
             raise DetectorError(
                 f"{where}: damaged FCDD model file: net/preprocess unusable ({e!r})"

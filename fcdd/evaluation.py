@@ -17,6 +17,7 @@ from fcdd.config import Config
 from fcdd.detector import Detector
 from fcdd.errors import shown_path
 from fcdd.metrics import PixelAUC, aupro, image_metrics
+from fcdd.objectives.blur import display_heatmaps
 from fcdd.scoring import full_heatmap
 
 
@@ -97,7 +98,10 @@ def evaluate(
     if curves:
         artifacts["roc_figure"] = out_dir / "figures" / "roc.png"
         figs.roc_plot(curves, artifacts["roc_figure"], title=f"ROC · {title}")
-    artifacts.update(_heatmap_figures(test_set, heat_np, scores_np, labels, cfg, out_dir / "figures", title))
+    shown = display_heatmaps(
+        detector, heat_np, cfg.evaluation.blur_heatmaps
+    )  # baselines: docs/baselines.md §4
+    artifacts.update(_heatmap_figures(test_set, shown, scores_np, labels, cfg, out_dir / "figures", title))
     return metrics, artifacts
 
 

@@ -29,7 +29,7 @@ from fcdd.evaluation import evaluate, score_heatmaps
 from fcdd.fingerprint import fingerprint
 from fcdd.models import build_model
 from fcdd.objectives import DEFAULT as DEFAULT_OBJECTIVE
-from fcdd.objectives import objective_name
+from fcdd.objectives import net_variant, objective_name, training_config
 from fcdd.run_folder import (
     RunResult,
     canonical_class,
@@ -87,10 +87,10 @@ def _identify(cfg: Config, cls: str, seed: int) -> _Run:
 
 def _build(run: _Run, device: torch.device) -> _Built:
     """The same for a run alone and in a pack, so that a pack's checkpoints resume alone."""
-    data = build_datasets(run.cfg, run.cls, run.seed)
+    data = build_datasets(training_config(run.cfg), run.cls, run.seed)  # ae: nominal images only
     seed_everything(run.seed)  # the network's initial weights repeat with the seed
     input_size = data.preprocess["input_size"]  # model.input_size as resolved for this data (keep_aspect)
-    model = build_model(run.cfg, data.preprocess["channels"], input_size).to(device)
+    model = build_model(run.cfg, data.preprocess["channels"], input_size, net_variant(run.cfg)).to(device)
     upsampler = ReceptiveFieldUpsampler(model.receptive_field, run.cfg.sigma, input_size).to(device)
     return _Built(data, model, upsampler)
 

@@ -67,6 +67,16 @@ class ScoringGraph(nn.Module):
         return image_score(a), self.upsampler(a), a
 
 
+def scoring_graph(det) -> nn.Module:
+    """The exportable graph of ``det``'s objective: FCDD's :class:`ScoringGraph`, or the
+    objective's own ``export_graph(model, upsampler)`` (the autoencoder's; an objective that
+    cannot be exported, HSC, raises a one-line ExportError there)."""
+    own = getattr(det.objective, "export_graph", None)
+    if own is not None:
+        return own(det.model.cpu(), det.upsampler.cpu())
+    return ScoringGraph(det.model.cpu(), det.upsampler.cpu())
+
+
 def input_shape(det) -> tuple[int, int, int]:
     """(C, H, W) the exported graph takes; H != W where the model was trained non-square."""
     h, w = det.upsampler.input_size
@@ -145,9 +155,9 @@ def export_detector(det, fmt: str, out: str | Path, source: str | None = None) -
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a folder")
+    graph = scoring_graph(det).eval()  # an objective that cannot be exported says so before any file
     out.mkdir(parents=True, exist_ok=True)
     channels, h, w = input_shape(det)
-    graph = ScoringGraph(det.model.cpu(), det.upsampler.cpu()).eval()
     example = torch.zeros(2, channels, h, w)
     WRITERS[fmt](graph, example, out / MODEL_FILES[fmt][0])
     rf = det.model.receptive_field
@@ -176,9 +186,11 @@ def export_detector(det, fmt: str, out: str | Path, source: str | None = None) -
     return path
 
 
-def _output_size(graph: ScoringGraph, example: torch.Tensor) -> tuple[int, int]:
+def _output_size(graph: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """(u, v) of the graph's ``anomaly_map`` (the input size for an objective without a
+    low-resolution map)."""
     with torch.no_grad():
-        return tuple(graph.model(example[:1]).shape[-2:])
+        return tuple(graph(example[:1])[2].shape[-2:])
 
 
 # ---------------------------------------------------------------- reading

@@ -22,7 +22,7 @@ from fcdd.config import KEY_ROLES, Config, Role, role_of
 RUNTIME_KEYS = frozenset(k for k, role in KEY_ROLES.items() if role is Role.RUNTIME)  # never counted
 # Keys added after checkpoints were written, left out at the value that behaves as before, so those
 # checkpoints keep their fingerprint and resume.
-LATER_KEYS_AT_OLD_BEHAVIOUR = {"data.resize": "fixed"}
+LATER_KEYS_AT_OLD_BEHAVIOUR = {"data.resize": "fixed", "train.objective": "fcdd"}
 SHOWN_KEYS = 4  # differing keys named in full in a mismatch message
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from fcdd import calibration as conformal
+from fcdd.objectives import objective_name
 
 
 def model_info(det: Any) -> dict[str, Any]:
-    """Network, data, receptive field, sigma, preprocessing, parameters, metrics and calibration."""
+    """Objective, network, data, receptive field, sigma, preprocessing, parameters, metrics and
+    calibration."""
     info = exported_info(det) if hasattr(det, "export") else detector_info(det)
     return info | {"calibration": conformal.summary(det.meta.get("calibration"))}
 
@@ -21,6 +23,7 @@ def detector_info(det: Any) -> dict[str, Any]:
         "dataset": m.get("dataset"),
         "class": m.get("class"),
         "seed": m.get("seed"),
+        "objective": objective_name(m),  # fcdd, or a baseline (docs/baselines.md)
         "net": m.get("net", {}).get("net"),
         "input_size": m.get("input_size"),
         "receptive_field": {"r": rf.r, "j": rf.j, "s": rf.s},
@@ -41,6 +44,7 @@ def exported_info(det: Any) -> dict[str, Any]:
         "dataset": m.get("dataset"),
         "class": m.get("class"),
         "seed": m.get("seed"),
+        "objective": objective_name(m),
         "net": m.get("net", {}).get("net"),
         "input": e["input"],
         "receptive_field": e["receptive_field"],

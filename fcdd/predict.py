@@ -31,6 +31,7 @@ from fcdd import decisions, overlay
 from fcdd.data.image_io import image_size, read_image
 from fcdd.detector import DetectorError, to_pil
 from fcdd.errors import DataError
+from fcdd.objectives.blur import overlay_blur
 
 SAMPLE_SIZE = 65_536  # values kept for the global colour scale's quantile
 SAMPLES_PER_MAP = 4096  # at most this many values of each map enter the reservoir
@@ -141,7 +142,7 @@ def predict_files(
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         shared = _SharedScale(Path(tmp) / "maps.f32") if heatmaps and normalisation == "global" else None
-        call = _Call(det, out, threshold, decide, heatmaps, shared, q, result, fail)
+        call = _Call(det, out, threshold, decide, heatmaps, shared, q, result, fail, overlay_blur(det))
 
         def emit(row: dict) -> None:
             writer.writerow(row)
@@ -176,6 +177,7 @@ class _Call:
     q: float
     result: PredictResult
     fail: Callable[[str, str], None]
+    blur: Callable | None = None  # a baseline's display blur (docs/baselines.md §4), or None
 
     def score(self, batch: list, emit: Callable[[dict], None]) -> None:
         try:  # maps at the input size: resized per image, a band at a time, where needed
@@ -192,6 +194,7 @@ class _Call:
                 row.update(self.decide(self.result.scored, p, float(s), up, (im.height, im.width)))
             if self.heatmaps:
                 row["heatmap"] = f"{self.result.scored:04d}_{p.stem}_heatmap.png"
+                up = self.blur(up) if self.blur is not None else up  # overlays only: decided on raw
                 caption = overlay.caption_for(row, self.decide.alpha if self.decide else None)
                 if self.shared is not None:
                     self.shared.add(p, self.out / row["heatmap"], up, caption)

@@ -19,12 +19,22 @@ from typing import Any
 
 from fcdd.config import Config, ConfigError, Role, _build, _deep_update, config_layers, role_of, validate
 
+# Keys added after model files were written, left out at the value that behaves as before: an
+# FCDD model.pt keeps its bytes (dvc.lock, golden digests); rebuilding a config gives the default.
+LATER_KEYS_AT_DEFAULT = {"train.objective": "fcdd", "evaluation.blur_heatmaps": False}
+_MISSING = object()
+
 
 def config_to_store(flat: dict[str, Any]) -> dict[str, Any]:
     """A flat config (``Config.flat()``) without its service keys (``Role.SERVICE``: where results
     are logged and how runs are scheduled), so model.pt's bytes, and the pipeline's summaries, do not
-    depend on them (dvc.lock hashes them; no DVC stage declares those keys)."""
-    return {k: v for k, v in flat.items() if role_of(k) is not Role.SERVICE}
+    depend on them (dvc.lock hashes them; no DVC stage declares those keys), and without the later
+    keys of LATER_KEYS_AT_DEFAULT at their defaults."""
+    return {
+        k: v
+        for k, v in flat.items()
+        if role_of(k) is not Role.SERVICE and LATER_KEYS_AT_DEFAULT.get(k, _MISSING) != v
+    }
 
 
 def root_from_model(root: str, model_dir: str | Path) -> dict[str, str]:

@@ -35,6 +35,8 @@ TAG_METRIC = "fcdd.selection_metric"
 TAG_SCORE = "fcdd.selection_score"
 TAG_COMPARISON = "fcdd.champion_comparison"
 TAG_CALIBRATION = "fcdd.calibration"
+TAG_OBJECTIVE = "fcdd.objective"  # fcdd | hsc | ae, on registered models, their versions and runs
+OBJECTIVE_TITLES = {"fcdd": "FCDD", "hsc": "HSC (baseline)", "ae": "Autoencoder (baseline)"}
 DETECTOR_ARTIFACT = "detector"  # key of the Detector file in the pyfunc's artifacts
 ONNX_ARTIFACT = "onnx"  # key of the ONNX export folder (pyfunc.log_detector_model(onnx=True))
 
@@ -48,12 +50,19 @@ def slugify(text: str) -> str:
 
 
 def registered_model_name(cfg: Config, cls: str) -> str:
-    """cfg.tracking.model_name with {dataset} and {cls} filled in, e.g. 'fcdd-mvtec-grid'."""
+    """cfg.tracking.model_name with {dataset}, {cls} and {objective} filled in, e.g.
+    'fcdd-mvtec-grid'. A baseline objective's models never share FCDD's registered model (its
+    champion would be compared across methods): a template without {objective} gets
+    '-<objective>' appended for them ('fcdd-mvtec-grid-hsc')."""
+    objective = getattr(cfg.train, "objective", "fcdd")
+    template = cfg.tracking.model_name
+    if objective != "fcdd" and "{objective}" not in template:
+        template += "-{objective}"
     try:
-        return cfg.tracking.model_name.format(dataset=slugify(cfg.data.dataset), cls=slugify(cls))
+        return template.format(dataset=slugify(cfg.data.dataset), cls=slugify(cls), objective=objective)
     except (KeyError, IndexError) as e:
         raise ValueError(
-            f"tracking.model_name {cfg.tracking.model_name!r}: only {{dataset}} and {{cls}} may be used"
+            f"tracking.model_name {cfg.tracking.model_name!r}: only {{dataset}}, {{cls}} and {{objective}} may be used"
         ) from e
 
 
@@ -193,6 +202,7 @@ def register_version(
     protocol: str,
     run_id: str | None = None,
     card: Any = None,
+    objective: str = "fcdd",
 ) -> tuple[str, bool]:
     """Add a version of ``name`` from ``model_uri``; set ``challenger``; maybe move ``champion``.
 
@@ -206,10 +216,16 @@ def register_version(
     tags = {f"metric.{k}": f"{metrics[k]:.6g}" for k in CARD_METRICS if _number(metrics.get(k))}
     tags.update({TAG_PROTOCOL: protocol, TAG_METRIC: metric_name, TAG_SCORE: repr(score)})
     tags[TAG_CALIBRATION] = calibration_tag(metrics)
-    description = f"FCDD detector, {metric_name} {score:.4f}, protocol {protocol}"
+    tags[TAG_OBJECTIVE] = objective
+    title = OBJECTIVE_TITLES.get(objective, objective)
+    description = f"{title} detector, {metric_name} {score:.4f}, protocol {protocol}"
     with registry_lock(tracking_uri):
         try:
-            client.create_registered_model(name, description=MODEL_DESCRIPTION)
+            client.create_registered_model(
+                name,
+                tags={TAG_OBJECTIVE: objective},  # browse the registry by objective (docs/baselines.md)
+                description=MODEL_DESCRIPTION.replace("FCDD", title, 1),
+            )
         except MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise

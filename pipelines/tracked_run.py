@@ -192,8 +192,9 @@ class MlflowRun:
             name = registry.registered_model_name(cfg, self.cls)
             card = self._card(result, heatmaps)
             mv, champion = registry.register_version(
-                client, self.uri, name, info.model_uri, result.metrics, self.protocol, run_id, card=card
-            )
+                client, self.uri, name, info.model_uri, result.metrics, self.protocol, run_id, card=card,
+                objective=cfg.train.objective,
+            )  # fmt: skip
             out.update(model_name=name, model_version=mv, champion=champion)
             client.set_tag(run_id, "fcdd.model", f"models:/{name}/{mv}")
         return out

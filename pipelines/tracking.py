@@ -222,6 +222,7 @@ def run_tags(cfg: Config, cls: str, seed: int, run_dir: Path, key: str, version:
         "mlflow.source.git.commit": commit,
         **run_page.source_tags(),
         registry.TAG_PROTOCOL: protocol_for(cfg, cls, seed, version),
+        registry.TAG_OBJECTIVE: cfg.train.objective,
     }
 
 
@@ -255,6 +256,12 @@ def tracked_experiment(
 def _onnx_available(cfg: Config) -> bool:
     """tracking.onnx, when the export extra is installed; a warning line when it is not."""
     if not (cfg.tracking.register and cfg.tracking.onnx):
+        return False
+    if cfg.train.objective == "hsc":  # gradient heatmaps need autograd: no exported graph
+        print(
+            "tracking.onnx: HSC models carry no ONNX copy (their heatmaps are input gradients)",
+            file=sys.stderr,
+        )
         return False
     if importlib.util.find_spec("onnx") is None:
         warnings.warn(

@@ -11,8 +11,8 @@ import pytest
 from fcdd.config import KEY_ROLES, Config, Role, load_config, role_of, settings_of_role
 from fcdd.config import roles as roles_module
 from fcdd.config.keys import walk_keys
-from fcdd.fingerprint import fingerprint
-from fcdd.stored_config import config_to_store
+from fcdd.fingerprint import LATER_KEYS_AT_OLD_BEHAVIOUR, fingerprint
+from fcdd.stored_config import LATER_KEYS_AT_DEFAULT, config_to_store
 from pipelines.stages.evaluate import _evaluation_settings
 
 # What counted before the roles were declared with the keys (data, model, train, anomalies but
@@ -61,8 +61,10 @@ def test_a_role_is_declared_next_to_its_key():
 def test_the_fingerprint_reads_the_declaration(monkeypatch):
     cfg = load_config(None)
     result_keys = {k for k, r in KEY_ROLES.items() if r is Role.RESULT}
-    # data.resize came later: left out at "fixed", its old behaviour, so older checkpoints resume
-    assert set(fingerprint(cfg)["values"]) == result_keys - {"data.resize"}
+    # data.resize and train.objective came later: left out at their old behaviour ("fixed", "fcdd"),
+    # so older checkpoints resume
+    assert set(LATER_KEYS_AT_OLD_BEHAVIOUR) == {"data.resize", "train.objective"}
+    assert set(fingerprint(cfg)["values"]) == result_keys - set(LATER_KEYS_AT_OLD_BEHAVIOUR)
     monkeypatch.setitem(roles_module.KEY_ROLES, "train.lr", Role.RUNTIME)
     assert "train.lr" not in fingerprint(cfg)["values"]
     monkeypatch.setitem(roles_module.KEY_ROLES, "evaluation.heatmap_count", Role.RESULT)
@@ -72,7 +74,12 @@ def test_the_fingerprint_reads_the_declaration(monkeypatch):
 def test_model_pt_stores_every_key_but_the_service_ones(monkeypatch):
     flat = load_config(None).flat()
     stored = config_to_store(flat)
-    assert set(flat) - set(stored) == {k for k in flat if role_of(k) is Role.SERVICE}
+    # and the later keys at their defaults (train.objective, evaluation.blur_heatmaps): FCDD's
+    # model.pt keeps its bytes
+    later = set(LATER_KEYS_AT_DEFAULT)
+    assert set(flat) - set(stored) == {k for k in flat if role_of(k) is Role.SERVICE} | later
+    changed = load_config(None, ["train.objective=hsc", "evaluation.blur_heatmaps=true"]).flat()
+    assert later <= set(config_to_store(changed))
     assert "preset" in stored and "train.device" in stored and "evaluation.quantile" in stored
     monkeypatch.setitem(roles_module.KEY_ROLES, "train.progress", Role.SERVICE)
     assert "train.progress" not in config_to_store(flat)

@@ -37,7 +37,7 @@ def test_fcdd_is_the_default_and_reads_train_loss():
     with pytest.raises(TrainingError, match="upsampler"):
         build_objective(cfg)
     cfg.train.objective = "hsc-not-here"  # a key a later configuration adds
-    with pytest.raises(ConfigError, match="train.objective: 'hsc-not-here' is not one of fcdd"):
+    with pytest.raises(ConfigError, match="train.objective: 'hsc-not-here' is not one of ae, fcdd, hsc"):
         build_objective(cfg)
 
 

@@ -32,6 +32,7 @@ RESULT, RUNTIME, EVALUATION, SERVICE = Role.RESULT, Role.RUNTIME, Role.EVALUATIO
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # train.compile: torch.compile modes
 DATASETS = dataset_names()  # every module of fcdd/data/datasets/
 RESIZE_MODES = ("fixed", "keep_aspect")  # data.resize; see fcdd/data/geometry.py
+OBJECTIVES = ("fcdd", "hsc", "ae")  # train.objective: FCDD and its baselines (docs/baselines.md)
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -185,6 +186,8 @@ class TrainConfig:
     epoch_repeats: int = setting(1, at_least(1))
     # auto | image | pixel (auto: pixel when training anomalies carry masks)
     loss: str = setting("auto", one_of("auto", "image", "pixel"))
+    # fcdd | hsc (hypersphere classifier, gradient heatmaps) | ae (autoencoder): docs/baselines.md
+    objective: str = setting("fcdd", one_of(*OBJECTIVES))
     seeds: list[int] = setting([0], _seeds)
     # auto | cpu | cuda | cuda:N; a run may resume on another machine
     device: str = setting("auto", must(DEVICE_NAME.fullmatch, "auto, cpu, cuda or cuda:N"), role=RUNTIME)
@@ -209,6 +212,38 @@ class TrainConfig:
     # training stream: train); off keeps the training-time averages. See fcdd/batchnorm.py. Applied to
     # the final weights after the loop, so checkpoints (which the fingerprint guards) do not depend on it.
     bn_recalibration: str = setting("off", one_of("off", "nominal", "train"), role=RUNTIME)
+
+    def check(self, cfg: Config) -> None:
+        """The combinations a baseline objective cannot train (docs/baselines.md §5), before any work."""
+        a, m = cfg.anomalies, cfg.model
+        if self.objective == "fcdd":
+            return
+        if self.objective == "ae" and a.kind == "semi":
+            raise ConfigError(
+                "train.objective ae trains on nominal images only; anomalies.kind semi would move real "
+                "defects out of the test set for nothing: use anomalies.kind none (or oe/confetti, not drawn for ae)"
+            )
+        allowed = ("auto", "image") if self.objective == "hsc" else ("auto",)
+        if self.loss not in allowed:
+            raise ConfigError(
+                f"train.loss {self.loss!r} is FCDD's choice of loss; train.objective {self.objective} takes "
+                f"{' or '.join(allowed)}"
+            )
+        if cfg.orchestration.pack > 1:
+            raise ConfigError(
+                f"orchestration.pack {cfg.orchestration.pack}: packed training is for FCDD nets; "
+                f"train.objective {self.objective} trains one run at a time (set orchestration.pack: 1)"
+            )
+        native = {"cnn28": 28, "cnn32": 32}.get(m.net)
+        if self.objective == "ae" and native is not None:
+            size = m.input_size if isinstance(m.input_size, list) else [m.input_size] * 2
+            keep = cfg.data.resize == "keep_aspect"
+            if size != [native, native] or keep:
+                raise ConfigError(
+                    f"train.objective ae with model.net {m.net} reconstructs {native}x{native} images; "
+                    f"model.input_size is {m.input_size!r}{' with data.resize keep_aspect' if keep else ''} "
+                    f"(use {native}, or model.net vgg11_bn for other sizes)"
+                )
 
 
 @dataclass
@@ -241,6 +276,9 @@ class EvaluationConfig:
     # heatmap normalisation quantile; None: per dataset
     quantile: float | None = setting(None, must(lambda q: 0.0 < q <= 1.0, "in (0, 1] (or null: per dataset)"))
     heatmap_count: int = setting(16, at_least(1))  # images per heatmap grid
+    # HSC/AE heatmaps in figures and predict overlays blurred over the FCDD twin's receptive field
+    # (display only: metrics use the raw maps; docs/baselines.md §4)
+    blur_heatmaps: bool = setting(False)
     aupro: bool = setting(True)  # per-region overlap, where masks exist
     aupro_max_fpr: float = setting(0.3, must(lambda v: 0.0 < v <= 1.0, "in (0, 1]"))
     threshold: float | None = setting(None)  # image-score threshold for good/defect labels in predict
@@ -259,10 +297,10 @@ class EvaluationConfig:
 
 def _model_name(where: str, template: str) -> None:
     try:
-        name = template.format(dataset="d", cls="c")
+        name = template.format(dataset="d", cls="c", objective="o")
     except (KeyError, IndexError, ValueError) as err:
         raise ConfigError(
-            f"{where}: {shown(template)} is not a name template with only {{dataset}} and {{cls}} ({err})"
+            f"{where}: {shown(template)} is not a name template with only {{dataset}}, {{cls}} and {{objective}} ({err})"
         ) from None
     must(lambda _: bool(name.strip()), "a non-empty name template")(where, template)
 

@@ -6,11 +6,18 @@ from typing import Any
 
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.errors import ConfigError, ModelError
+from fcdd.objectives.ae import AEObjective
 from fcdd.objectives.base import Objective
 from fcdd.objectives.fcdd import FCDDObjective, choose_loss, fcdd_loss, pixel_loss
+from fcdd.objectives.hsc import HSCObjective
 
 DEFAULT = "fcdd"
-OBJECTIVES: dict[str, type[Objective]] = {FCDDObjective.name: FCDDObjective}
+# The baselines (docs/baselines.md): the hypersphere classifier and the autoencoder.
+OBJECTIVES: dict[str, type[Objective]] = {
+    FCDDObjective.name: FCDDObjective,
+    HSCObjective.name: HSCObjective,
+    AEObjective.name: AEObjective,
+}
 
 
 def objective_name(source: Any) -> str:
@@ -35,6 +42,32 @@ def build_objective(cfg: Any, upsampler: ReceptiveFieldUpsampler | None = None) 
     return objective_class(objective_name(cfg)).from_config(cfg, upsampler)
 
 
+def net_variant(source: Any) -> str:
+    """The net the objective of a configuration or model meta trains (fcdd.models.build_net's
+    ``variant``): its ``net_variant``, else FCDD's fully convolutional net."""
+    return getattr(OBJECTIVES.get(objective_name(source)), "net_variant", "fcdd")
+
+
+def training_config(cfg: Any) -> Any:
+    """The configuration a run builds its training data with: an objective that trains on nominal
+    images only (the autoencoder) draws no synthetic anomalies, whatever ``anomalies.kind`` says
+    (one line says so); everything else unchanged."""
+    name = objective_name(cfg)
+    if not getattr(OBJECTIVES.get(name), "nominal_only", False) or cfg.anomalies.kind == "none":
+        return cfg
+    import copy
+    import sys
+
+    print(
+        f"train.objective {name}: trains on nominal images only; anomalies.kind {cfg.anomalies.kind} is not drawn",
+        file=sys.stderr,
+        flush=True,
+    )
+    cfg = copy.deepcopy(cfg)
+    cfg.anomalies.kind = "none"
+    return cfg
+
+
 def unknown_objective(meta: dict) -> str | None:
     """Why a saved model's objective cannot score here, or None when it can."""
     name = objective_name(meta)
@@ -53,6 +86,8 @@ def scoring_objective(meta: dict, upsampler: ReceptiveFieldUpsampler | None) -> 
 
 __all__ = [
     "DEFAULT",
+    "AEObjective",
+    "HSCObjective",
     "OBJECTIVES",
     "FCDDObjective",
     "Objective",
@@ -60,8 +95,10 @@ __all__ = [
     "choose_loss",
     "fcdd_loss",
     "objective_class",
+    "net_variant",
     "objective_name",
     "pixel_loss",
     "scoring_objective",
+    "training_config",
     "unknown_objective",
 ]

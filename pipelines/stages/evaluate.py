@@ -80,7 +80,9 @@ def evaluate_run(cfg, cls: str, seed: int, run_dir: Path, device: str, grid: boo
             f"evaluate: {model_path} was trained with other settings ({differs}); run dvc repro -f train"
         )
     out_dir = EVAL_RUNS / class_slug(cls) / f"seed{seed}"
-    reuse = _evaluation_settings(detector.meta.get("config", {})) == _evaluation_settings(cfg.flat())
+    reuse = _evaluation_settings(detector.meta.get("config", {})) == _evaluation_settings(
+        config_to_store(cfg.flat())
+    )
     if reuse:
         # The train stage evaluated this run with the same settings: take its results, don't score twice.
         metrics, artifacts = _copy_run_evaluation(run_dir, out_dir)
