@@ -28,6 +28,10 @@ class CardFacts:
     protocol: str
     run_id: str | None = None
     heatmaps: bool = False  # the run has the heatmap figure (run_page.HEATMAP_FIGURE)
+    objective: str = "fcdd"  # train.objective: fcdd | hsc | ae
+
+
+METHODS = {"fcdd": "FCDD", "hsc": "HSC (baseline)", "ae": "Autoencoder (baseline)"}
 
 
 def smallest_alpha(n: int) -> float | None:
@@ -80,7 +84,7 @@ def model_card(facts: CardFacts, metrics: dict[str, Any]) -> str:
     uri = f"models:/{facts.name}/{facts.version}"
     alpha = recommended_alpha(int(metrics.get("calibration_n") or 0)) or 0.01
     lines = [
-        f"FCDD anomaly detector for class **{facts.cls}** of the **{facts.dataset}** data: it scores "
+        f"{METHODS.get(facts.objective, facts.objective)} anomaly detector for class **{facts.cls}** of the **{facts.dataset}** data: it scores "
         "how anomalous an image is and shows where, as a heatmap.",
         "",
         f"**{facts.name} version {facts.version}**",

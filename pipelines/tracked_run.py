@@ -216,6 +216,7 @@ class MlflowRun:
             protocol=self.protocol,
             run_id=self.run_id,
             heatmaps=heatmaps,
+            objective=self.cfg.train.objective,
         )
 
 
