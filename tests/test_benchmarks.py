@@ -300,9 +300,8 @@ def test_gpu_suite_quick_runs_every_part(tmp_path):
 @pytest.mark.slow
 def test_bench_train_overhead_quick_prints_its_table():
     out = _run([sys.executable, "benchmarks/bench_train_overhead.py", "--quick", "--threads", "2"], 240)
-    lines = out.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["net", "freeze"])
-    rows = [line.split() for line in lines[start + 1 :]]
+    assert "CPU: " in out and "device: cpu" in out  # the machine header
+    rows = _table_rows(out, "| net | freeze |")
     assert [(r[0], r[1]) for r in rows] == [
         ("cnn28", "0"),
         ("cnn32", "0"),
@@ -332,9 +331,7 @@ def test_bench_pixel_auc_quick_prints_its_tables():
 )
 def test_bench_data_loading_quick_prints_its_table():
     out = _run([sys.executable, "benchmarks/bench_data_loading.py", "--quick", "--device", "cpu"], 240)
-    lines = out.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("case"))
-    rows = [line.split() for line in lines[start + 2 : start + 4]]
+    rows = _table_rows(out, "| case |")
     assert [r[0] for r in rows] == ["fmnist/cnn28", "mvtec-grid/vgg11_bn"]
     assert all(float(r[-1]) > 0 and float(r[-2]) > 0 for r in rows)  # train and loader images/s
 
@@ -359,10 +356,9 @@ def test_bench_cpu_levers_prints_every_lever_with_its_ratio():
 
 
 def test_folding_frozen_batchnorm_is_exact_in_eval_mode():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_cpu_levers import fold_frozen_batchnorm
-
     from fcdd.models import build_net
+
+    fold_frozen_batchnorm = _load("bench_cpu_levers").fold_frozen_batchnorm
 
     torch.manual_seed(0)
     net = build_net("vgg11_bn", 32, 3, freeze=15).train()
