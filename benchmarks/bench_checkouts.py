@@ -198,9 +198,9 @@ def _figures(modes: set[str], nets: list[str]) -> list[tuple[str, str, str, obje
     out = []
     for net in nets:
         name = NETS.get(net, net)
-        out.append(
-            (f"bare step, {name} (same code: the noise)", "CPU", "step", lambda r, n=net: r[n]["bare"][1])
-        )
+        for clock, i in (("CPU", 1), ("wall", 0)):
+            bare = f"bare step, {name} (same code: the noise)"
+            out.append((bare, clock, "step", lambda r, n=net, i=i: r[n]["bare"][i]))
         for path in ("plain", "fast"):
             out.append((f"training step, {name}, {path}", "CPU", "step", lambda r, n=net, p=path: r[n][p][1]))
             out.append(
@@ -241,7 +241,6 @@ def summary(rows: list[dict]) -> str:
     from fcdd.testing.benchmark import table
 
     found = ratios(rows)
-    noise = [abs(v - 1) for label, clock, vals in found if label.startswith("bare") for v in vals]
     lines = [
         table(
             ["measure", "clock", "new/old (median)", "each round", "range"],
@@ -257,10 +256,15 @@ def summary(rows: list[dict]) -> str:
             ],
         )  # fmt: skip
     ]
-    if noise:
-        lines.append(
-            f"\nnoise: the bare step (same code) is off 1.0 by {statistics.median(noise):.3f} (median)"
-        )
+    for clock in ("CPU", "wall"):
+        noise = [
+            abs(v - 1) for label, c, vals in found if label.startswith("bare") and c == clock for v in vals
+        ]
+        if noise:
+            lines.append(
+                f"noise, {clock} time: the bare step (the same code in both) is off 1.0 by "
+                f"{statistics.median(noise):.3f} (median), {max(noise):.3f} at most"
+            )
     return "\n".join(lines)
 
 

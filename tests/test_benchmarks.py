@@ -478,6 +478,7 @@ def test_bench_checkouts_ratios_are_new_over_old_per_round():
     assert found[("loop overhead, tiny net, image loss", "CPU")] == pytest.approx([1.1])
     text = bc.summary(rows)
     assert "| packed K=2, tiny nets | CPU | 1.000 | 1.10 0.90 | 0.90-1.10 |" in text
+    assert "noise" not in text  # no bare step measured: no noise line
     with pytest.raises(SystemExit):
         bc.main([str(ROOT), str(ROOT / "docs")])  # not a checkout: refused before any work
 
