@@ -143,17 +143,17 @@ def measure_packed(quick: bool) -> dict:
 
 
 def measure(tree: str, modes: list[str], quick: bool) -> dict:
-    """Every mode on the checkout ``tree`` (this process was started with it on PYTHONPATH)."""
-    sys.path[:0] = [tree, os.path.join(tree, "benchmarks")]
-    os.chdir(tree)
+    """Every mode on the checkout ``tree``: this process runs in it, with it and its benchmarks/ on
+    PYTHONPATH (run_rounds), so fcdd, the benchmark modules and tests/ are the checkout's own."""
     import torch
 
     torch.set_num_threads(1)
-    import fcdd
+    import importlib.util
 
-    here = Path(fcdd.__file__).resolve()
-    if not here.is_relative_to(Path(tree).resolve()):
-        raise SystemExit(f"bench_checkouts: imported fcdd from {here}, not from the checkout {tree}")
+    for name in ("fcdd", "bench_train_overhead"):  # the checkout's own, not this one's
+        here = Path(importlib.util.find_spec(name).origin).resolve()
+        if not here.is_relative_to(Path(tree).resolve()):
+            raise SystemExit(f"bench_checkouts: {name} comes from {here}, not from the checkout {tree}")
     runs = {
         "step": measure_step,
         "overhead": measure_overhead,
@@ -170,12 +170,15 @@ def run_rounds(
     rows = []
     for r in range(rounds):
         for name, tree in [("old", old), ("new", new)][:: 1 if r % 2 == 0 else -1]:
-            env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--measure", str(tree), "--modes", *modes]
+            path = os.pathsep.join([str(tree), str(tree / "benchmarks")])
+            env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+            # `python -c` in the checkout: its folder, not this script's, heads the import path
+            argv = [str(Path(__file__).resolve()), "--measure", str(tree), "--modes", *modes]
+            argv += ["--quick"] if quick else []
+            run = f"import runpy, sys; sys.argv = {argv!r}; runpy.run_path(sys.argv[0], run_name='__main__')"
+            cmd = [sys.executable, "-c", run]
             start = time.time()
-            done = subprocess.run(
-                cmd + (["--quick"] if quick else []), env=env, capture_output=True, text=True
-            )
+            done = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)
             if done.returncode:
                 raise SystemExit(f"bench_checkouts: {name} checkout {tree} failed:\n{done.stderr[-3000:]}")
             result = json.loads(done.stdout.strip().splitlines()[-1])

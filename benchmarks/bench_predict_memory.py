@@ -143,9 +143,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def large_image(args) -> int:
     """Peak RSS of one large image against a 256 px one: what one more pixel costs."""
-    from fcdd.hardware import machine_line
+    from fcdd.testing.benchmark import header, table_head, table_row
 
-    print(machine_line())
+    print(header(None, "fcdd predict: peak memory of one large image"))
     side = args.large
     with tempfile.TemporaryDirectory(prefix="fcdd-bench-predict-") as tmp:
         tmp = Path(tmp)
@@ -155,13 +155,22 @@ def large_image(args) -> int:
             write_large(tmp / name / "im.png", s)
         runs = [("this checkout", None)] + ([("baseline", args.baseline)] if args.baseline else [])
         print(f"\n`fcdd predict --normalisation {args.normalisation}`, one RGB PNG, peak RSS and wall time\n")
-        print(f"| code | 256x256 (MB) | {side}x{side} (MB) | bytes per extra pixel | {side} px wall (s) |")
-        print("|---|---|---|---|---|")
+        columns = [
+            "code",
+            "256x256 (MB)",
+            f"{side}x{side} (MB)",
+            "bytes per extra pixel",
+            f"{side} px wall (s)",
+        ]
+        print(table_head(columns))
         for label, path in runs:
             small, _ = run_predict(model, tmp / "small", tmp / f"o-{label}-s", args.normalisation, path)
             large, wall = run_predict(model, tmp / "large", tmp / f"o-{label}-l", args.normalisation, path)
             per_pixel = (large - small) * 2**20 / (side * side - 256 * 256)
-            print(f"| {label} | {small:.0f} | {large:.0f} | {per_pixel:.1f} | {wall:.1f} |")
+            print(
+                table_row([label, f"{small:.0f}", f"{large:.0f}", f"{per_pixel:.1f}", f"{wall:.1f}"]),
+                flush=True,
+            )
     return 0
 
 
