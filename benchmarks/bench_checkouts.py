@@ -259,6 +259,7 @@ def summary(rows: list[dict]) -> str:
             ],
         )  # fmt: skip
     ]
+    lines.append("")  # a line right under a markdown table would read as one of its rows
     for clock in ("CPU", "wall"):
         noise = [
             abs(v - 1) for label, c, vals in found if label.startswith("bare") and c == clock for v in vals
@@ -266,7 +267,7 @@ def summary(rows: list[dict]) -> str:
         if noise:
             lines.append(
                 f"noise, {clock} time: the bare step (the same code in both) is off 1.0 by "
-                f"{statistics.median(noise):.3f} (median), {max(noise):.3f} at most"
+                f"{statistics.median(noise):.3f} (median), {max(noise):.3f} at most;"
             )
     return "\n".join(lines)
 
