@@ -18,10 +18,8 @@ Needs Chromium at /usr/bin/chromium and the app extra.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,19 +29,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from app_helpers import CHROMIUM, running_app  # noqa: E402
-from bench_inference import make_detector  # noqa: E402
+from fcdd.backends import ExportedDetector
+from fcdd.data.image_io import read_image
+from fcdd.export import export_detector
+from fcdd.testing import running_app, untrained_detector
+from fcdd.testing.benchmark import header, measure, table
 
-from fcdd.backends import ExportedDetector  # noqa: E402
-from fcdd.data.image_io import read_image  # noqa: E402
-from fcdd.export import export_detector  # noqa: E402
-from fcdd.hardware import machine_line  # noqa: E402
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def make_export(folder: Path) -> Path:
-    det = make_detector("vgg11_bn", 224, torch.device("cpu"))
+    det = untrained_detector("vgg11_bn", 224, torch.device("cpu"))
     rng = np.random.default_rng(0)
     cal = det.score([rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(20)], batch_size=4)
     det.meta["calibration"] = {
@@ -68,12 +64,7 @@ def texture(path: Path, side: int, seed: int) -> Path:
 def bare_latency(export: Path, image: Path, runs: int) -> list[float]:
     det = ExportedDetector.load(export)
     det.score([read_image(image)])  # warm-up
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        det.score([read_image(image)], full_size=False)
-        times.append(time.perf_counter() - t)
-    return times
+    return measure(lambda: det.score([read_image(image)], full_size=False), warmup=0, repeats=runs).wall
 
 
 def page_latency(browser, url: str, image: Path, runs: int) -> tuple[list[float], list[float]]:
@@ -158,22 +149,18 @@ def main(argv: list[str] | None = None) -> dict:
                 loads, totals = page_latency(browser, url, image, args.runs)
                 resp = responsiveness(browser, url, images)
                 browser.close()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    print(f"# bench_app ({datetime.date.today()}, commit {commit}; the CPU may be shared: medians)")
-    print(machine_line())
+    print(header("cpu", "bench_app (the CPU may be shared: medians)"))
     print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
-    print("| measure | median |")
-    print("|---|---|")
-    print(f"| page load (open to ready) | {_ms(loads)} |")
-    print(f"| 1-megapixel JPEG: open page, upload, heatmap drawn | {_ms(totals)} |")
-    print(f"| bare read_image + ExportedDetector.score of the same file | {_ms(bare)} |")
-    print(
-        f"| {resp['n']} images scored through the page | {resp['total']:.1f} s ({resp['n'] / resp['total']:.1f} images/s) |"
-    )
-    print(f"| while scoring: click a thumbnail -> its heatmap drawn | {_ms(resp['clicks'])} |")
-    print(f"| while scoring: alpha slider -> page updated | {_ms(resp['sliders'])} |")
+    rate = f"{resp['total']:.1f} s ({resp['n'] / resp['total']:.1f} images/s)"
+    rows = [
+        ["page load (open to ready)", _ms(loads)],
+        ["1-megapixel JPEG: open page, upload, heatmap drawn", _ms(totals)],
+        ["bare read_image + ExportedDetector.score of the same file", _ms(bare)],
+        [f"{resp['n']} images scored through the page", rate],
+        ["while scoring: click a thumbnail -> its heatmap drawn", _ms(resp["clicks"])],
+        ["while scoring: alpha slider -> page updated", _ms(resp["sliders"])],
+    ]
+    print(table(["measure", "median"], rows))
     shown = [p for p in resp["progress"] if p.startswith("Scored")]
     print(f"progress lines seen: {len(shown)}, e.g. {shown[len(shown) // 2] if shown else '-'!r}")
     return {"loads": loads, "totals": totals, "bare": bare, **resp}

@@ -57,9 +57,9 @@ else:
 open("cache/repro/params.yaml", "w").write(yaml.safe_dump(doc))
 cfg = load_config("cache/repro/params.yaml")
 torch.set_num_threads(2)
-from fcdd.hardware import machine_line
+from fcdd.testing.benchmark import header
 
-print(machine_line("cpu"))
+print(header("cpu", f"eval-mode BatchNorm statistics, {name}"))
 data = build_datasets(cfg, cfg.data.classes[0], 0)
 print(data.summary)
 seed_everything(0)

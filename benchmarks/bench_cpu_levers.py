@@ -13,16 +13,16 @@ with the ratio to the plain fp32 eager step measured beside them.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from fcdd.hardware import cpu_info, machine_line
+from fcdd.hardware import cpu_info
 from fcdd.models import build_net
 from fcdd.objectives import fcdd_loss
+from fcdd.testing.benchmark import alternate, header, table_head, table_row
 
 NETS = {"cnn28": (28, 1, 128), "cnn32": (32, 3, 200), "vgg11_bn": (224, 3, 16)}
 
@@ -108,14 +108,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compile", action="store_true", help="also torch.compile variants (minutes to build)")
     p.add_argument("--freeze", type=int, default=0, help="VGG11-BN: frozen feature modules (MVTec: 15)")
     args = p.parse_args(argv)
-    print(machine_line("cpu"))
+    print(header("cpu", f"CPU training levers, {args.rounds} alternating rounds (medians)"))
     if not cpu_info().bf16:
         print("note: no native bf16 on this CPU: the bf16 rows are emulated (the engine uses fp32 here)")
-    print("| net | lever | images/s | ratio to fp32 eager | first step s |")
-    print("|---|---|---|---|---|")
+    print(table_head(["net", "lever", "images/s", "ratio to fp32 eager", "first step s"]))
     for net in args.net:
         steps = args.steps or (1 if net == "vgg11_bn" else 5)
-        runs = {}
+        cases, first = {}, {}
         for name, v in variants(args.compile, net, args.freeze).items():
             step, batch = make_step(
                 net,
@@ -128,20 +127,14 @@ def main(argv: list[str] | None = None) -> None:
             )
             t = time.perf_counter()
             step()  # warm-up (compilation for the compiled variants)
-            runs[name] = {"step": step, "first": time.perf_counter() - t, "times": []}
-        for _ in range(args.rounds):
-            for run in runs.values():
-                t = time.perf_counter()
-                for _ in range(steps):
-                    run["step"]()
-                run["times"].append((time.perf_counter() - t) / steps)
-        base = statistics.median(runs["fp32 eager"]["times"])
-        for name, run in runs.items():
-            med = statistics.median(run["times"])
-            print(
-                f"| {net} b{batch}{f' frozen {args.freeze}' if net == 'vgg11_bn' and args.freeze else ''} | {name} | {batch / med:.1f} | {base / med:.2f} | {run['first']:.1f} |",
-                flush=True,
-            )
+            first[name] = time.perf_counter() - t
+            cases[name] = lambda step=step, n=steps: [step() for _ in range(n)]
+        times = alternate(cases, rounds=args.rounds, warmup=0, per=steps)
+        base = times["fp32 eager"].wall_s
+        frozen = f" frozen {args.freeze}" if net == "vgg11_bn" and args.freeze else ""
+        for name, t in times.items():
+            cells = [f"{net} b{batch}{frozen}", name, f"{batch / t.wall_s:.1f}", f"{base / t.wall_s:.2f}"]
+            print(table_row([*cells, f"{first[name]:.1f}"]), flush=True)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ import torch
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import load_config
 from fcdd.data import build_datasets
-from fcdd.hardware import machine_line
 from fcdd.models import build_model
 from fcdd.objectives import fcdd_loss
+from fcdd.testing.benchmark import header, sync, table, table_head, table_row
 from fcdd.training import make_loader, make_optimizer, resolve_device, train
 
 SHARED = Path("../shared/data")
@@ -68,10 +68,6 @@ def time_epoch(name: str, presets: list[str], overrides: list[str], cls: str, de
     model = build_model(cfg, in_channels=bundle.preprocess["channels"]).to(device)
     optimizer = make_optimizer(model, cfg)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     # The loader alone: images/s the data pipeline can deliver.
     start, images = time.perf_counter(), 0
     for batch in make_loader(bundle.train, cfg, device, seed=0):
@@ -94,7 +90,7 @@ def time_epoch(name: str, presets: list[str], overrides: list[str], cls: str, de
         loss = fcdd_loss(model(x), y)
         loss.backward()
         optimizer.step()
-        sync()
+        sync(device)
         tick = time.perf_counter()
         compute += tick - got
         batches += 1
@@ -166,18 +162,16 @@ def compare_mvtec(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     roots = {"grid": args.mvtec_root, "hazelnut": args.hazelnut_root}
     torch.set_num_threads(max(args.threads))
-    print(machine_line(device))
+    print(header(device, "MVTec at 224: per-sample vs batched augmentation"))
     print(
-        "MVTec at 224, presets [mvtec, cpu_mvtec] (confetti p=0.5, batch 8, VGG11-BN random init);"
+        "presets [mvtec, cpu_mvtec] (confetti p=0.5, batch 8, VGG11-BN random init);"
         f" loader: {args.rounds} alternating rounds, engine: {args.train_rounds} runs x {args.train_epochs} timed epochs"
         f" at {args.train_threads} threads; medians"
     )
-    print(
-        "| set | images | threads | workers | loader per-sample img/s | loader batched img/s | loader ratio"
-        " | per CPU-s per-sample | per CPU-s batched | CPU ratio"
-        " | train per-sample img/s | train batched img/s | train ratio |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    columns = ["set", "images", "threads", "workers", "loader per-sample img/s", "loader batched img/s"]
+    columns += ["loader ratio", "per CPU-s per-sample", "per CPU-s batched", "CPU ratio"]
+    columns += ["train per-sample img/s", "train batched img/s", "train ratio"]
+    print(table_head(columns), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for cls in args.sets:
             if not Path(roots[cls], cls).is_dir():
@@ -187,13 +181,18 @@ def compare_mvtec(args: argparse.Namespace) -> None:
                 for workers in args.workers:
                     n, med = compare_once(args, cls, roots[cls], threads, workers, device, Path(tmp))
                     a, b = med["per-sample"], med["batched"]
-                    print(
-                        f"| {cls} | {n} | {threads} | {workers} | {a['loader']:.1f} | {b['loader']:.1f}"
-                        f" | {b['loader'] / a['loader']:.2f} | {a['loader_cpu']:.1f} | {b['loader_cpu']:.1f}"
-                        f" | {b['loader_cpu'] / a['loader_cpu']:.2f} | {a['train']:.2f} | {b['train']:.2f}"
-                        f" | {b['train'] / a['train']:.2f} |",
-                        flush=True,
-                    )
+                    cells = [cls, n, threads, workers, f"{a['loader']:.1f}", f"{b['loader']:.1f}"]
+                    cells += [
+                        f"{b['loader'] / a['loader']:.2f}",
+                        f"{a['loader_cpu']:.1f}",
+                        f"{b['loader_cpu']:.1f}",
+                    ]
+                    cells += [
+                        f"{b['loader_cpu'] / a['loader_cpu']:.2f}",
+                        f"{a['train']:.2f}",
+                        f"{b['train']:.2f}",
+                    ]
+                    print(table_row([*cells, f"{b['train'] / a['train']:.2f}"]), flush=True)
 
 
 def compare_once(args, cls: str, root: str, threads: int, workers: int, device, tmp: Path):
@@ -283,15 +282,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         for name, presets, overrides, cls in cases(args, cache):
             rows.append(time_epoch(name, presets, overrides, cls, args.device))
-    head = f"{'case':<22}{'device':<8}{'workers':>8}{'images':>8}{'epoch s':>9}{'1st s':>7}{'wait s':>8}{'wait %':>8}{'train img/s':>12}{'loader img/s':>13}"
-    print(machine_line(resolve_device(args.device)))
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        print(
-            f"{r['case']:<22}{r['device']:<8}{r['workers']:>8}{r['images']:>8}{r['epoch_s']:>9.2f}{r['first_batch_s']:>7.2f}"
-            f"{r['wait_s']:>8.2f}{r['wait_pct']:>7.1f}%{r['train_img_s']:>12.0f}{r['loader_img_s']:>13.0f}"
-        )
+    print(header(resolve_device(args.device), "is training waiting for the DataLoader? (one epoch)"))
+    columns = ["case", "device", "workers", "images", "epoch s", "1st s", "wait s", "wait %"]
+    cells = [
+        [r["case"], r["device"], r["workers"], r["images"], f"{r['epoch_s']:.2f}", f"{r['first_batch_s']:.2f}",
+         f"{r['wait_s']:.2f}", f"{r['wait_pct']:.1f}", f"{r['train_img_s']:.0f}", f"{r['loader_img_s']:.0f}"]
+        for r in rows
+    ]  # fmt: skip
+    print(table([*columns, "train img/s", "loader img/s"], cells))
     print("target: wait % < 10 (time blocked on the loader, first batch excluded)")
 
 

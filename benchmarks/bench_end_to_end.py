@@ -37,8 +37,8 @@ import torch
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import load_config
 from fcdd.data import build_datasets
-from fcdd.hardware import machine_line
 from fcdd.models import build_model
+from fcdd.testing.benchmark import header, table_head, table_row
 from fcdd.training import resolve_device, train
 
 SHARED = Path("../shared/data")
@@ -140,18 +140,14 @@ def main() -> None:
         parser.error("--epochs must be at least 2: the first epoch of a round is not counted")
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
-    print(machine_line(device))
-    print(
-        f"{args.rounds} alternating rounds x {args.epochs} epochs (first not counted), "
-        f"{args.threads} torch threads, {args.workers} DataLoader workers; median training images/s"
+    title = (
+        f"training end to end: {args.rounds} alternating rounds x {args.epochs} epochs (first not counted), "
+        f"{args.workers} DataLoader workers; median training images/s"
     )
+    print(header(device, title))
     names = list(PATHS)
-    print(
-        "| case | images/epoch | "
-        + " | ".join(names)
-        + " | fast step / previous | fast / previous | fast / fast step |"
-    )
-    print("|---|---|" + "---|" * (len(names) + 3), flush=True)
+    ratios = ["fast step / previous", "fast / previous", "fast / fast step"]
+    print(table_head(["case", "images/epoch", *names, *ratios]), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases:
             cls, cfgs = configs(case, args, Path(tmp))
@@ -163,13 +159,9 @@ def main() -> None:
                     rates[p] += epoch_rates(cfgs[p], bundles[p], device, run_dir)[1:]
             med = {p: statistics.median(v) for p, v in rates.items()}
             per_epoch = len(bundles["fast"].train) * cfgs["fast"].train.epoch_repeats
-            print(
-                f"| {LABELS[case]} | {per_epoch} | "
-                + " | ".join(f"{med[p]:.1f}" for p in names)
-                + f" | {med['fast step'] / med['previous']:.2f} | {med['fast'] / med['previous']:.2f}"
-                f" | {med['fast'] / med['fast step']:.2f} |",
-                flush=True,
-            )
+            pairs = [("fast step", "previous"), ("fast", "previous"), ("fast", "fast step")]
+            cells = [LABELS[case], per_epoch, *(f"{med[p]:.1f}" for p in names)]
+            print(table_row([*cells, *(f"{med[a] / med[b]:.2f}" for a, b in pairs)]), flush=True)
 
 
 if __name__ == "__main__":

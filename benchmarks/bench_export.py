@@ -13,21 +13,17 @@ each backend's speed-up over eager. Random weights: speed does not depend on the
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inference import make_detector  # noqa: E402
-
-from fcdd.backends import BACKENDS  # noqa: E402
-from fcdd.export import MODEL_FILES, export_detector  # noqa: E402
-from fcdd.hardware import machine_line  # noqa: E402
+from fcdd.backends import BACKENDS
+from fcdd.export import MODEL_FILES, export_detector
+from fcdd.testing import untrained_detector
+from fcdd.testing.benchmark import header, measure, table
 
 SIZES = {"vgg11_bn": 224, "cnn32": 32, "cnn28": 28}
 BACKEND_ORDER = ("eager", "onnx", "openvino", "torchscript")
@@ -50,19 +46,13 @@ class Row:
 
 
 def time_calls(call, min_calls: int, min_seconds: float) -> list[float]:
-    for _ in range(2):  # warm-up: allocation, graph compilation, TorchScript's profiling runs
-        call()
-    out, start = [], time.perf_counter()
-    while len(out) < min_calls or time.perf_counter() - start < min_seconds:
-        t = time.perf_counter()
-        call()
-        out.append(time.perf_counter() - t)
-    return out
+    """Seconds per call; two warm-up calls first (allocation, graph compilation, TorchScript's profiling runs)."""
+    return measure(call, warmup=2, repeats=min_calls, min_seconds=min_seconds).wall
 
 
 def bench_net(net: str, batches: list[int], backends: list[str], threads: int, min_calls: int, min_s: float):
     size = SIZES[net]
-    det = make_detector(net, size, torch.device("cpu"))
+    det = untrained_detector(net, size, torch.device("cpu"))
     rows = []
     with tempfile.TemporaryDirectory(prefix="fcdd-bench-export-") as tmp:
         runners = {}
@@ -84,15 +74,15 @@ def bench_net(net: str, batches: list[int], backends: list[str], threads: int, m
 
 def print_table(rows: list[Row]) -> None:
     eager = {(r.net, r.batch): r.images_per_s for r in rows if r.backend == "eager"}
-    print("| net | input | backend | batch | calls | images / s | p50 ms | p99 ms | vs eager |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    headers = ["net", "input", "backend", "batch", "calls", "images / s", "p50 ms", "p99 ms", "vs eager"]
+    cells = []
     for r in rows:
         ratio = r.images_per_s / eager[(r.net, r.batch)] if (r.net, r.batch) in eager else float("nan")
-        print(
-            f"| {r.net} | {r.size} | {r.backend} | {r.batch} | {len(r.latencies)} | {r.images_per_s:.1f} | "
-            f"{r.ms(0.5):.1f} | {r.ms(0.99):.1f} | {ratio:.2f}x |",
-            flush=True,
-        )
+        cells.append(
+            [r.net, r.size, r.backend, r.batch, len(r.latencies), f"{r.images_per_s:.1f}",
+             f"{r.ms(0.5):.1f}", f"{r.ms(0.99):.1f}", f"{ratio:.2f}x"]
+        )  # fmt: skip
+    print(table(headers, cells), flush=True)
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
@@ -109,7 +99,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     min_calls, min_s = (2, 0.0) if args.quick else (args.min_calls, args.min_seconds)
-    print(machine_line("cpu"))
+    print(header("cpu"))
     print(f"{args.threads} threads per backend; torch {torch.__version__}; {_versions()}")
     rows = []
     for net in args.nets:

@@ -12,20 +12,18 @@ speed does not depend on them.
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.data.geometry import size_hw
 from fcdd.detector import Detector
-from fcdd.hardware import machine_line
-from fcdd.models import build_net
-from fcdd.training import resolve_device, seed_everything
+from fcdd.testing import untrained_detector as make_detector
+from fcdd.testing.benchmark import header, measure, table
+from fcdd.training import resolve_device
 
-IMAGENET_NORM = {"kind": "meanstd", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+__all__ = ["Timing", "bench_images", "bench_tensor", "make_detector", "main"]
 
 
 @dataclass
@@ -35,45 +33,11 @@ class Timing:
     mode: str  # "score_tensor fp32", "score_tensor bf16", "score(uint8 images)"
     batch: int
     calls: int
-    seconds_per_call: float
+    seconds_per_call: float  # median wall clock
 
     @property
     def images_per_s(self) -> float:
         return self.batch / self.seconds_per_call
-
-
-def make_detector(net: str, input_size: int, device: torch.device) -> Detector:
-    seed_everything(0)
-    model = build_net(net, input_size)
-    upsampler = ReceptiveFieldUpsampler(model.receptive_field, None, input_size)
-    preprocess = {
-        "input_size": input_size,
-        "channels": model.in_channels,
-        "resize": None,
-        "crop": None,
-        "normalisation": IMAGENET_NORM
-        if model.in_channels == 3
-        else {"kind": "meanstd", "mean": [0.5], "std": [0.5]},
-    }
-    meta = {"net": {"net": net, "input_size": input_size}, "dataset": "bench", "class": "bench"}
-    return Detector(model, upsampler, preprocess, meta).to(device)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_calls(call, device: torch.device, min_calls: int, min_seconds: float) -> tuple[int, float]:
-    """(calls, seconds per call) after one warm-up call; at least min_calls and min_seconds."""
-    call()
-    _sync(device)
-    calls, start = 0, time.perf_counter()
-    while calls < min_calls or time.perf_counter() - start < min_seconds:
-        call()
-        _sync(device)
-        calls += 1
-    return calls, (time.perf_counter() - start) / calls
 
 
 def bench_tensor(det: Detector, batch: int, amp: bool, min_calls: int, min_seconds: float) -> Timing:
@@ -85,29 +49,38 @@ def bench_tensor(det: Detector, batch: int, amp: bool, min_calls: int, min_secon
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             det.score_tensor(x)
 
-    calls, per_call = time_calls(call, device, min_calls, min_seconds)
+    t = measure(call, repeats=min_calls, min_seconds=min_seconds, device=device)
     mode = f"score_tensor {'bf16' if amp else 'fp32'}"
-    return Timing(det.meta["net"]["net"], str(device), mode, batch, calls, per_call)
+    return Timing(det.meta["net"]["net"], str(device), mode, batch, t.calls, t.wall_s)
 
 
 def bench_images(det: Detector, batch: int, side: int, min_calls: int, min_seconds: float) -> Timing:
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in range(batch)]
-    calls, per_call = time_calls(
-        lambda: det.score(images, batch_size=batch), det.device, min_calls, min_seconds
+    t = measure(
+        lambda: det.score(images, batch_size=batch),
+        repeats=min_calls,
+        min_seconds=min_seconds,
+        device=det.device,
     )
-    return Timing(det.meta["net"]["net"], str(det.device), f"score(uint8 {side}px)", batch, calls, per_call)
+    return Timing(det.meta["net"]["net"], str(det.device), f"score(uint8 {side}px)", batch, t.calls, t.wall_s)
 
 
 def print_table(rows: list[Timing]) -> None:
-    print("| net | device | mode | batch | calls | ms / batch | images / s |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r.net} | {r.device} | {r.mode} | {r.batch} | {r.calls} | "
-            f"{1000 * r.seconds_per_call:.1f} | {r.images_per_s:.1f} |",
-            flush=True,
-        )
+    headers = ["net", "device", "mode", "batch", "calls", "ms / batch", "images / s"]
+    cells = [
+        [
+            r.net,
+            r.device,
+            r.mode,
+            r.batch,
+            r.calls,
+            f"{1000 * r.seconds_per_call:.1f}",
+            f"{r.images_per_s:.1f}",
+        ]
+        for r in rows
+    ]
+    print(table(headers, cells), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,9 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     if gpu:
         min_calls, min_seconds = min_calls * 5, min_seconds
     det = make_detector(args.net, size, device)
-    name = torch.cuda.get_device_name(device) if gpu else f"{torch.get_num_threads()} torch threads"
-    print(machine_line(device))
-    print(f"Detector inference, {args.net} at {size} px, device {device} ({name}), torch {torch.__version__}")
+    print(header(device, f"Detector inference, {args.net} at {size} px (medians)"))
     rows = []
     for amp in [False, True] if gpu else [False]:
         for batch in batches:

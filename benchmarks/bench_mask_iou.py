@@ -26,9 +26,9 @@ from fcdd import calibration as conformal
 from fcdd.data import build_datasets
 from fcdd.detector import Detector
 from fcdd.experiment import score_heatmaps
-from fcdd.hardware import machine_line
 from fcdd.scoring import full_heatmap
 from fcdd.stored_config import config_from_model
+from fcdd.testing.benchmark import header, table
 
 
 def mask_table(model: str, alphas: list[float], overrides: list[str]) -> dict:
@@ -86,19 +86,18 @@ def _f(v: float | None) -> str:
 
 
 def format_table(result: dict) -> str:
-    lines = [
+    title = (
         f"{result['class']}: calibration n {result['calibration_n']} (min alpha {result['min_alpha']:.3f}), "
         f"{result['n_test']} test images ({result['n_good']} good); oracle mask IoU "
-        f"{_f(result['oracle_mask_iou'])} at pixel threshold {_f(result['oracle_mask_threshold'])}",
-        "| alpha | pixel threshold | good images flagged | precision | recall | IoU | oracle IoU |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in result["rows"]:
-        lines.append(
-            f"| {r['alpha']:g} | {_f(r['pixel_threshold'])} | {_f(r['good_images_flagged'])} | "
-            f"{_f(r['precision'])} | {_f(r['recall'])} | {_f(r['iou'])} | {_f(result['oracle_mask_iou'])} |"
-        )
-    return "\n".join(lines)
+        f"{_f(result['oracle_mask_iou'])} at pixel threshold {_f(result['oracle_mask_threshold'])}"
+    )
+    columns = ["alpha", "pixel threshold", "good images flagged", "precision", "recall", "IoU", "oracle IoU"]
+    rows = [
+        [f"{r['alpha']:g}", *(_f(r[k]) for k in ("pixel_threshold", "good_images_flagged", "precision")),
+         _f(r["recall"]), _f(r["iou"]), _f(result["oracle_mask_iou"])]
+        for r in result["rows"]
+    ]  # fmt: skip
+    return title + "\n" + table(columns, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # DetectorError, ConfigError, DataError, CalibrationError
         print(f"bench_mask_iou: error: {e}", file=sys.stderr)
         return 2
-    print(machine_line("cpu"))
+    print(header("cpu", "calibrated defect masks"))
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

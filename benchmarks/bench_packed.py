@@ -12,24 +12,17 @@ that load from elsewhere hits both alike.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from types import SimpleNamespace
 
 import torch
 
 from fcdd.config import Config
-from fcdd.hardware import machine_line
 from fcdd.models import build_net
 from fcdd.objectives import fcdd_loss
+from fcdd.testing.benchmark import alternate, header, table_head, table_row
 from fcdd.training import PackedModel, make_optimizer, resolve_device, seed_everything
 
 SIZES = {"cnn28": (28, 1, 128), "cnn32": (32, 3, 200), "vgg11_bn": (224, 3, 16)}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench(net: str, k: int, device: torch.device, steps: int, rounds: int) -> dict:
@@ -59,18 +52,14 @@ def bench(net: str, k: int, device: torch.device, steps: int, rounds: int) -> di
         popt.step()
         popt.zero_grad(set_to_none=True)
 
-    times: dict[str, list[float]] = {"separate": [], "packed": []}
-    for fn in (separate, together):  # warm-up
-        fn()
-    for _ in range(rounds):
-        for name, fn in (("separate", separate), ("packed", together)):
-            _sync(device)
-            start = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            _sync(device)
-            times[name].append((time.perf_counter() - start) / steps)
-    sep, pack = statistics.median(times["separate"]), statistics.median(times["packed"])
+    def steps_of(fn):
+        return lambda: [fn() for _ in range(steps)]
+
+    cases = {"separate": steps_of(separate), "packed": steps_of(together)}
+    separate()  # warm-up: one step of each
+    together()
+    times = alternate(cases, rounds=rounds, warmup=0, device=device, per=steps)
+    sep, pack = times["separate"].wall_s, times["packed"].wall_s
     return {
         "net": net,
         "K": k,
@@ -94,20 +83,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.k, args.rounds = [1, 3], 2
     steps = args.steps or (2 if args.quick or device.type == "cpu" else 20)
-    print(machine_line(device))
-    print(
-        f"packed vs separate training steps, device {device}, {steps} steps x {args.rounds} rounds (medians)"
-    )
-    print("| net | K | batch | separate img/s | packed img/s | packed/separate |")
-    print("|---|---|---|---|---|---|")
+    title = f"packed vs separate training steps, {steps} steps x {args.rounds} rounds (medians)"
+    print(header(device, title))
+    print(table_head(["net", "K", "batch", "separate img/s", "packed img/s", "packed/separate"]))
     for net in args.net:
         for k in args.k:
             r = bench(net, k, device, steps, args.rounds)
-            print(
-                f"| {r['net']} | {r['K']} | {r['batch']} | {r['separate img/s']:.1f} | {r['packed img/s']:.1f} "
-                f"| {r['packed/separate']:.2f} |",
-                flush=True,
-            )
+            cells = [r["net"], r["K"], r["batch"], f"{r['separate img/s']:.1f}", f"{r['packed img/s']:.1f}"]
+            print(table_row([*cells, f"{r['packed/separate']:.2f}"]), flush=True)
 
 
 if __name__ == "__main__":

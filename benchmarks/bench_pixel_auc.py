@@ -20,7 +20,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from fcdd.hardware import machine_line
+from fcdd.testing.benchmark import header, table
 
 SIDE = 1000
 
@@ -120,24 +120,18 @@ def main() -> None:
 
     n_images, n_error = (10, 1) if args.quick else (100, 10)
     s = _run_worker("stream", n_images)
-    print(machine_line())
-    print(
-        f"PixelAUC, {n_images} images of {SIDE}x{SIDE} fed one at a time ({s['anomalous']:,} anomalous pixels)"
-    )
-    print("| pixels | update s | compute s | roc_curve s | peak RSS MB | over baseline MB | AUC |")
-    print("|---|---|---|---|---|---|---|")
-    print(
-        f"| {s['pixels']:.0e} | {s['update_s']:.2f} | {s['compute_s']:.2f} | {s['curve_s']:.2f} | "
-        f"{s['peak_mb']:.0f} | {s['peak_mb'] - s['baseline_mb']:.0f} | {s['auc']:.6f} |"
-    )
+    title = f"PixelAUC, {n_images} images of {SIDE}x{SIDE} fed one at a time ({s['anomalous']:,} anomalous pixels)"
+    print(header(None, title))
+    columns = ["pixels", "update s", "compute s", "roc_curve s", "peak RSS MB", "over baseline MB", "AUC"]
+    row = [f"{s['pixels']:.0e}", f"{s['update_s']:.2f}", f"{s['compute_s']:.2f}", f"{s['curve_s']:.2f}"]
+    row += [f"{s['peak_mb']:.0f}", f"{s['peak_mb'] - s['baseline_mb']:.0f}", f"{s['auc']:.6f}"]
+    print(table(columns, [row]))
     e = _run_worker("error", n_error)
     print(f"\nError against sklearn.metrics.roc_auc_score on float64 scores, first {n_error} images")
-    print("| pixels | PixelAUC (float32) | sklearn (float64) | abs error | sklearn s |")
-    print("|---|---|---|---|---|")
-    print(
-        f"| {e['pixels']:.0e} | {e['streamed']:.10f} | {e['exact']:.10f} | "
-        f"{abs(e['streamed'] - e['exact']):.1e} | {e['sklearn_s']:.2f} |"
-    )
+    columns = ["pixels", "PixelAUC (float32)", "sklearn (float64)", "abs error", "sklearn s"]
+    row = [f"{e['pixels']:.0e}", f"{e['streamed']:.10f}", f"{e['exact']:.10f}"]
+    row += [f"{abs(e['streamed'] - e['exact']):.1e}", f"{e['sklearn_s']:.2f}"]
+    print(table(columns, [row]))
 
 
 if __name__ == "__main__":

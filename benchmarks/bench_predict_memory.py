@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.large:
         return large_image(args)
     n, size = (2, 256) if args.quick else (args.n, args.size)
-    from fcdd.hardware import machine_line
+    from fcdd.testing.benchmark import header, table_head, table_row
 
-    print(machine_line())
+    print(header(None, "fcdd predict: peak memory against the number of images"))
     with tempfile.TemporaryDirectory(prefix="fcdd-bench-predict-") as tmp:
         tmp = Path(tmp)
         model = tiny_model(tmp / "model.pt")
@@ -130,23 +130,22 @@ def main(argv: list[str] | None = None) -> int:
             write_images(folders[count], count, size)
         runs = [("this checkout", None)] + ([("baseline", args.baseline)] if args.baseline else [])
         print(f"\n`fcdd predict --normalisation {args.normalisation}`, {size}x{size} px images, peak RSS\n")
-        print(f"| code | {n} images (MB) | {4 * n} images (MB) | growth per extra image (MB) |")
-        print("|---|---|---|---|")
+        print(table_head(["code", f"{n} images (MB)", f"{4 * n} images (MB)", "growth per extra image (MB)"]))
         for label, path in runs:
             peak = {
                 c: peak_rss_mb(model, f, tmp / f"out-{label}-{c}", args.normalisation, path)
                 for c, f in folders.items()
             }
             growth = (peak[4 * n] - peak[n]) / (3 * n)
-            print(f"| {label} | {peak[n]:.0f} | {peak[4 * n]:.0f} | {growth:.2f} |")
+            print(table_row([label, f"{peak[n]:.0f}", f"{peak[4 * n]:.0f}", f"{growth:.2f}"]), flush=True)
     return 0
 
 
 def large_image(args) -> int:
     """Peak RSS of one large image against a 256 px one: what one more pixel costs."""
-    from fcdd.hardware import machine_line
+    from fcdd.testing.benchmark import header, table_head, table_row
 
-    print(machine_line())
+    print(header(None, "fcdd predict: peak memory of one large image"))
     side = args.large
     with tempfile.TemporaryDirectory(prefix="fcdd-bench-predict-") as tmp:
         tmp = Path(tmp)
@@ -156,13 +155,22 @@ def large_image(args) -> int:
             write_large(tmp / name / "im.png", s)
         runs = [("this checkout", None)] + ([("baseline", args.baseline)] if args.baseline else [])
         print(f"\n`fcdd predict --normalisation {args.normalisation}`, one RGB PNG, peak RSS and wall time\n")
-        print(f"| code | 256x256 (MB) | {side}x{side} (MB) | bytes per extra pixel | {side} px wall (s) |")
-        print("|---|---|---|---|---|")
+        columns = [
+            "code",
+            "256x256 (MB)",
+            f"{side}x{side} (MB)",
+            "bytes per extra pixel",
+            f"{side} px wall (s)",
+        ]
+        print(table_head(columns))
         for label, path in runs:
             small, _ = run_predict(model, tmp / "small", tmp / f"o-{label}-s", args.normalisation, path)
             large, wall = run_predict(model, tmp / "large", tmp / f"o-{label}-l", args.normalisation, path)
             per_pixel = (large - small) * 2**20 / (side * side - 256 * 256)
-            print(f"| {label} | {small:.0f} | {large:.0f} | {per_pixel:.1f} | {wall:.1f} |")
+            print(
+                table_row([label, f"{small:.0f}", f"{large:.0f}", f"{per_pixel:.1f}", f"{wall:.1f}"]),
+                flush=True,
+            )
     return 0
 
 

@@ -23,7 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-import bench_quality as bq
+try:  # python benchmarks/bench_protocol_packed.py: its folder is on the path
+    import bench_quality as bq
+except ImportError:  # python -m benchmarks.bench_protocol_packed, from the repository root
+    from benchmarks import bench_quality as bq
+
+from fcdd.testing.benchmark import table_head
 
 QUICK = ["train.epochs=3", "data.num_workers=0", "data.train_limit=128", "data.test_limit=200", "anomalies.oe_limit=50",
          "evaluation.heatmap_count=4", "train.batch_size=64"]  # fmt: skip
@@ -157,8 +162,7 @@ def format_result(r: dict) -> str:
     lines = [
         f"packed {r['dataset']}: {r['classes']} classes as one model on {r['device']}, {trained}",
         "",
-        "| class | image AUC | paper | n test |",
-        "|---|---|---|---|",
+        table_head(["class", "image AUC", "paper", "n test"]),
     ]
     for row in r["rows"]:
         lines.append(
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick and args.device == "cuda":
         args.device = "auto"
     from fcdd.config import ConfigError
-    from fcdd.hardware import machine_line
+    from fcdd.testing.benchmark import header
     from fcdd.training import resolve_device
 
     try:
@@ -200,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     except (bq.BenchError, ConfigError) as e:
         print(f"bench_protocol_packed: error: {e}", file=sys.stderr)
         return 2
-    text = f"{machine_line(device)}\n{time.strftime('%Y-%m-%d %H:%M')}\n{format_result(result)}"
+    text = f"{header(device, 'a one-vs-rest protocol as one packed model')}\n{format_result(result)}"
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(text + "\n")

@@ -413,8 +413,10 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def format_table(rows: list[Row]) -> str:
-    head = "| dataset | class | setting | image AUC | paper | pixel AUC | paper | AUPRO | epochs | n test | minutes |"
-    lines = [head, "|" + "---|" * 11]
+    from fcdd.testing.benchmark import table_head
+
+    columns = ["dataset", "class", "setting", "image AUC", "paper", "pixel AUC", "paper", "AUPRO", "epochs"]
+    lines = [table_head([*columns, "n test", "minutes"])]
     for r in rows:
         paper_pixel = _f(r.paper_pixel) if r.paper_pixel is not None else (r.paper_note or "–")
         mins = _f(r.wall_s / 60, 1) if r.wall_s else "–"
@@ -507,15 +509,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start = time.perf_counter()
     rows = run_jobs(jobs, args)
-    header = (
-        f"bench_quality {' '.join(args.dataset)}: profile {args.profile}, device {device}, "
+    title = (
+        f"bench_quality {' '.join(args.dataset)}: profile {args.profile}, "
         f"{'quick, ' if args.quick else ''}{time.strftime('%Y-%m-%d %H:%M')}, {time.perf_counter() - start:.0f} s"
     )
-    from fcdd.hardware import machine_line
+    from fcdd.testing.benchmark import header
 
-    header += "\n" + machine_line(device)
-    write_results(rows, Path(args.output_dir), header)
-    print(header)
+    lines = header(device, title)
+    write_results(rows, Path(args.output_dir), lines)
+    print(lines)
     print(format_table(rows))
     print(f"wrote {Path(args.output_dir) / 'results.md'}")
     return 1 if any(r.error for r in rows) else 0

@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
-    from fcdd.hardware import machine_line
+    from fcdd.testing.benchmark import header, table_head, table_row
 
-    print(machine_line())
+    print(header(None, "the MLflow pyfunc: peak memory per request"))
     cases = (
         [("cnn28", 2, 512, "npy")]
         if args.quick
@@ -96,12 +96,22 @@ def main(argv: list[str] | None = None) -> int:
             ("vgg11_bn", 64, 224, "npy"),
         ]
     )
-    print("\n| net | images | side | heatmap_format | megapixels | peak above idle (MB) | MB per megapixel |")
-    print("|---|---|---|---|---|---|---|")
+    columns = [
+        "net",
+        "images",
+        "side",
+        "heatmap_format",
+        "megapixels",
+        "peak above idle (MB)",
+        "MB per megapixel",
+    ]
+    print("\n" + table_head(columns))
     for net, count, side, fmt in cases:
         mpx = count * side * side / 1e6
         peak = measure(net, count, side, fmt)
-        print(f"| {net} | {count} | {side} | {fmt} | {mpx:.1f} | {peak:.0f} | {peak / mpx:.1f} |", flush=True)
+        print(
+            table_row([net, count, side, fmt, f"{mpx:.1f}", f"{peak:.0f}", f"{peak / mpx:.1f}"]), flush=True
+        )
     return 0
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from fcdd.config import load_config
 from fcdd.data import build_datasets
-from fcdd.hardware import machine_line
 from fcdd.models import build_model
+from fcdd.testing.benchmark import header, table
 from fcdd.training import resolve_device, train
 
 SPLITS = [(2, 2), (2, 0), (2, 1), (1, 1), (1, 2)]  # (torch threads, DataLoader workers); first = default
@@ -58,7 +58,7 @@ def main() -> None:
     p.add_argument("--fmnist-root", default="data/fashion-mnist")
     p.add_argument("--oe-source", default="../shared/data/imagenet1k_samples")
     args = p.parse_args()
-    print(machine_line("cpu"))
+    print(header("cpu", f"torch threads vs DataLoader workers, {args.rounds} alternating rounds"))
     base = [
         f"data.root={args.fmnist_root}",
         f"anomalies.oe_source={args.oe_source}",
@@ -73,13 +73,14 @@ def main() -> None:
             for threads, workers in SPLITS:
                 rates[(threads, workers)].append(one_epoch(bundle, threads, workers, args, Path(tmp)))
     ref = statistics.median(rates[SPLITS[0]])
-    print(
-        "| torch threads | DataLoader workers | training images/s (median) | ratio to 2 threads + 2 workers |"
-    )
-    print("|---|---|---|---|")
-    for split in SPLITS:
-        med = statistics.median(rates[split])
-        print(f"| {split[0]} | {split[1]} | {med:.0f} | {med / ref:.2f} |")
+    headers = [
+        "torch threads",
+        "DataLoader workers",
+        "training images/s (median)",
+        "ratio to 2 threads + 2 workers",
+    ]
+    medians = {split: statistics.median(rates[split]) for split in SPLITS}
+    print(table(headers, [[t, w, f"{medians[t, w]:.0f}", f"{medians[t, w] / ref:.2f}"] for t, w in SPLITS]))
 
 
 if __name__ == "__main__":

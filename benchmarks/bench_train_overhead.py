@@ -1,12 +1,12 @@
 """fcdd.training.train against the bare eager training step of the same net, in one run.
 
 For CNN28, CNN32 and VGG11-BN (15 frozen modules, the paper's MVTec setting, and 0 frozen, the
-random-init CPU profile): training throughput (images/s) through the engine on its fast path
+random-init CPU profile): training throughput (images/s) through the training loop (the engine) on its fast path
 (train.amp: bf16 autocast where the hardware has native bf16; train.channels_last) and on the plain
 fp32 path (both off: the previous code path), next to the bare eager fp32 step. Targets: fast
 engine >= 1.3x the bare step on the CPU; the plain engine within a few % of it (overhead).
 
-For each net, times a training step through ``engine.train`` (an in-memory dict dataset,
+For each net, times a training step through ``fcdd.training.train`` (an in-memory dict dataset,
 num_workers=0 unless --workers; the fastest epoch after the first, checkpoint included) against the
 bare forward + backward + optimiser step of the same net on tensors already on the device.
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,9 +29,9 @@ import torch
 from torch.utils.data import Dataset
 
 from fcdd.config import COMPILE_MODES, Config
-from fcdd.hardware import machine_line
 from fcdd.models import build_net
 from fcdd.objectives import fcdd_loss
+from fcdd.testing.benchmark import Clock, header, table_head, table_row
 from fcdd.training import autocast_bf16, make_optimizer, resolve_device, seed_everything, train
 
 
@@ -62,11 +61,6 @@ class InMemory(Dataset):
         return {"image": self.images[i], "label": self.labels[i], "mask": self.masks[i], "index": i}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def config_for(case: Case, device: torch.device, fast: bool = True, compile: str = "off") -> Config:
     cfg = Config()
     cfg.train.compile = compile
@@ -79,29 +73,6 @@ def config_for(case: Case, device: torch.device, fast: bool = True, compile: str
     return cfg
 
 
-class Clock:
-    """Wall and CPU (process) time. CPU time is the fairer measure on a shared machine: other
-    users' load stretches the wall clock of whichever loop happens to run during it."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.marks: list[tuple[float, float]] = []
-
-    def mark(self) -> None:
-        _sync(self.device)
-        self.marks.append((time.perf_counter(), time.process_time()))
-
-    def on_epoch_end(self, epoch: int, logs: dict) -> None:  # the engine's callback
-        self.mark()
-
-    def fastest_per_step(self, steps: int) -> tuple[float, float]:
-        """(wall, cpu) seconds per step of the fastest interval between marks."""
-        deltas = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(self.marks, self.marks[1:], strict=False)]
-        wall = min(d[0] for d in deltas) / steps
-        cpu = min(d[1] for d in deltas) / steps
-        return wall, cpu
-
-
 def _net(case: Case):
     return build_net(case.net, case.input_size, freeze=case.freeze)
 
@@ -109,9 +80,10 @@ def _net(case: Case):
 def time_engine(
     case: Case, device: torch.device, fast: bool = True, compile: str = "off"
 ) -> tuple[float, float, float]:
-    """(wall, cpu, loop wall) seconds per step through engine.train: the fastest epoch after the
-    first, measured between epoch ends (so the per-epoch checkpoint is included), and the loop alone
-    (the engine's own epoch_time_s, without the checkpoint)."""
+    """(wall, cpu, loop wall) seconds per step through fcdd.training.train: the fastest epoch after
+    the first, measured between epoch ends (so the per-epoch checkpoint is included), and the loop
+    alone (the loop's own epoch_time_s, without the checkpoint). Wall and CPU (process) time: CPU
+    time is the fairer measure on a shared machine."""
     cfg = config_for(case, device, fast, compile)
     seed_everything(0)
     model = _net(case)
@@ -120,7 +92,7 @@ def time_engine(
     with tempfile.TemporaryDirectory() as run_dir:
         history = train(model, data, cfg, device, Path(run_dir), callbacks=clock)["history"]
     loop = min(h["epoch_time_s"] for h in history[1:]) / case.steps
-    return (*clock.fastest_per_step(case.steps), loop)
+    return (*clock.fastest(per=case.steps), loop)
 
 
 def time_bare(case: Case, device: torch.device) -> tuple[float, float]:
@@ -147,7 +119,7 @@ def time_bare(case: Case, device: torch.device) -> tuple[float, float]:
         for _ in range(case.steps):
             step()
         clock.mark()
-    return clock.fastest_per_step(case.steps)
+    return clock.fastest(per=case.steps)
 
 
 def main() -> None:
@@ -195,12 +167,12 @@ def main() -> None:
                 f"--nets {' '.join(args.nets)}: none of cnn28, cnn32, vgg11_bn, vgg11_bn:15, vgg11_bn:0"
             )
     cases = [replace(case, workers=args.workers) for case in cases]
-    print(machine_line(device))
+    print(header(device, "training step through fcdd.training.train vs the bare step (fastest epoch)"))
     print(
-        f"device {device}, torch threads {torch.get_num_threads()}, engine DataLoader workers {args.workers}; "
-        f"fast path: bf16 autocast {'on' if autocast_bf16(device, True) else 'off (no native bf16)'}, channels-last"
+        f"DataLoader workers {args.workers}; fast path: bf16 autocast "
+        f"{'on' if autocast_bf16(device, True) else 'off (no native bf16)'}, channels-last"
     )
-    header = (
+    columns = (
         "net",
         "freeze",
         "batch",
@@ -216,9 +188,9 @@ def main() -> None:
         "fast img/s",
     )
     if args.compile:
-        header += ("compiled s/step", "compiled/bare", "compiled img/s")
+        columns += ("compiled s/step", "compiled/bare", "compiled img/s")
         print(f"compiled: the fast engine with train.compile={args.compile}")
-    print("  ".join(f"{h:>13}" for h in header))
+    print(table_head(columns))
     for case in cases:
         if args.bare_first:
             bare = time_bare(case, device)
@@ -232,7 +204,7 @@ def main() -> None:
         if args.compile:
             compiled = time_engine(case, device, fast=True, compile=args.compile)
             row += [compiled[0], compiled[0] / bare[0], case.batch / compiled[0]]
-        print("  ".join(f"{v:>13.4f}" if isinstance(v, float) else f"{v!s:>13}" for v in row), flush=True)
+        print(table_row([f"{v:.4f}" if isinstance(v, float) else v for v in row], len(columns)), flush=True)
 
 
 if __name__ == "__main__":

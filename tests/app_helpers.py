@@ -3,18 +3,16 @@ server started as a user starts it, and the awkward files users drop on it."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
 import struct
-import subprocess
-import sys
-import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from fcdd.testing import running_app
+
+__all__ = ["CHROMIUM", "bomb_png", "float_tiff", "png16", "rgb_png", "running_app", "train_tiny"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -28,36 +26,6 @@ def train_tiny(root: Path, make_config, out: Path, seed: int = 0, epochs: int = 
     model = Path(result.run_dir) / "model.pt"
     assert model.is_file()
     return model
-
-
-@contextlib.contextmanager
-def running_app(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300):
-    """`fcdd app ... --port 0` as a subprocess; yields (url, process); stopped with SIGINT (Ctrl-C)."""
-    exe = Path(sys.executable).with_name("fcdd")
-    proc = subprocess.Popen(
-        [str(exe), "app", *args, "--port", "0"],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    url, deadline = None, time.monotonic() + timeout
-    try:
-        while url is None:
-            line = proc.stdout.readline()
-            if not line:
-                raise AssertionError(f"fcdd app exited {proc.wait()}: {proc.stderr.read()[-2000:]}")
-            m = re.search(r"serving (http://\S+)", line)
-            url = m.group(1) if m else None
-            assert time.monotonic() < deadline, "fcdd app did not start"
-        yield url, proc
-    finally:
-        proc.send_signal(2)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def png16(path: Path, size=(48, 64), seed: int = 0) -> Path:

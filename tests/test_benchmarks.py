@@ -300,9 +300,8 @@ def test_gpu_suite_quick_runs_every_part(tmp_path):
 @pytest.mark.slow
 def test_bench_train_overhead_quick_prints_its_table():
     out = _run([sys.executable, "benchmarks/bench_train_overhead.py", "--quick", "--threads", "2"], 240)
-    lines = out.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["net", "freeze"])
-    rows = [line.split() for line in lines[start + 1 :]]
+    assert "CPU: " in out and "device: cpu" in out  # the machine header
+    rows = _table_rows(out, "| net | freeze |")
     assert [(r[0], r[1]) for r in rows] == [
         ("cnn28", "0"),
         ("cnn32", "0"),
@@ -332,9 +331,7 @@ def test_bench_pixel_auc_quick_prints_its_tables():
 )
 def test_bench_data_loading_quick_prints_its_table():
     out = _run([sys.executable, "benchmarks/bench_data_loading.py", "--quick", "--device", "cpu"], 240)
-    lines = out.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("case"))
-    rows = [line.split() for line in lines[start + 2 : start + 4]]
+    rows = _table_rows(out, "| case |")
     assert [r[0] for r in rows] == ["fmnist/cnn28", "mvtec-grid/vgg11_bn"]
     assert all(float(r[-1]) > 0 and float(r[-2]) > 0 for r in rows)  # train and loader images/s
 
@@ -359,10 +356,9 @@ def test_bench_cpu_levers_prints_every_lever_with_its_ratio():
 
 
 def test_folding_frozen_batchnorm_is_exact_in_eval_mode():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_cpu_levers import fold_frozen_batchnorm
-
     from fcdd.models import build_net
+
+    fold_frozen_batchnorm = _load("bench_cpu_levers").fold_frozen_batchnorm
 
     torch.manual_seed(0)
     net = build_net("vgg11_bn", 32, 3, freeze=15).train()
@@ -458,3 +454,51 @@ def test_bench_app_quick_prints_its_table():
     out = _run([sys.executable, "benchmarks/bench_app.py", "--quick"], 600)
     assert "| 1-megapixel JPEG: open page, upload, heatmap drawn |" in out
     assert "| 40 images scored through the page |" in out and "progress lines seen" in out
+
+
+# ------------------------------------------------------------------ bench_checkouts
+def test_bench_checkouts_ratios_are_new_over_old_per_round():
+    bc = _load("bench_checkouts")
+
+    def row(r, tree, mode, result):
+        return {"round": r, "tree": tree, "mode": mode, "result": result}
+
+    rows = [
+        row(0, "old", "packed", {"cpu_s": 2.0, "epoch_s": 1.0}),
+        row(0, "new", "packed", {"cpu_s": 2.2, "epoch_s": 0.5}),
+        row(1, "new", "packed", {"cpu_s": 1.8, "epoch_s": 1.0}),
+        row(1, "old", "packed", {"cpu_s": 2.0, "epoch_s": 1.0}),
+        row(2, "old", "packed", {"cpu_s": 9.0, "epoch_s": 9.0}),  # a round without its new half: left out
+        row(0, "old", "overhead", {"image": 0.010, "pixel": 0.020}),
+        row(0, "new", "overhead", {"image": 0.011, "pixel": 0.020}),
+    ]
+    found = {(label, clock): vals for label, clock, vals in bc.ratios(rows)}
+    assert found[("packed K=2, tiny nets", "CPU")] == pytest.approx([1.1, 0.9])
+    assert found[("packed K=2, tiny nets", "wall")] == pytest.approx([0.5, 1.0])
+    assert found[("loop overhead, tiny net, image loss", "CPU")] == pytest.approx([1.1])
+    text = bc.summary(rows)
+    assert "| packed K=2, tiny nets | CPU | 1.000 | 1.10 0.90 | 0.90-1.10 |" in text
+    assert "noise" not in text  # no bare step measured: no noise line
+    with pytest.raises(SystemExit):
+        bc.main([str(ROOT), str(ROOT / "docs")])  # not a checkout: refused before any work
+
+
+@pytest.mark.slow
+def test_bench_checkouts_quick_compares_a_checkout_with_itself(tmp_path):
+    jsonl = tmp_path / "rows.jsonl"
+    out = _run(
+        [sys.executable, "benchmarks/bench_checkouts.py", ".", ".", "--quick", "--jsonl", str(jsonl)], 600
+    )
+    assert "CPU: " in out and "device: cpu" in out
+    rows = _table_rows(out, "| measure | clock |")
+    assert [(r[0], r[1]) for r in rows] == [
+        ("loop overhead, tiny net, image loss", "CPU"),
+        ("loop overhead, tiny net, pixel loss", "CPU"),
+        ("packed K=2, tiny nets", "CPU"),
+        ("packed K=2, tiny nets", "wall"),
+    ]
+    assert all(float(r[2]) > 0 for r in rows)
+    measured = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert sorted((m["tree"], m["mode"]) for m in measured) == [
+        ("new", "overhead"), ("new", "packed"), ("old", "overhead"), ("old", "packed"),
+    ]  # fmt: skip
