@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from fcdd.data.batch_augment import apply_jitter
+from fcdd.data.colour_jitter import apply_jitter
 
 AREA = (0.02, 0.15)  # patch area, share of the image
 ASPECT = 0.3  # patch aspect ratio log-uniform in [0.3, 1/0.3]
@@ -69,7 +69,9 @@ def cutpaste_anomalies(
     """uint8 images [N, C, H, W] -> (uint8 images with a pasted patch each, bool masks [N, 1, H, W]).
     ``scar``: bool [N] (or one bool for all): CutPaste-Scar instead of a CutPaste rectangle."""
     if images.dtype != torch.uint8 or images.dim() != 4:
-        raise ValueError(f"cutpaste: expected uint8 images [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(
+            f"cutpaste: expected uint8 images [N, C, H, W], got {images.dtype} {tuple(images.shape)}"
+        )
     n, c, h, w = images.shape
     dev = images.device
     scar = torch.as_tensor(scar, device=dev).bool().expand(n)

@@ -25,7 +25,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fcdd.data.batch_augment import _hue, _saturation, grey
+from fcdd.data.colour_jitter import grey, hue
+from fcdd.data.colour_jitter import saturation as saturation_op
 
 SCALE_EXPONENTS = 6  # cells per side: 2^k, k in 0..5 (DRAEM's perlin_scale = 6, min_perlin_scale = 0)
 MAX_CELLS = 2 ** (SCALE_EXPONENTS - 1)
@@ -153,7 +154,7 @@ def _draw_hue_saturation(n, c, g, dev):  # AddToHueAndSaturation((-50, 50), per_
 def _hue_saturation(x: torch.Tensor, shift: torch.Tensor, saturation: torch.Tensor) -> torch.Tensor:
     if x.shape[1] != 3:
         return x  # greyscale: no hue, no saturation
-    return _saturation(_hue(x, shift), saturation)
+    return saturation_op(hue(x, shift), saturation)
 
 
 def _draw_solarize(n, c, g, dev):  # Solarize(p=0.5, threshold=(32, 128))
@@ -275,10 +276,14 @@ def perlin_anomalies(
     """(uint8 images [N, C, H, W], uint8 textures [N, C, h, w]) -> (uint8 images with a Perlin
     anomaly each, bool masks [N, 1, H, W]); textures of another size are resized to the images'."""
     if images.dtype != torch.uint8 or images.dim() != 4:
-        raise ValueError(f"perlin: expected uint8 images [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(
+            f"perlin: expected uint8 images [N, C, H, W], got {images.dtype} {tuple(images.shape)}"
+        )
     n, c, h, w = images.shape
     if textures.shape[:2] != (n, c):
-        raise ValueError(f"perlin: textures {tuple(textures.shape)} do not match images {tuple(images.shape)}")
+        raise ValueError(
+            f"perlin: textures {tuple(textures.shape)} do not match images {tuple(images.shape)}"
+        )
     x = images.float() / 255
     t = textures.to(x.device).float() / 255
     if tuple(t.shape[-2:]) != (h, w):
