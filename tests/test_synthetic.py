@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageEnhance, ImageOps
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fcdd.config import Config, ConfigError, explain_config, load_config
@@ -126,6 +126,15 @@ def test_equalize_is_pils_and_autocontrast_within_one_grey_level():
         assert np.abs(ours - theirs).max() <= 1
 
 
+def test_sharpness_is_pils_within_one_grey_level():
+    a = np.random.default_rng(1).integers(0, 256, (1, 3, 30, 40)).astype(np.uint8)
+    x = torch.from_numpy(a).float() / 255
+    for factor in (0.0, 0.5, 1.7):
+        ours = (P._sharpness(x, torch.tensor([[[[factor]]]])) * 255).round()[0].permute(1, 2, 0).numpy()
+        pil = ImageEnhance.Sharpness(Image.fromarray(a[0].transpose(1, 2, 0))).enhance(factor)
+        assert np.abs(ours - np.asarray(pil).astype(np.float32)).max() <= 1
+
+
 def test_invert_posterize_solarize_values():
     x = torch.tensor([0.0, 0.2, 0.6, 1.0]).view(1, 1, 1, 4)
     assert torch.allclose(P._invert(x), 1 - x)
@@ -194,7 +203,7 @@ def test_perlin_rejects_bad_input_in_one_line():
 
 
 def _no_jitter(monkeypatch):
-    monkeypatch.setattr(CP, "_jittered", lambda x, jitter: x)
+    monkeypatch.setattr(CP, "_jitter_patches", lambda x, masks, jitter: x)
 
 
 def _find_source(image: torch.Tensor, patch: torch.Tensor) -> list[tuple[int, int]]:
@@ -272,6 +281,27 @@ def test_cutpaste_jitters_the_patch_within_a_tenth():
     out, masks = CP.cutpaste_anomalies(x, False, gen(0))
     changed = (out.float() - 128).abs()[masks.expand_as(out)]
     assert changed.max() <= 128 * 0.1 + 2 and changed.max() > 0
+
+
+def test_cutpaste_contrast_pivots_on_the_patch_not_the_image(monkeypatch):
+    """Contrast only, factor 0: the patch becomes its own mean grey (torchvision on the cut patch),
+    whatever the rest of the image is."""
+    x = torch.zeros(4, 3, 64, 64, dtype=torch.uint8)
+    x[:, :, :, 32:] = 200  # right half bright, left half black
+    order = torch.tensor([[1, 0, 2, 3]] * 4)
+    factors = [torch.ones(4, 1, 1, 1), torch.zeros(4, 1, 1, 1), torch.ones(4, 1, 1, 1)]
+    monkeypatch.setattr(CP, "_jitter_draws", lambda n, g, d: (order, factors, torch.zeros(4)))
+    out, masks = CP.cutpaste_anomalies(x, False, gen(0))
+    values = []
+    for i in range(4):
+        m = masks[i, 0]
+        patch = out[i, :, m].float()
+        assert patch.max() - patch.min() <= 1  # one grey: the patch's mean
+        ph, pw = int(m.any(1).sum()), int(m.any(0).sum())
+        window_means = torch.nn.functional.avg_pool2d(x[i : i + 1, :1].float(), (ph, pw), stride=1)
+        assert ((window_means - patch.mean()).abs() <= 1).any()  # the mean of a cut rectangle
+        values.append(float(patch.mean()))
+    assert any(abs(v - 100) > 2 for v in values)  # not the whole image's mean grey
 
 
 def test_cutpaste_repeats_with_the_seed():

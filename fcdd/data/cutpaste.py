@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from fcdd.data.colour_jitter import apply_jitter
+from fcdd.data.colour_jitter import brightness, grey, hue, saturation
 
 AREA = (0.02, 0.15)  # patch area, share of the image
 ASPECT = 0.3  # patch aspect ratio log-uniform in [0.3, 1/0.3]
@@ -104,20 +104,45 @@ def cutpaste_anomalies(
     sy = torch.minimum(sy, (src_top + patch_h - 1).view(n, 1, 1)).long()
     sx = torch.minimum(sx, (src_left + patch_w - 1).view(n, 1, 1)).long()
 
-    source = _jittered(images, jitter)  # the whole image jittered: the patch's colours
     index = (sy * w + sx).view(n, 1, h * w).expand(n, c, h * w)
-    pasted = torch.gather(source.reshape(n, c, h * w), 2, index).view(n, c, h, w)
+    pasted = torch.gather(images.reshape(n, c, h * w), 2, index).view(n, c, h, w)
     masks = inside.view(n, 1, h, w)
-    return torch.where(masks, pasted, images), masks
+    return torch.where(masks, _jitter_patches(pasted, masks, jitter), images), masks
 
 
-def _jittered(images: torch.Tensor, jitter) -> torch.Tensor:
-    """uint8 images colour-jittered. Greyscale goes through as three equal channels: saturation and
-    hue then change nothing and contrast uses the grey mean, as torchvision does for one channel."""
-    x = images.float() / 255
-    grey = x.shape[1] == 1
-    x = apply_jitter(x.expand(-1, 3, -1, -1) if grey else x, *jitter)
-    x = x.mean(1, keepdim=True) if grey else x
+def _jitter_patches(pasted: torch.Tensor, masks: torch.Tensor, jitter) -> torch.Tensor:
+    """torchvision's ColorJitter of each pasted patch (uint8 [N, C, H, W], bool masks [N, 1, H, W]):
+    brightness, saturation and hue per pixel, contrast about the patch's own mean grey (the paper
+    jitters the cut patch as an image of its own). Greyscale goes through as three equal channels
+    (saturation and hue then change nothing, as torchvision does for one channel)."""
+    order, factors, shift = jitter
+    x = pasted.float() / 255
+    grey_input = x.shape[1] == 1
+    x = x.expand(-1, 3, -1, -1).clone() if grey_input else x
+    m = masks.float()
+    area = m.sum((1, 2, 3), keepdim=True).clamp_min(1)
+
+    def contrast(y: torch.Tensor, f: torch.Tensor, sel) -> torch.Tensor:
+        mean = (grey(y) * m[sel]).sum((1, 2, 3), keepdim=True) / area[sel]
+        return (f * y + (1 - f) * mean).clamp_(0, 1)
+
+    ops = (
+        lambda y, sel: brightness(y, factors[0][sel]),
+        lambda y, sel: contrast(y, factors[1][sel], sel),
+        lambda y, sel: saturation(y, factors[2][sel]),
+        lambda y, sel: hue(y, shift[sel]),
+    )
+    n = x.shape[0]
+    for position in range(4):
+        for k, op in enumerate(ops):
+            turn = order[:, position] == k
+            if x.is_cuda:  # every op on every patch, kept where it is the patch's turn: no host sync
+                x = torch.where(turn.view(n, 1, 1, 1), op(x, slice(None)), x)
+                continue
+            idx = turn.nonzero().flatten()
+            if len(idx):
+                x[idx] = op(x[idx], idx)
+    x = x.mean(1, keepdim=True) if grey_input else x
     return torch.round(x * 255).clamp(0, 255).to(torch.uint8)
 
 

@@ -138,11 +138,12 @@ def _draw_sharpness(n, c, g, dev):  # pillike.EnhanceSharpness(factor=(0.0, 2.0)
 
 
 def _sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    kernel = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], device=x.device) / 13
-    c = x.shape[1]
-    smooth = F.conv2d(x, kernel.expand(c, 1, 3, 3), padding=1, groups=c)
-    smooth[..., 0, :], smooth[..., -1, :] = x[..., 0, :], x[..., -1, :]  # PIL keeps the border
-    smooth[..., :, 0], smooth[..., :, -1] = x[..., :, 0], x[..., :, -1]
+    """PIL's SMOOTH filter ([[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13, border pixels kept) blended with
+    the image: a separable 3x3 box sum plus 4x the centre (a depthwise conv is 20x slower on a CPU)."""
+    rows = x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]
+    box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
+    smooth = x.clone()
+    smooth[..., 1:-1, 1:-1] = (box + 4 * x[..., 1:-1, 1:-1]) / 13
     return (smooth + factor * (x - smooth)).clamp(0, 1)
 
 
