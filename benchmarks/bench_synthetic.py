@@ -4,7 +4,8 @@ subset, the hazelnut toy set and magnetic tiles, several seeds, one identical tr
     python benchmarks/bench_synthetic.py                                 # 3 sets x 4 recipes x 3 seeds
     python benchmarks/bench_synthetic.py --epochs 12 --input-size 160    # a reduced, identical budget
     python benchmarks/bench_synthetic.py --table cache/bench_synthetic/results.csv   # tabulate only
-    python benchmarks/bench_synthetic.py --quick                         # smoke run, under a minute
+    python benchmarks/bench_synthetic.py --quick                         # smoke run, a few minutes
+    python benchmarks/bench_synthetic.py --speed                         # generator cost per image
 
 Each (set, recipe, seed) trains once with the CPU profile (presets ``[mvtec, cpu_mvtec]`` or
 ``[folder, cpu_mvtec]``, VGG11-BN from random init) and is evaluated with each BatchNorm mode of
@@ -274,6 +275,62 @@ def goals(rows: list[dict], sets: list[str], recipe: str, bn: str) -> str:
     return "goals (" + f"{recipe}, BatchNorm {bn} vs confetti, off" + "): " + "; ".join(out)
 
 
+# ------------------------------------------------------------------ generator speed
+def speed(side: int = 240, batch: int = 16, rounds: int = 3) -> str:
+    """Milliseconds per anomalous image at the stored size: each per-sample source (what the CPU
+    profile's loader runs) and the batched injector (the batched path), confetti beside them, with
+    one torch thread as in a DataLoader worker."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from fcdd.data.confetti import Confetti
+    from fcdd.data.synthetic import CODES, BatchInjector, CutPaste, Perlin, TexturePool
+    from fcdd.data.training_set import TensorStore
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (batch, side, side, 3), dtype=np.uint8)
+    pool = TexturePool(TensorStore(pixels))
+    sources = {
+        "confetti": Confetti(),
+        "perlin": Perlin(pool),
+        "cutpaste": CutPaste(),
+        "scar": CutPaste(scar=True),
+    }
+    images = [Image.fromarray(p) for p in pixels]
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times) * 1000 / batch
+
+    rows = {}
+    for name, source in sources.items():
+        rows[name] = [best(lambda s=source: [s(im, rng) for im in images])]
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+    for name in ("perlin", "cutpaste", "scar"):
+        inject = BatchInjector(sources[name])
+        codes = torch.full((batch,), CODES[name])
+        rows[name].append(best(lambda i=inject, c=codes: i(x, None, c, x, torch.Generator().manual_seed(0))))
+    base = rows["confetti"][0]
+    lines = [
+        f"generator cost at {side}x{side} RGB, {torch.get_num_threads()} threads, best of {rounds} rounds of {batch}:",
+        "| kind | per sample, ms/image | vs confetti | batched, ms/image |",
+        "|---|---|---|---|",
+    ]
+    for name, (per, *batched) in rows.items():
+        lines.append(
+            f"| {name} | {per:.1f} | {per / base:.2f}x | {batched[0]:.1f} |"
+            if batched
+            else f"| {name} | {per:.1f} | 1.00x | – |"
+        )
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ command line
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -292,6 +349,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--params", default="params.yaml", help="file whose presets are used")
     p.add_argument("--recommend", default="mix:nominal", help="RECIPE:BN checked against the goals")
     p.add_argument("--table", metavar="CSV", help="only tabulate an existing results.csv")
+    p.add_argument("--speed", action="store_true", help="only time the generators (ms per image)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
     return p.parse_args(argv)
 
@@ -300,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from fcdd.hardware import machine_line
 
+    if args.speed:
+        print(f"{speed()}\n{machine_line('cpu')}")
+        return 0
     out = Path(args.output_dir)
     csv_path = Path(args.table) if args.table else out / "results.csv"
     recipe, _, bn = args.recommend.partition(":")
