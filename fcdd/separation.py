@@ -4,9 +4,11 @@ anomalies above good images it has not trained on?
 The good images are the held-out calibration images where the run has them (never trained on),
 else the nominal training images (seen in training: an optimistic check, and said so). Each gets
 one anomaly from the run's own anomaly source (``anomalies.kind``, seeded), both sets are scored
-exactly like test images, and the ranking AUC of anomalies over good images is computed. A model
-that cannot separate the very anomalies it trained on will not find real defects either; a
-warning says so in one line with the likely cause, before anyone trusts its scores.
+exactly like test images, and two ranking AUCs of anomalies over good images are computed: by the
+image score (the map's mean, what decisions use) and by the heatmap's maximum (what defect masks
+use: a small anomaly moves the mean of the map little but its maximum much). A model that
+separates its own anomalies by neither cannot be trusted to find real defects; a warning says so
+in one line with the likely cause.
 """
 
 from __future__ import annotations
@@ -40,18 +42,25 @@ class Separation:
 
     images: str  # "calibration" (held out, never trained on) or "training" (seen in training)
     n: int  # good images, and as many anomalies
-    auc: float  # P(anomaly scores above a good image), ties one half
-    good: dict[str, float] = field(default_factory=dict)  # score quartiles of the good images
+    auc: float  # P(an anomaly's image score is above a good image's), ties one half
+    auc_max: float  # the same for the heatmaps' maxima
+    good: dict[str, float] = field(default_factory=dict)  # image score quartiles of the good images
     anomalous: dict[str, float] = field(default_factory=dict)
     ok: bool = True
     cause: str | None = None
+
+    @property
+    def best(self) -> float:
+        """The better of the two AUCs (NaN when there were no images)."""
+        return max(self.auc, self.auc_max) if self.n else math.nan
 
     def line(self, where: str = "") -> str:
         """The warning: one line, starting with ``where`` (e.g. 'mvtec/grid seed 0')."""
         head = f"{where}: " if where else ""
         return (
             f"warning: {head}the model does not separate good images ({self.images}, n={self.n}) from "
-            f"synthetic anomalies (AUC {self.auc:.2f}): {self.cause}"
+            f"synthetic anomalies (AUC {self.auc:.2f} by image score, {self.auc_max:.2f} by heatmap "
+            f"maximum): {self.cause}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,9 +82,10 @@ def _quartiles(scores: np.ndarray) -> dict[str, float]:
     return {"q25": float(q[0]), "median": float(q[1]), "q75": float(q[2])}
 
 
-def likely_cause(good: np.ndarray, anomalous: np.ndarray, auc: float, losses: Sequence[float]) -> str:
-    """The most likely reason a model does not separate: first match of constant scores, inverted
-    scores, a loss that hardly fell, else anomalies too weak to learn in this budget."""
+def likely_cause(good: np.ndarray, anomalous: np.ndarray, best_auc: float, losses: Sequence[float]) -> str:
+    """The most likely reason a model does not separate (image scores ``good``, ``anomalous``; the
+    better AUC): first match of constant scores, inverted scores, a loss that hardly fell, else
+    anomalies too weak to learn in this budget."""
     scores = np.concatenate([good, anomalous])
     spread = float(scores.max() - scores.min()) / max(abs(float(np.median(scores))), 1e-12)
     if spread < FLAT_SPREAD:
@@ -83,7 +93,7 @@ def likely_cause(good: np.ndarray, anomalous: np.ndarray, auc: float, losses: Se
             "its scores are nearly constant (the net collapsed, or eval-mode BatchNorm statistics squash "
             "every input): try train.bn_recalibration: nominal, more epochs or a lower train.lr"
         )
-    if auc < INVERTED_AUC:
+    if best_auc < INVERTED_AUC:
         return (
             "anomalies score LOWER than good images (inverted): the eval-mode BatchNorm statistics, averaged "
             "over batches half anomalies, likely misplace good images; try train.bn_recalibration: nominal"
@@ -102,19 +112,23 @@ def likely_cause(good: np.ndarray, anomalous: np.ndarray, auc: float, losses: Se
 def _score_all(
     images: Sequence[torch.Tensor], transform: Any, score_batch: Callable, batch_size: int
 ) -> np.ndarray:
+    """[n, 2]: image score and heatmap maximum of each image."""
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             x = torch.stack([transform.from_uint8(im) for im in images[start : start + batch_size]])
-            out.append(torch.as_tensor(score_batch(x)).float().cpu().numpy().reshape(-1))
-    return np.concatenate(out) if out else np.zeros(0)
+            scores, maxima = score_batch(x)
+            out.append(
+                torch.stack([torch.as_tensor(scores), torch.as_tensor(maxima)], 1).float().cpu().numpy()
+            )
+    return np.concatenate(out) if out else np.zeros((0, 2))
 
 
 def check_separation(
     good_images: Sequence[torch.Tensor],
     source: Callable,
     transform: Any,
-    score_batch: Callable[[torch.Tensor], torch.Tensor],
+    score_batch: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     seed: int,
     images: str = "calibration",
     losses: Sequence[float] = (),
@@ -122,7 +136,8 @@ def check_separation(
 ) -> Separation:
     """Score ``good_images`` (uint8 [C, H, W] at storage size) and one anomaly of ``source`` made
     from each; ``transform``: the test transform (``from_uint8``); ``score_batch``: a preprocessed
-    batch -> image scores. Deterministic for a seed; draws nothing from the global RNGs."""
+    batch -> (image scores, heatmap maxima). Deterministic for a seed; draws nothing from the
+    global RNGs."""
     from fcdd.data.training_set import uint8_to_pil
     from fcdd.data.transforms import pil_to_uint8
 
@@ -132,11 +147,26 @@ def check_separation(
         anomalies.append(pil_to_uint8(out, x.shape[0]))
     good = _score_all(good_images, transform, score_batch, batch_size)
     anomalous = _score_all(anomalies, transform, score_batch, batch_size)
-    auc = ranking_auc(good, anomalous)
-    result = Separation(images, len(good), auc, _quartiles(good), _quartiles(anomalous))
-    if not auc >= MIN_AUC:  # NaN (no images) never passes silently either
-        result.ok, result.cause = False, likely_cause(good, anomalous, auc, losses)
+    auc, auc_max = (ranking_auc(good[:, k], anomalous[:, k]) for k in (0, 1))
+    result = Separation(images, len(good), auc, auc_max)
+    if len(good):
+        result.good, result.anomalous = _quartiles(good[:, 0]), _quartiles(anomalous[:, 0])
+    if not result.best >= MIN_AUC:  # NaN (no images) never passes silently either
+        result.ok = False
+        result.cause = (
+            likely_cause(good[:, 0], anomalous[:, 0], result.best, losses) if len(good) else "no images"
+        )
     return result
+
+
+def detector_scores(detector: Any) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """A Detector's (image scores, heatmap maxima) of a preprocessed batch."""
+
+    def score(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores, _, heatmaps = detector.score_tensor(x)
+        return scores, heatmaps.flatten(1).amax(1)
+
+    return score
 
 
 def guard(
@@ -168,7 +198,7 @@ def write_separation(
 ) -> dict[str, Path]:
     """The guard rail of a finished run: separation.json in its folder and, when the model cannot
     tell good images from its own synthetic anomalies, one warning line. Returns the artifact."""
-    result = guard(data, lambda x: detector.score_tensor(x)[0], seed, history, cfg.evaluation.batch_size)
+    result = guard(data, detector_scores(detector), seed, history, cfg.evaluation.batch_size)
     path = Path(run_dir) / "separation.json"
     if result is None:
         path.unlink(missing_ok=True)

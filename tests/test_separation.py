@@ -33,8 +33,18 @@ def flat_images(n: int = 24) -> list[torch.Tensor]:
 
 
 def roughness(x: torch.Tensor) -> torch.Tensor:
-    """A stand-in detector: how much neighbouring pixels differ beyond the smooth ramp."""
+    """How much neighbouring pixels differ beyond the smooth ramp."""
     return (x[..., 1:, :] - x[..., :-1, :]).abs().amax((1, 2, 3))
+
+
+def both(score):
+    """A stand-in detector whose image score and heatmap maximum are ``score``."""
+    return lambda x: (score(x), score(x))
+
+
+def blind_mean(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A detector whose image score misses the anomalies and whose heatmap maximum finds them."""
+    return torch.arange(x.shape[0], dtype=torch.float32) % 2, roughness(x)
 
 
 def test_ranking_auc_counts_ties_half():
@@ -45,10 +55,16 @@ def test_ranking_auc_counts_ties_half():
 
 
 def test_a_model_that_separates_passes():
-    result = S.check_separation(flat_images(), CutPaste(), PLAIN, roughness, seed=0)
+    result = S.check_separation(flat_images(), CutPaste(), PLAIN, both(roughness), seed=0)
     assert result.ok and result.cause is None and result.auc >= S.MIN_AUC
     assert result.n == 24 and result.images == "calibration"
     assert result.anomalous["median"] > result.good["median"]
+
+
+def test_the_heatmap_maximum_alone_separating_passes():
+    """Small anomalies move the map's mean little: a model whose heatmap maximum separates them passes."""
+    result = S.check_separation(flat_images(), CutPaste(scar=True), PLAIN, blind_mean, seed=0)
+    assert result.auc < S.MIN_AUC <= result.auc_max and result.ok
 
 
 @pytest.mark.parametrize(
@@ -66,19 +82,19 @@ def test_a_model_that_separates_passes():
 )
 def test_a_model_that_does_not_separate_gets_one_line_with_the_likely_cause(score, losses, cause):
     result = S.check_separation(
-        flat_images(), CutPaste(), PLAIN, score, seed=0, images="training", losses=losses
+        flat_images(), CutPaste(), PLAIN, both(score), seed=0, images="training", losses=losses
     )
     assert not result.ok and cause in result.cause
     line = result.line("folder/part seed 0")
     assert "\n" not in line and line.startswith("warning: folder/part seed 0: the model does not separate")
-    assert "(training, n=24)" in line and f"AUC {result.auc:.2f}" in line
+    assert "(training, n=24)" in line and f"AUC {result.auc:.2f} by image score" in line
 
 
 def test_the_check_repeats_and_leaves_the_global_generators_alone():
     torch.manual_seed(1), np.random.seed(1), random.seed(1)
     states = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
-    a = S.check_separation(flat_images(), CutPaste(), PLAIN, roughness, seed=3)
-    b = S.check_separation(flat_images(), CutPaste(), PLAIN, roughness, seed=3)
+    a = S.check_separation(flat_images(), CutPaste(), PLAIN, both(roughness), seed=3)
+    b = S.check_separation(flat_images(), CutPaste(), PLAIN, both(roughness), seed=3)
     assert a == b
     assert torch.equal(states[0], torch.get_rng_state())
     assert np.array_equal(states[1], np.random.get_state()[1]) and states[2] == random.getstate()
@@ -133,7 +149,7 @@ def test_a_run_writes_separation_json_and_warns_in_one_line(tmp_path, capfd, cal
     assert record["images"] == ("calibration" if calibration else "training")
     summary = json.loads((result.run_dir / "data_summary.json").read_text())["train"]
     assert record["n"] == (summary["calibration"] if calibration else summary["nominal"]) > 0
-    assert set(record) >= {"auc", "good", "anomalous", "ok", "cause", "min_auc"}
+    assert set(record) >= {"auc", "auc_max", "good", "anomalous", "ok", "cause", "min_auc"}
     assert result.artifacts["separation"] == result.run_dir / "separation.json"
     warnings = [line for line in capfd.readouterr().err.splitlines() if "does not separate" in line]
     assert len(warnings) == (0 if record["ok"] else 1)
