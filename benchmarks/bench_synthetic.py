@@ -275,6 +275,63 @@ def goals(rows: list[dict], sets: list[str], recipe: str, bn: str) -> str:
     return "goals (" + f"{recipe}, BatchNorm {bn} vs confetti, off" + "): " + "; ".join(out)
 
 
+# ------------------------------------------------------------------ the guard rail's threshold
+def guard_study(out: Path, csv_path: Path) -> str:
+    """Re-score every finished run of ``out/runs`` with the current guard (fcdd/separation.py), for
+    BatchNorm off (the checkpoint's statistics) and nominal (model.pt as last saved), beside the test
+    metrics of results.csv: which guard statistics flag the models that fail on real defects."""
+    import torch
+
+    from fcdd.data import build_datasets
+    from fcdd.detector import Detector
+    from fcdd.separation import detector_scores, guard
+    from fcdd.stored_config import config_from_model
+
+    tested = {
+        (r["set"], r["recipe"], r["seed"], r["bn"]): r for r in read_rows(csv_path) if not r.get("error")
+    }
+    names = {"mvtec": None, "folder": "magnetic_tile"}
+    rows = []
+    for model_path in sorted((out / "runs").glob("*/*/*/seed*/model.pt")):
+        recipe, dataset, cls, seed = (
+            model_path.parts[-5],
+            model_path.parts[-4],
+            model_path.parts[-3],
+            model_path.parts[-2][4:],
+        )
+        set_name = names[dataset] or cls
+        detector = Detector.load(model_path)
+        cfg = config_from_model(detector.meta, str(model_path))
+        data = build_datasets(cfg, detector.meta["class"], int(seed))
+        trained = torch.load(model_path.parent / "checkpoint.pt", map_location="cpu", weights_only=True)
+        nominal_state = {k: v.clone() for k, v in detector.model.state_dict().items()}
+        for bn in ("nominal", "off"):
+            if bn == "off":
+                detector.model.load_state_dict(trained["model"])
+            else:
+                detector.model.load_state_dict(nominal_state)
+            detector.model.eval()
+            sep = guard(data, detector_scores(detector), int(seed), trained["history"], 16)
+            test = tested.get((set_name, recipe, seed, bn), {})
+            rows.append({"set": set_name, "recipe": recipe, "seed": seed, "bn": bn, "auc": sep.auc,
+                         "auc_max": sep.auc_max, "images": sep.images, "n": sep.n,
+                         "image_auc": _num(test.get("image_auc")), "pixel_auc": _num(test.get("pixel_auc"))})  # fmt: skip
+    with (out / "guard_study.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        "| set | recipe | seed | BatchNorm | separation (image score) | separation (heatmap max) | test image AUC | test pixel AUC |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+        lines.append(
+            f"| {r['set']} | {r['recipe']} | {r['seed']} | {r['bn']} | {f(r['auc'])} | {f(r['auc_max'])} | {f(r['image_auc'])} | {f(r['pixel_auc'])} |"
+        )
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ generator speed
 def speed(side: int = 240, batch: int = 16, rounds: int = 3) -> str:
     """Milliseconds per anomalous image at the stored size: each per-sample source (what the CPU
@@ -350,6 +407,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--recommend", default="mix:nominal", help="RECIPE:BN checked against the goals")
     p.add_argument("--table", metavar="CSV", help="only tabulate an existing results.csv")
     p.add_argument("--speed", action="store_true", help="only time the generators (ms per image)")
+    p.add_argument(
+        "--guard-study", action="store_true", help="re-score --output-dir's runs with the guard rail"
+    )
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
     return p.parse_args(argv)
 
@@ -363,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = Path(args.output_dir)
     csv_path = Path(args.table) if args.table else out / "results.csv"
+    if args.guard_study:
+        print(guard_study(out, csv_path))
+        return 0
     recipe, _, bn = args.recommend.partition(":")
     if not args.table:
         if args.quick:
