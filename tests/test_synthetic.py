@@ -530,3 +530,34 @@ def test_a_mix_is_one_value_later_layers_replace_it_whole(tmp_path):
     assert flat["anomalies.kind.perlin"] == 0.25 and flat["anomalies.kind.scar"] == 0.75
     assert anomaly_shares("perlin") == {"perlin": 1.0}
     assert CODES == {"perlin": 1, "cutpaste": 2, "scar": 3}
+
+
+def test_a_preset_after_mvtec_semi_cannot_replace_its_real_defects(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "presets:\n"
+        "  base: {anomalies: {kind: confetti}}\n"
+        "  semi: {anomalies: {kind: semi, semi_k: 1}}\n"
+        "  cpu: {anomalies: {kind: {perlin: 0.5, scar: 0.5}}, train: {epochs: 2}}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(params, preset=["base", "semi", "cpu"])
+    assert str(err.value) == (
+        "preset cpu (listed after preset semi) replaces its anomalies.kind semi with {'perlin': 0.5, 'scar': 0.5}; "
+        "list semi last in preset, e.g. [mvtec, cpu_mvtec, mvtec_semi]"
+    )
+    assert load_config(params, preset=["base", "cpu", "semi"]).anomalies.kind == "semi"
+    assert (
+        load_config(params, preset=["semi"], overrides=["anomalies.kind=perlin"]).anomalies.kind == "perlin"
+    )
+
+
+def test_off_in_yaml_switches_the_presets_batchnorm_re_estimation_off(tmp_path):
+    # YAML reads a bare `off` as false; the text keys whose choices include "off" take it back
+    params = tmp_path / "p.yaml"
+    params.write_text("train: {bn_recalibration: off, compile: off}\n")
+    cfg = load_config(params)
+    assert (cfg.train.bn_recalibration, cfg.train.compile) == ("off", "off")
+    assert load_config(None, ["train.bn_recalibration=off"]).train.bn_recalibration == "off"
+    with pytest.raises(ConfigError, match="train.bn_recalibration: 'on' is not one of off, nominal, train"):
+        load_config(None, ["train.bn_recalibration=yes"])

@@ -80,6 +80,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true or false, got {shown(value)}")
         return value
     if hint is str:
+        if isinstance(value, bool):  # YAML 1.1 reads off/on (no/yes) as booleans: `bn_recalibration: off`
+            return "on" if value else "off"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)  # `classes: [0, 1]` and the like
         if not isinstance(value, str):
@@ -230,7 +232,9 @@ def load_config(
     """Read params.yaml (if given), apply presets, then ``section.key=value`` overrides."""
     resolved: dict[str, Any] = {}
     chosen: list[str] = []
-    for source, layer in config_layers(path, overrides, preset):
+    layers = config_layers(path, overrides, preset)
+    _check_semi_kept(layers)
+    for source, layer in layers:
         if source.startswith("preset "):
             chosen.append(source.split(" ", 1)[1])
         _deep_update(resolved, layer)
@@ -289,6 +293,23 @@ def _presets_of(own: Any) -> dict[str, Any]:
 
 def _read_params(path: str | Path) -> dict[str, Any]:
     return read_params(path)  # the one reader: UTF-8, readable, YAML, a mapping, bounded
+
+
+def _check_semi_kept(layers: list[tuple[str, dict[str, Any]]]) -> None:
+    """A preset that chooses real defects (``anomalies.kind: semi``, e.g. mvtec_semi) must not be
+    replaced by the synthetic anomalies of a preset listed after it (cpu_mvtec's recipe)."""
+    semi_by = None
+    for source, layer in layers:
+        if not source.startswith("preset "):
+            continue
+        kind = (layer.get("anomalies") or {}).get("kind")
+        if kind == "semi":
+            semi_by = source
+        elif kind is not None and semi_by is not None:
+            raise ConfigError(
+                f"{source} (listed after {semi_by}) replaces its anomalies.kind semi with {kind}; "
+                f"list {semi_by.split(' ', 1)[1]} last in preset, e.g. [mvtec, cpu_mvtec, mvtec_semi]"
+            )
 
 
 def config_layers(
