@@ -178,8 +178,11 @@ def mean_std(values: list[float | None]) -> tuple[float | None, float | None, in
 
 
 def _ms(values: list[float | None]) -> str:
+    """mean ± std over seeds; a lone value (one seed) has no std and is printed alone."""
     mean, std, n = mean_std(values)
-    return "–" if mean is None else f"{mean:.3f} ± {std:.3f}"
+    if mean is None:
+        return "–"
+    return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {std:.3f}"
 
 
 def _auto(rows: list[dict]) -> list[dict]:
@@ -260,15 +263,14 @@ def goals(rows: list[dict], sets: list[str], recipe: str, bn: str) -> str:
         )
     for s in sets:
         for metric in ("image_auc", "pixel_auc", "aupro"):
-            b_mean, b_std, _ = mean_std(base.get(s, {}).get(metric, []))
-            c_mean, c_std, _ = mean_std(cand.get(s, {}).get(metric, []))
+            b_mean, b_std, b_n = mean_std(base.get(s, {}).get(metric, []))
+            c_mean, c_std, c_n = mean_std(cand.get(s, {}).get(metric, []))
             if b_mean is None or c_mean is None:
                 continue
             allowed = max(b_std or 0.0, c_std or 0.0)
             if c_mean < b_mean - allowed:
-                out.append(
-                    f"LOSES on {s} {metric}: {b_mean:.3f} -> {c_mean:.3f} (more than one std, {allowed:.3f})"
-                )
+                std = "one seed: no std" if min(b_n, c_n) < 2 else f"more than one std, {allowed:.3f}"
+                out.append(f"LOSES on {s} {metric}: {b_mean:.3f} -> {c_mean:.3f} ({std})")
         image = mean_std(cand.get(s, {}).get("image_auc", []))[0]
         if image is not None and image < 0.5:
             out.append(f"INVERTED image scores on {s}: mean image AUC {image:.3f}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -561,3 +562,38 @@ def test_off_in_yaml_switches_the_presets_batchnorm_re_estimation_off(tmp_path):
     assert load_config(None, ["train.bn_recalibration=off"]).train.bn_recalibration == "off"
     with pytest.raises(ConfigError, match="train.bn_recalibration: 'on' is not one of off, nominal, train"):
         load_config(None, ["train.bn_recalibration=yes"])
+
+
+def _bench_synthetic():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_synthetic.py"
+    spec = importlib.util.spec_from_file_location("bench_synthetic", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_synthetic_table_and_goals_say_what_one_seed_measured():
+    bs = _bench_synthetic()
+
+    def row(s, recipe, bn, image, pixel):
+        return {"set": s, "recipe": recipe, "seed": "0", "bn": bn, "image_auc": str(image), "pixel_auc": str(pixel),
+                "aupro": "0.5", "separation_auc": "0.9", "train_s": "60", "error": ""}  # fmt: skip
+
+    sets = ["grid", "hazelnut"]
+    rows = [row("grid", "confetti", "off", 0.5, 0.7), row("hazelnut", "confetti", "off", 0.9, 0.8),
+            row("grid", "mix", "nominal", 0.9, 0.9), row("hazelnut", "mix", "nominal", 0.85, 0.95)]  # fmt: skip
+    table = bs.format_table(rows, sets)
+    # one seed: a value without a std; the three-set means in bold
+    assert (
+        "| mix | nominal | 0.900 | 0.900 | 0.500 | 0.850 | 0.950 | 0.500 | **0.875** | **0.925** |" in table
+    )
+    goals = bs.goals(rows, sets, "mix", "nominal")
+    assert "mean image_auc 0.700 -> 0.875 (+0.175, goal +0.10: met)" in goals
+    assert "mean pixel_auc 0.750 -> 0.925 (+0.175, goal +0.05: met)" in goals
+    assert "LOSES on hazelnut image_auc: 0.900 -> 0.850 (one seed: no std)" in goals
+    rows.append(row("grid", "cutpaste", "off", 0.3, 0.6))
+    rows.append(row("hazelnut", "cutpaste", "off", 0.9, 0.6))
+    inverted = bs.goals(rows, sets, "cutpaste", "off")
+    assert "INVERTED image scores on grid: mean image AUC 0.300" in inverted and "missed by" in inverted
