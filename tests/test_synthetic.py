@@ -553,6 +553,30 @@ def test_a_preset_after_mvtec_semi_cannot_replace_its_real_defects(tmp_path):
     )
 
 
+def test_the_random_init_presets_train_the_recommended_recipe():
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    recipe = {"perlin": 0.5, "cutpaste": 0.25, "scar": 0.25}
+    for presets, dataset in (
+        (["mvtec", "cpu_mvtec"], "mvtec"),
+        (["folder"], "folder"),
+        (["folder", "cpu_mvtec"], "folder"),
+    ):
+        cfg = load_config(params, [f"data.dataset={dataset}"], preset=presets)
+        assert (cfg.anomalies.kind, cfg.train.bn_recalibration, cfg.model.pretrained) == (
+            recipe,
+            "nominal",
+            False,
+        )
+    paper = load_config(params, ["data.dataset=mvtec"], preset=["mvtec"])  # pretrained: the paper's protocol
+    assert (paper.anomalies.kind, paper.train.bn_recalibration, paper.model.pretrained) == (
+        "confetti",
+        "off",
+        True,
+    )
+    semi = load_config(params, ["data.dataset=mvtec"], preset=["mvtec", "cpu_mvtec", "mvtec_semi"])
+    assert semi.anomalies.kind == "semi"
+
+
 def test_off_in_yaml_switches_the_presets_batchnorm_re_estimation_off(tmp_path):
     # YAML reads a bare `off` as false; the text keys whose choices include "off" take it back
     params = tmp_path / "p.yaml"
