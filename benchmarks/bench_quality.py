@@ -176,10 +176,12 @@ def jobs_for(dataset: str, args: argparse.Namespace) -> list[Job]:
             if c not in sets:
                 raise BenchError(f"--classes {c}: the mvtec benchmark knows {', '.join(sets)}")
             for s in settings:
-                presets = ["mvtec"] + (["mvtec_semi"] if s == "semi" else []) + (["cpu_mvtec"] if cpu else [])
+                # mvtec_semi last: its real defects replace the anomalies of the profiles before it
+                presets = ["mvtec"] + (["cpu_mvtec"] if cpu else []) + (["mvtec_semi"] if s == "semi" else [])
                 # One run folder per setting: runs/<setting>/mvtec/<class>/seed<k>.
                 out_s = json.dumps(str(Path(args.output_dir) / "runs" / s))
-                over = [f"data.root={json.dumps(sets[c])}", f"data.classes=[{c}]"]
+                # the setting names the anomalies: confetti even where cpu_mvtec recommends others
+                over = [f"data.root={json.dumps(sets[c])}", f"data.classes=[{c}]", f"anomalies.kind={s}"]
                 paper = PAPER_PIXEL_AUC.get((c, s))
                 note = (
                     "" if paper else f"toy set, not MVTec; paper's MVTec {c}: {PAPER_PIXEL_CONTEXT[(c, s)]}"
@@ -207,6 +209,7 @@ def jobs_for(dataset: str, args: argparse.Namespace) -> list[Job]:
             f"data.root={json.dumps(args.magnetic_root)}",
             "data.classes=[magnetic_tile]",
             f"data.folder={json.dumps(folder)}",
+            "anomalies.kind=confetti",  # the setting it names (the presets recommend other anomalies)
         ]
         presets = ["folder", "cpu_mvtec"] if cpu else ["folder"]
         return [Job("magnetic_tile", "magnetic_tile", "confetti", presets, over + common + extra, **mk)]

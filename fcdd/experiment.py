@@ -41,6 +41,7 @@ from fcdd.run_folder import (
     write_data_files,
 )
 from fcdd.runlock import run_folder_lock
+from fcdd.separation import write_separation
 from fcdd.stored_config import config_to_store, root_from_model
 from fcdd.training import Runtime, seed_everything, train, train_packed
 
@@ -141,6 +142,7 @@ def _run_locked(run: _Run, built: _Built, device: torch.device, callbacks: Any) 
         detector, data.test, cfg, run_dir, title=f"{cfg.data.dataset} · {run.cls} · seed {run.seed}"
     )
     metrics.update({"dataset": cfg.data.dataset, "class": run.cls, "seed": run.seed, "epochs": len(history)})
+    artifacts.update(write_separation(data, detector, cfg, run.cls, run.seed, history, run_dir))
     # n, score quantiles, thresholds (strict JSON: a threshold that does not exist is null)
     artifacts["calibration"] = write_calibration(
         run_dir / "calibration.json", conformal.summary(detector.meta["calibration"])

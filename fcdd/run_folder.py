@@ -4,7 +4,7 @@ Identity: the dataset's own class name (``canonical_class``) and the seed name t
 (``run_dir_for``); the settings fingerprint (fcdd/fingerprint.py) says which configuration a folder's
 checkpoint and model belong to. The folder's files (besides checkpoint.pt, written by the training
 loop, and model.pt, the Detector file): metrics.json, scores.csv, ROC points, figures/,
-data_summary.json, calibration.json and, when a limit chose the images, kept_images.csv.
+data_summary.json, calibration.json, separation.json (fcdd/separation.py) and, when a limit chose the images, kept_images.csv.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ RUN_OUTPUTS = (
     "data_summary.json",
     "kept_images.csv",
     "calibration.json",
+    "separation.json",
 )
 KEPT_IMAGES = "kept_images.csv"
 

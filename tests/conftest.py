@@ -62,6 +62,10 @@ def folder_config(root: Path, out: Path, *extra: str):
             "evaluation.heatmap_count=6",
             "evaluation.batch_size=16",
             "tracking.enabled=false",
+            # these tiny runs keep the anomalies and BatchNorm statistics they were written with (the
+            # folder preset now recommends Perlin/CutPaste anomalies and re-estimated statistics)
+            "anomalies.kind=confetti",
+            "train.bn_recalibration=off",
             *extra,
         ],
         preset=["folder"],

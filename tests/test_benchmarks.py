@@ -72,11 +72,14 @@ def test_mvtec_jobs_settings_presets_and_paper_values():
         ("hazelnut", "confetti"),
         ("hazelnut", "semi"),
     ]
-    assert jobs[1].presets == ["mvtec", "mvtec_semi", "cpu_mvtec"]  # cpu profile last: it wins
+    assert jobs[1].presets == ["mvtec", "cpu_mvtec", "mvtec_semi"]  # semi last: its real defects win
     assert (jobs[0].paper_pixel, jobs[1].paper_pixel) == (0.91, 0.95)
     assert jobs[2].paper_pixel is None and "not MVTec" in jobs[2].paper_note
     cfg = bq.load_job_config(jobs[1])
     assert (cfg.anomalies.kind, cfg.model.pretrained, cfg.data.classes) == ("semi", False, ["grid"])
+    assert (
+        bq.load_job_config(jobs[0]).anomalies.kind == "confetti"
+    )  # as the setting says, under cpu_mvtec too
     from fcdd.experiment import run_dir_for
 
     run_dirs = {run_dir_for(bq.load_job_config(j), j.cls, 0) for j in jobs}

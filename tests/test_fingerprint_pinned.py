@@ -21,11 +21,33 @@ PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 PINNED = [
     ("defaults", False, [], None, None, None, "c5ea889a46f3a6bc", 42),
     ("main job", True, [], None, "t-shirt-top", 0, "c2f2546e4bad13ce", 42),
-    ("mvtec cpu", True, ["data.dataset=mvtec"], ["mvtec", "cpu_mvtec"], "bottle", 1, "f6cba04027759d78", 42),
+    # confetti: what these presets trained when the hashes were computed (checkpoints of then resume)
+    (
+        "mvtec cpu",
+        True,
+        ["data.dataset=mvtec", "anomalies.kind=confetti"],
+        ["mvtec", "cpu_mvtec"],
+        "bottle",
+        1,
+        "f6cba04027759d78",
+        42,
+    ),
+    # the presets' synthetic-anomaly mix: each share is a counted key (anomalies.kind.perlin, ...)
+    (
+        "mvtec cpu mix",
+        True,
+        ["data.dataset=mvtec"],
+        ["mvtec", "cpu_mvtec"],
+        "bottle",
+        1,
+        "bc316a97262953c0",
+        44,
+    ),
     (
         "folder keep_aspect",
         True,
         [
+            "anomalies.kind=confetti",
             "data.dataset=folder",
             "data.resize=keep_aspect",
             "model.input_size=224",

@@ -26,6 +26,9 @@ from fcdd.errors import ConfigError, shown
 
 PACKAGED_PRESETS = "presets.yaml"  # in this package: the presets fcdd ships
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+# Values that are mappings themselves (anomalies.kind's mix): a later layer replaces them whole, so
+# a file's {perlin: 0.5, scar: 0.5} over a preset's {cutpaste: 1} never becomes a three-kind mix.
+ATOMIC_MAPPINGS = (("anomalies", "kind"),)
 
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:
@@ -33,6 +36,9 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
     if hint is Any:
         return value
     if origin in (typing.Union, types.UnionType):
+        mapping = [a for a in typing.get_args(hint) if typing.get_origin(a) is dict]
+        if isinstance(value, dict) and mapping:  # a mapping's own message names the bad entry
+            return _check_type(value, mapping[0], where)
         errors = []
         for arg in typing.get_args(hint):
             if arg is type(None):
@@ -51,6 +57,14 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {shown(value)}")
         (item,) = typing.get_args(hint)
         return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        key_hint, value_hint = typing.get_args(hint)
+        return {
+            _check_type(k, key_hint, where): _check_type(v, value_hint, f"{where}.{k}")
+            for k, v in value.items()
+        }
     if hint is float:
         if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
             return float(value)  # PyYAML reads `1e-4` (no dot) as a string
@@ -66,6 +80,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true or false, got {shown(value)}")
         return value
     if hint is str:
+        if isinstance(value, bool):  # YAML 1.1 reads off/on (no/yes) as booleans: `bn_recalibration: off`
+            return "on" if value else "off"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)  # `classes: [0, 1]` and the like
         if not isinstance(value, str):
@@ -119,10 +135,10 @@ def _merge_dataclass(base: Any, values: dict, where: str) -> Any:
     return merged
 
 
-def _deep_update(base: dict, update: dict) -> dict:
+def _deep_update(base: dict, update: dict, path: tuple[str, ...] = ()) -> dict:
     for k, v in update.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _deep_update(base[k], v)
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and (*path, k) not in ATOMIC_MAPPINGS:
+            _deep_update(base[k], v, (*path, k))
         else:
             base[k] = copy.deepcopy(v)
     return base
@@ -216,7 +232,9 @@ def load_config(
     """Read params.yaml (if given), apply presets, then ``section.key=value`` overrides."""
     resolved: dict[str, Any] = {}
     chosen: list[str] = []
-    for source, layer in config_layers(path, overrides, preset):
+    layers = config_layers(path, overrides, preset)
+    _check_semi_kept(layers)
+    for source, layer in layers:
         if source.startswith("preset "):
             chosen.append(source.split(" ", 1)[1])
         _deep_update(resolved, layer)
@@ -277,6 +295,23 @@ def _read_params(path: str | Path) -> dict[str, Any]:
     return read_params(path)  # the one reader: UTF-8, readable, YAML, a mapping, bounded
 
 
+def _check_semi_kept(layers: list[tuple[str, dict[str, Any]]]) -> None:
+    """A preset that chooses real defects (``anomalies.kind: semi``, e.g. mvtec_semi) must not be
+    replaced by the synthetic anomalies of a preset listed after it (cpu_mvtec's recipe)."""
+    semi_by = None
+    for source, layer in layers:
+        if not source.startswith("preset "):
+            continue
+        kind = (layer.get("anomalies") or {}).get("kind")
+        if kind == "semi":
+            semi_by = source
+        elif kind is not None and semi_by is not None:
+            raise ConfigError(
+                f"{source} (listed after {semi_by}) replaces its anomalies.kind semi with {kind}; "
+                f"list {semi_by.split(' ', 1)[1]} last in preset, e.g. [mvtec, cpu_mvtec, mvtec_semi]"
+            )
+
+
 def config_layers(
     path: str | Path | None = "params.yaml",
     overrides: list[str] | tuple[str, ...] = (),
@@ -333,7 +368,8 @@ def explain_config(
             origin[key] = where
     rows = []
     for key, value in cfg.flat().items():
-        where = "preset" if key == "preset" and cfg.preset else origin.get(key, "default")
+        set_at = origin.get(key) or origin.get(key.rsplit(".", 1)[0], "default")  # a mix's shares: its own
+        where = "preset" if key == "preset" and cfg.preset else set_at
         if key == "evaluation.quantile" and value is None:
             where += f"; null -> {cfg.quantile} for {cfg.data.dataset} (docs/method.md §3)"
         if key == "model.sigma" and value is None:

@@ -24,6 +24,7 @@ from fcdd.config.keys import (
     setting,
     validate_fields,
 )
+from fcdd.data.anomaly_kinds import check_anomaly_kind
 from fcdd.data.datasets import dataset_names, dataset_spec
 from fcdd.errors import ConfigError, shown
 from fcdd.paths import file_in_the_way
@@ -250,7 +251,10 @@ class TrainConfig:
 class AnomalyConfig:
     ROLE: ClassVar[Role] = RESULT
 
-    kind: str = setting("oe", one_of("oe", "confetti", "semi", "none"))
+    # oe | confetti | perlin | cutpaste | scar | semi | none, or a mix {perlin: 0.5, cutpaste: 0.25, scar: 0.25}
+    # of confetti/perlin/cutpaste/scar whose shares sum to 1 (docs/synthetic-anomalies.md); a later
+    # layer replaces a mix whole (fcdd/config/loading.py: ATOMIC_MAPPINGS)
+    kind: str | dict[str, float] = setting("oe", check_anomaly_kind)
     # chance a training sample is replaced by an anomaly
     probability: float = setting(0.5, must(lambda v: 0.0 <= v <= 1.0, "in [0, 1]"))
     # folder, zip, or cifar100:ROOT / emnist:ROOT

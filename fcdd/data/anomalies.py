@@ -1,4 +1,5 @@
-"""Anomalies injected during training (docs/method.md §4): Outlier Exposure, confetti noise, real defects.
+"""Anomalies injected during training (docs/method.md §4): Outlier Exposure, confetti noise, real defects,
+and the synthetic kinds of docs/synthetic-anomalies.md (perlin, cutpaste, scar, mixes: fcdd.data.synthetic).
 
 The training-set wrapper calls ``build_anomaly_source`` once and then ``source(image, rng)`` for each
 sample it replaces; every source returns ``(PIL image of the same mode and size, bool mask (H, W))``.
@@ -107,17 +108,24 @@ def build_anomaly_source(
     seed: int,
     real_anomalies: Sequence[tuple[Any, Any]] | None = None,
     exclude: set[str] | None = None,
+    nominal: tuple[Any, np.ndarray] | None = None,
 ) -> AnomalySource | None:
     """The anomaly source of ``cfg.anomalies.kind``; None for 'none'.
 
     ``channels``/``size``: the nominal images' channels and input size (OE images are cached at a
     modest multiple of it). ``exclude``: OE class names/wnids never to draw; default: every class of
     the dataset's test set (its ``oe_exclude``); with its ``oe_reject_own`` (CIFAR-10) an OE source
-    holding them is an error.
+    holding them is an error. ``nominal``: (image store, indices) of the nominal training images in
+    use: Perlin textures.
     """
     kind = cfg.anomalies.kind
     if kind == "none":
         return None
+    if isinstance(kind, dict) or kind in ("perlin", "cutpaste", "scar"):
+        from fcdd.data.synthetic import TexturePool, synthetic_source
+
+        textures = TexturePool(*nominal) if nominal is not None else None
+        return synthetic_source(cfg, textures, confetti=Confetti(cfg.anomalies.confetti_gt))
     if kind == "confetti":
         return Confetti(cfg.anomalies.confetti_gt)
     if kind == "semi":
@@ -137,7 +145,9 @@ def build_anomaly_source(
             download=cfg.data.download,
             strict=cfg.data.strict,
         )
-    raise DataError(f"anomalies.kind: {kind!r} is not one of oe, confetti, semi, none")
+    raise DataError(
+        f"anomalies.kind: {kind!r} is not one of oe, confetti, perlin, cutpaste, scar, semi, none"
+    )
 
 
 def _check_not_own_data(cfg: Config, source: str) -> None:

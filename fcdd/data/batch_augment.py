@@ -79,14 +79,18 @@ class DeviceAugment:
     device, re-seeded from the batch's seed, so a batch depends on its seed only (any num_workers,
     exact resume) and nothing waits for the host."""
 
-    def __init__(self, transform: BatchAugment, device: torch.device):
-        self.transform, self.device = transform, device
+    def __init__(self, transform: BatchAugment, device: torch.device, injector: Any = None):
+        self.transform, self.device, self.injector = transform, device, injector
         self.generator = torch.Generator(device=device)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         self.generator.manual_seed(int(batch.pop("seed")))  # a CPU tensor: no device sync
         images = batch["image"].to(self.device, non_blocking=True)
         masks = batch["mask"].to(self.device, non_blocking=True) if "mask" in batch else None
+        if self.injector is not None and "synthetic" in batch:  # synthetic anomalies, made here
+            codes = batch.pop("synthetic").to(self.device, non_blocking=True)
+            textures = batch.pop("texture").to(self.device, non_blocking=True)
+            images, masks = self.injector(images, masks, codes, textures, self.generator)
         batch["image"], m = self.transform(images, masks, self.generator)
         if m is not None:
             batch["mask"] = m
@@ -103,4 +107,4 @@ def augments_on_device(train_set: Any, augment_on: str, device: torch.device) ->
 def device_augment(train_set: Any, augment_on: str, device: torch.device) -> DeviceAugment | None:
     if not augments_on_device(train_set, augment_on, device):
         return None
-    return DeviceAugment(train_set.batch_transform, device)
+    return DeviceAugment(train_set.batch_transform, device, getattr(train_set, "injector", None))

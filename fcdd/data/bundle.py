@@ -17,10 +17,12 @@ import numpy as np
 import torch
 
 from fcdd.data.anomalies import build_anomaly_source, select_semi_supervised
+from fcdd.data.anomaly_kinds import kind_text
 from fcdd.data.calibration_split import CalibrationSet, split_calibration
 from fcdd.data.datasets import dataset_spec
 from fcdd.data.geometry import size_hw
 from fcdd.data.normalisation import IMAGENET_MEAN, IMAGENET_STD, cached_stats, gcn_minmax_stats, meanstd_stats
+from fcdd.data.synthetic import batch_injector
 from fcdd.data.training_set import RawData, TestSet, TrainingSet, uint8_to_pil
 from fcdd.data.transforms import TestTransform, test_transform
 from fcdd.errors import DataError
@@ -145,7 +147,7 @@ def describe(summary: dict[str, Any]) -> str:
         f"loaded {summary['dataset']}/{summary['class']} from {summary['root']}: "
         f"train {tr['nominal']} nominal (of {tr['nominal_available']}"
         + (f", {tr['calibration']} held out for calibration" if tr.get("calibration") else "")
-        + f"), anomalies {tr['anomaly_kind']} p={tr['anomaly_probability']:g}"
+        + f"), anomalies {kind_text(tr['anomaly_kind'])} p={tr['anomaly_probability']:g}"
         + (f" from {source} source images" if source is not None else ""),
         f"  test {te['nominal']} good, {te['anomalous']} defective: "
         + ", ".join(f"{k} {v}" for k, v in te["defect_types"].items())
@@ -180,7 +182,9 @@ def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
     }
     source = None
     if kind != "none":
-        source = build_anomaly_source(cfg, raw.channels, raw.source_size, seed, real_anomalies=real)
+        source = build_anomaly_source(
+            cfg, raw.channels, raw.source_size, seed, real_anomalies=real, nominal=(raw.train, train_keep)
+        )
     train = TrainingSet(
         raw.train,
         spec.train_transform(preprocess, raw.stored_size),
@@ -190,6 +194,7 @@ def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
         keep=train_keep,
         seed=seed,
         batch_transform=spec.batch_transform(preprocess) if cfg.data.batch_augment else None,
+        injector=batch_injector(source),  # perlin/cutpaste/scar: injected batched where augmented
     )
     test = TestSet(raw.test, test_transform(preprocess))
     calibration = CalibrationSet(raw.train, cal_keep, test_transform(preprocess)) if len(cal_keep) else None

@@ -152,38 +152,49 @@ class TrainingSet(Dataset):
         keep: np.ndarray | None = None,
         seed: int = 0,
         batch_transform: Callable | None = None,
+        injector: Any = None,
     ):
         self.images, self.transform, self.channels = images, transform, channels
-        # With a batch transform, items stay uint8 and ``collate`` augments the whole batch at once.
+        # With a batch transform, items stay uint8 and ``collate`` augments the whole batch at once;
+        # an injector (fcdd.data.synthetic.BatchInjector) then makes its anomalies there too, batched.
         self.batch_transform = batch_transform
+        self.injector = injector if batch_transform is not None else None
         self.source, self.probability, self.seed = source, probability, seed
         self.keep = np.arange(len(images)) if keep is None else np.asarray(keep)
 
     def __len__(self) -> int:
         return len(self.keep)
 
-    def _inject(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _inject(
+        self, image: torch.Tensor, source: Callable | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        source = self.source if source is None else source
         # A numpy Generator for the source, seeded from torch's (worker-seeded) generator.
         rng = np.random.default_rng([self.seed, int(torch.randint(0, 2**62, ()).item())])
-        out = self.source(uint8_to_pil(image), rng)  # type: ignore[misc]
+        out = source(uint8_to_pil(image), rng)  # type: ignore[misc]
         if not (isinstance(out, tuple) and len(out) == 2):
-            raise DataError(f"anomaly source {self.source!r} must return (image, mask), got {type(out)}")
+            raise DataError(f"anomaly source {source!r} must return (image, mask), got {type(out)}")
         anomaly, mask = out
         x = pil_to_uint8(anomaly, self.channels)
         m = torch.as_tensor(np.asarray(mask, dtype=bool))
         if tuple(m.shape) != tuple(x.shape[1:]):
-            raise DataError(
-                f"anomaly source {self.source!r}: mask {tuple(m.shape)} != image {tuple(x.shape[1:])}"
-            )
+            raise DataError(f"anomaly source {source!r}: mask {tuple(m.shape)} != image {tuple(x.shape[1:])}")
         return x, m.unsqueeze(0)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         image = self.images.uint8(int(self.keep[i]))
-        label = 0
+        label, code = 0, 0
         mask = torch.zeros((1, *image.shape[1:]), dtype=torch.bool)
         if self.source is not None and self.probability > 0 and torch.rand(()).item() < self.probability:
-            image, mask = self._inject(image)
             label = 1
+            code = self.injector.pick() if self.injector is not None else 0  # >0: the batch injects it
+            if code == 0:
+                fallback = self.injector.fallback if self.injector is not None else None
+                image, mask = self._inject(image, fallback)
+        if self.injector is not None:
+            texture = self.injector.texture(code, image)
+            item = {"image": image, "label": torch.tensor(label, dtype=torch.int64), "mask": mask, "index": i}
+            return {**item, "synthetic": torch.tensor(code, dtype=torch.int64), "texture": texture}
         if self.batch_transform is not None:
             return {"image": image, "label": torch.tensor(label, dtype=torch.int64), "mask": mask, "index": i}
         x, m = self.transform(image, mask)
@@ -202,11 +213,17 @@ class TrainingSet(Dataset):
         batch = default_collate([{k: item[k] for k in (*keys, "image")} for item in items])
         if self.batch_transform is not None:
             masks = torch.stack([item["mask"] for item in items]) if "mask" in keys else None
+            if self.injector is not None:
+                batch["synthetic"] = torch.stack([item["synthetic"] for item in items])
+                batch["texture"] = torch.stack([item["texture"] for item in items])
             if not augment:
                 if masks is not None:
                     batch["mask"] = masks
                 batch["seed"] = torch.randint(0, 2**62, ())
                 return batch
+            if self.injector is not None:
+                codes, textures = batch.pop("synthetic"), batch.pop("texture")
+                batch["image"], masks = self.injector(batch["image"], masks, codes, textures)
             batch["image"], m = self.batch_transform(batch["image"], masks)
             if m is not None:
                 batch["mask"] = m
