@@ -54,6 +54,7 @@ def run_jobs(
     pack = max(1, orch.pack)
     groups = [jobs[i : i + pack] for i in range(0, len(jobs), pack)]
     shared = {"params": params, "overrides": overrides, "parent_run_id": parent_run_id}
+    shared["output_dir"] = cfg.train.output_dir  # over a class deployment's own default
     shared.update({"restart": True} if restart else {})
 
     def one(group: list[Job]) -> list[dict]:
