@@ -257,8 +257,9 @@ class AnomalyConfig:
     kind: str | dict[str, float] = setting("oe", check_anomaly_kind)
     # chance a training sample is replaced by an anomaly
     probability: float = setting(0.5, must(lambda v: 0.0 <= v <= 1.0, "in [0, 1]"))
-    # folder, zip, or cifar100:ROOT / emnist:ROOT
-    oe_source: str = setting("../shared/data/imagenet1k_samples")
+    # folder, zip, cifar100:ROOT / emnist:ROOT, or auto: a local ImageNet-1k sample pool, else
+    # CIFAR-100 (fcdd/data/oe_pool.py, the one place that decides)
+    oe_source: str = setting("auto")
     oe_limit: int | None = setting(None, at_least(1))  # keep a fixed random subset of N OE images
     # real anomalies per defect type moved from test to train (kind=semi)
     semi_k: int = setting(1, at_least(1))
