@@ -165,8 +165,9 @@ def fit_class(
     logger.info(
         "image AUC %s, pixel AUC %s", fmt(row.get("image_auc")) or "n/a", fmt(row.get("pixel_auc")) or "n/a"
     )
-    if row.get("warning"):
-        logger.warning("%s", row["warning"])
+    for note in ("warning", "score_warning", "registry_note"):
+        if row.get(note):
+            logger.warning("%s", row[note])
     return row
 
 

@@ -37,6 +37,7 @@ TAG_COMPARISON = "fcdd.champion_comparison"
 TAG_CALIBRATION = "fcdd.calibration"
 TAG_OBJECTIVE = "fcdd.objective"  # fcdd | hsc | ae, on registered models, their versions and runs
 OBJECTIVE_TITLES = {"fcdd": "FCDD", "hsc": "HSC (baseline)", "ae": "Autoencoder (baseline)"}
+TAG_GATE = "fcdd.quality_gate"  # why a version may not become champion (registry.min_*_auc)
 DETECTOR_ARTIFACT = "detector"  # key of the Detector file in the pyfunc's artifacts
 ONNX_ARTIFACT = "onnx"  # key of the ONNX export folder (pyfunc.log_detector_model(onnx=True))
 
@@ -148,14 +149,35 @@ def _alias_version(client: MlflowClient, name: str, alias: str):
         raise
 
 
-def promote_if_better(client: MlflowClient, name: str, version: str) -> bool:
-    """Move ``champion`` to ``version`` when it beats the current champion on the same protocol.
+def quality_gate(metrics: dict[str, Any], minimums: dict[str, float] | None) -> str | None:
+    """Why a version with these test metrics may not become champion: an AUC (where the test set
+    has the labels for it) below its minimum (``registry.min_image_auc`` / ``min_pixel_auc``);
+    None when it passes. A model below chance by a margin detects nothing, first version or not."""
+    failures = []
+    for metric, minimum in (minimums or {}).items():
+        value = metrics.get(metric)
+        if value is not None and float(value) < minimum:
+            failures.append(f"{metric} {float(value):.4f} < registry.min_{metric} {minimum:g}")
+    return "quality gate: " + ", ".join(failures) if failures else None
+
+
+def gate_of(cfg: Config) -> dict[str, float]:
+    return {"image_auc": cfg.registry.min_image_auc, "pixel_auc": cfg.registry.min_pixel_auc}
+
+
+def promote_if_better(client: MlflowClient, name: str, version: str, gate: str | None = None) -> bool:
+    """Move ``champion`` to ``version`` when it passes the quality gate (``gate``: the reason it
+    does not, from :func:`quality_gate`) and beats the current champion on the same protocol.
 
     Call under :func:`registry_lock`. Writes the outcome to the version's
     ``fcdd.champion_comparison`` tag and returns whether ``version`` is now the champion.
     """
     new = client.get_model_version(name, version)
     champion = _alias_version(client, name, CHAMPION)  # re-read right before deciding
+    if gate is not None:
+        client.set_model_version_tag(name, new.version, TAG_GATE, gate)
+        client.set_model_version_tag(name, new.version, TAG_COMPARISON, f"stays challenger: {gate}")
+        return False
     if champion is None:
         verdict, promote = "first version with a score: champion", True
     elif str(champion.version) == str(new.version):
@@ -203,8 +225,10 @@ def register_version(
     run_id: str | None = None,
     card: Any = None,
     objective: str = "fcdd",
+    gate: dict[str, float] | None = None,
 ) -> tuple[str, bool]:
-    """Add a version of ``name`` from ``model_uri``; set ``challenger``; maybe move ``champion``.
+    """Add a version of ``name`` from ``model_uri``; set ``challenger``; maybe move ``champion``
+    (only when its metrics pass ``gate``, metric -> minimum: see :func:`quality_gate`).
 
     A logged model's URI (``models:/m-<id>``, what MLflow 3's log_model returns) registers through
     that logged model: the version names it, and the logged model lists the version. ``card``
@@ -244,7 +268,7 @@ def register_version(
             if model_id:  # the logged model's page says the same
                 client.set_logged_model_tags(model_id, {"mlflow.note.content": text})
         client.set_registered_model_alias(name, CHALLENGER, version.version)
-        champion = promote_if_better(client, name, version.version)
+        champion = promote_if_better(client, name, version.version, quality_gate(metrics, gate))
     return str(version.version), champion
 
 

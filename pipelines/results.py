@@ -25,8 +25,8 @@ RESULT_COLUMNS = [
 # lies in the train stage's DVC output, whose hash must repeat, so these go to <dataset>-tracking.csv
 # beside the dataset's folder (with class and seed to join on).
 TRACKING_COLUMNS = [
-    "mlflow_run_id", "flow_run_id", "model_name", "model_version", "champion", "attempts", "first_epoch",
-    "resubmissions",
+    "mlflow_run_id", "flow_run_id", "model_name", "model_version", "champion", "registry_note", "attempts",
+    "first_epoch", "resubmissions",
 ]  # fmt: skip
 
 

@@ -160,7 +160,13 @@ def find_unfinished_run(
     return None
 
 
-TRACKING_KEYS = ("mlflow_run_id", "model_name", "model_version", "champion")  # a tracked row's own columns
+TRACKING_KEYS = (
+    "mlflow_run_id",
+    "model_name",
+    "model_version",
+    "champion",
+    "registry_note",
+)  # a tracked row's own columns
 
 
 class MlflowTracker:

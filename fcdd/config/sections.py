@@ -324,6 +324,17 @@ class TrackingConfig:
 
 
 @dataclass
+class RegistryConfig:
+    """The quality gate before a registered version becomes ``champion`` (pipelines/registry.py):
+    where the test set has labels, its AUCs must reach these; below them it stays ``challenger``."""
+
+    ROLE: ClassVar[Role] = SERVICE
+
+    min_image_auc: float = setting(0.6, must(lambda v: 0.0 <= v <= 1.0, "in [0, 1]"))
+    min_pixel_auc: float = setting(0.6, must(lambda v: 0.0 <= v <= 1.0, "in [0, 1]"))
+
+
+@dataclass
 class OrchestrationConfig:
     ROLE: ClassVar[Role] = SERVICE
 
@@ -353,6 +364,7 @@ class Config:
     anomalies: AnomalyConfig = section(AnomalyConfig)
     evaluation: EvaluationConfig = section(EvaluationConfig)
     tracking: TrackingConfig = section(TrackingConfig)
+    registry: RegistryConfig = section(RegistryConfig)
     orchestration: OrchestrationConfig = section(OrchestrationConfig)
 
     # Derived values: the dataset's own where a setting is null (fcdd/data/datasets/).
