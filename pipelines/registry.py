@@ -110,6 +110,20 @@ def registry_lock(tracking_uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def promotion_unavailable(tracking_uri: str) -> str | None:
+    """Why no champion decision can be made against this store (None when one can): a remote
+    tracking server's promotions are guarded by a Prefect limit, which needs a shared Prefect API.
+    Known before training, so said before training (pipelines/tracking.py)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if local_store_path(tracking_uri) is not None or PREFECT_API_URL.value():
+        return None
+    return (
+        f"champion promotion against the tracking server {tracking_uri} needs a shared Prefect API to "
+        "guard it (set PREFECT_API_URL)"
+    )
+
+
 @contextlib.contextmanager
 def promotion_slot(tracking_uri: str, name: str = PROMOTION_LIMIT) -> Iterator[None]:
     """Hold the one slot of Prefect global concurrency limit ``name``; create it when missing.
@@ -243,7 +257,10 @@ def register_version(
     tags[TAG_OBJECTIVE] = objective
     title = OBJECTIVE_TITLES.get(objective, objective)
     description = f"{title} detector, {metric_name} {score:.4f}, protocol {protocol}"
-    with registry_lock(tracking_uri):
+    # Without a guard for the champion decision the version is still registered (the trained,
+    # logged model is never thrown away): as challenger, saying why there is no decision.
+    undecided = promotion_unavailable(tracking_uri)
+    with contextlib.nullcontext() if undecided else registry_lock(tracking_uri):
         try:
             client.create_registered_model(
                 name,
@@ -268,6 +285,11 @@ def register_version(
             if model_id:  # the logged model's page says the same
                 client.set_logged_model_tags(model_id, {"mlflow.note.content": text})
         client.set_registered_model_alias(name, CHALLENGER, version.version)
+        if undecided:
+            client.set_model_version_tag(
+                name, version.version, TAG_COMPARISON, f"no champion decision: {undecided}"
+            )
+            return str(version.version), False
         champion = promote_if_better(client, name, version.version, quality_gate(metrics, gate))
     return str(version.version), champion
 

@@ -197,7 +197,7 @@ class MlflowRun:
                 objective=cfg.train.objective, gate=gate,
             )  # fmt: skip
             out.update(model_name=name, model_version=mv, champion=champion)
-            reason = registry.quality_gate(result.metrics, gate)
+            reason = registry.promotion_unavailable(self.uri) or registry.quality_gate(result.metrics, gate)
             if reason:  # a tag on the version (registry.py), a column and a line here
                 out["registry_note"] = f"{name} version {mv} stays challenger: {reason}"
                 warnings.warn(out["registry_note"], stacklevel=2)
