@@ -382,3 +382,32 @@ def test_packed_class_runs_train_together_and_track_each_run(harness, tmp_path):
         assert (
             client.get_model_version_by_alias(f"fcdd-fmnist-{cls}", "challenger").version == version.version
         )
+
+
+@needs_data
+@pytest.mark.slow
+def test_the_train_stage_fails_with_a_failed_class_and_keeps_the_partial_table_beside_its_output(
+    harness, tmp_path, monkeypatch
+):
+    """Issue 22.1/22.3: `dvc repro`'s train stage exits 1 when a class failed; the partial table goes
+    beside the stage's output (runs/<dataset>-results-partial.csv), never in it as results.csv."""
+    from pipelines.stages import train as train_stage
+
+    params = yaml.safe_load(open(PARAMS))
+    cfg_overrides = dict(
+        o.split("=", 1) for o in tiny_overrides(tmp_path / "runs", classes="['0', 'nosuch']")
+    )
+    for key, value in cfg_overrides.items():
+        section, name = key.split(".")
+        params.setdefault(section, {})[name] = yaml.safe_load(value)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    monkeypatch.setattr(train_stage, "PARAMS", str(path))
+    monkeypatch.delenv("FCDD_STAGE", raising=False)
+    assert train_stage.main() == 1
+    partial = pd.read_csv(tmp_path / "runs" / "fmnist-results-partial.csv", dtype={"class": str})
+    assert list(partial["class"]) == ["t-shirt-top", "nosuch"] and list(partial["status"]) == [
+        "completed",
+        "failed",
+    ]
+    assert not (tmp_path / "runs" / "fmnist" / "results.csv").exists()
