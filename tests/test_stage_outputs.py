@@ -59,7 +59,7 @@ def test_fcdd_train_into_the_main_jobs_output_is_one_line_before_any_work(tmp_pa
     root = _project(tmp_path)
     env = {k: v for k, v in __import__("os").environ.items() if k != STAGE_ENV}
     done = subprocess.run(
-        [sys.executable, "-m", "fcdd.cli", "train", "--classes", "0", "-o", "tracking.enabled=false"],
+        [sys.executable, "-m", "fcdd.cli", "train", "--classes", "0", "--root", str(REPO), "-o", "tracking.enabled=false"],
         cwd=root, capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
