@@ -257,9 +257,7 @@ class AnomalyConfig:
     kind: str | dict[str, float] = setting("oe", check_anomaly_kind)
     # chance a training sample is replaced by an anomaly
     probability: float = setting(0.5, must(lambda v: 0.0 <= v <= 1.0, "in [0, 1]"))
-    # folder, zip, cifar100:ROOT / emnist:ROOT, or auto: a local ImageNet-1k sample pool, else
-    # CIFAR-100 (fcdd/data/oe_pool.py, the one place that decides)
-    oe_source: str = setting("auto")
+    oe_source: str = setting("auto")  # folder, zip, cifar100:/emnist:ROOT, or auto (fcdd/data/oe_pool.py)
     oe_limit: int | None = setting(None, at_least(1))  # keep a fixed random subset of N OE images
     # real anomalies per defect type moved from test to train (kind=semi)
     semi_k: int = setting(1, at_least(1))
@@ -324,12 +322,8 @@ class TrackingConfig:
 
 
 @dataclass
-class RegistryConfig:
-    """The quality gate before a registered version becomes ``champion`` (pipelines/registry.py):
-    where the test set has labels, its AUCs must reach these; below them it stays ``challenger``."""
-
+class RegistryConfig:  # the quality gate before `champion` (pipelines/registry.py): AUCs below stay challenger
     ROLE: ClassVar[Role] = SERVICE
-
     min_image_auc: float = setting(0.6, must(lambda v: 0.0 <= v <= 1.0, "in [0, 1]"))
     min_pixel_auc: float = setting(0.6, must(lambda v: 0.0 <= v <= 1.0, "in [0, 1]"))
 
