@@ -24,6 +24,7 @@ from fcdd.config.keys import (
     setting,
     validate_fields,
 )
+from fcdd.config.registry import RegistryConfig
 from fcdd.data.anomaly_kinds import check_anomaly_kind
 from fcdd.data.datasets import dataset_names, dataset_spec
 from fcdd.errors import ConfigError, shown
@@ -319,13 +320,6 @@ class TrackingConfig:
     register: bool = setting(True)
     onnx: bool = setting(True)  # registered versions also carry the ONNX export (needs the export extra)
     model_name: str = setting("fcdd-{dataset}-{cls}", _model_name)
-
-
-@dataclass
-class RegistryConfig:  # the quality gate before `champion` (pipelines/registry.py): AUCs below stay challenger
-    ROLE: ClassVar[Role] = SERVICE
-    min_image_auc: float = setting(0.6, must(lambda v: 0.0 <= v <= 1.0, "in [0, 1]"))
-    min_pixel_auc: float = setting(0.6, must(lambda v: 0.0 <= v <= 1.0, "in [0, 1]"))
 
 
 @dataclass
