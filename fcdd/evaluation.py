@@ -94,6 +94,10 @@ def evaluate(
             metrics["aupro"] = float(aupro(full_masks, full_maps, max_fpr=cfg.evaluation.aupro_max_fpr))
         del full_masks, full_maps
 
+    warning = score_warning(scores_np, metrics)
+    if warning:
+        metrics["score_warning"] = warning
+        warnings.warn(f"{title}: {warning}" if title else warning, stacklevel=2)
     artifacts["scores"] = _write_scores(out_dir / "scores.csv", test_set, labels, scores_np)
     if curves:
         artifacts["roc_figure"] = out_dir / "figures" / "roc.png"
@@ -103,6 +107,28 @@ def evaluate(
     )  # baselines: docs/baselines.md §4
     artifacts.update(_heatmap_figures(test_set, shown, scores_np, labels, cfg, out_dir / "figures", title))
     return metrics, artifacts
+
+
+def score_warning(scores: np.ndarray, metrics: dict[str, Any]) -> str | None:
+    """One line when the scores cannot rank anything: near-constant over the test set, or inverted
+    (an AUC below 0.5: anomalies score lower than good images). None when neither."""
+    scale = max(1.0, float(np.abs(scores).max(initial=0.0)))
+    if len(scores) > 1 and float(np.ptp(scores)) <= 1e-6 * scale:
+        return (
+            f"the scores are near-constant ({float(scores.min()):.6g} to {float(scores.max()):.6g} over "
+            f"{len(scores)} test images): the model does not tell images apart"
+        )
+    inverted = [
+        f"{name.replace('_', ' ')} {metrics[name]:.3f}"
+        for name in ("image_auc", "pixel_auc")
+        if metrics.get(name) is not None and metrics[name] < 0.5
+    ]
+    if inverted:
+        return (
+            f"scores are inverted ({', '.join(inverted)} < 0.5: anomalies score lower than good images); "
+            "the model has not learnt this class (more epochs or data, or check the labels)"
+        )
+    return None
 
 
 def _pixel_scope(test_set: Any, labels: np.ndarray) -> tuple[np.ndarray | None, str | None]:

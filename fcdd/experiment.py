@@ -183,19 +183,24 @@ def _plain(v):
     return v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
 
 
-def train_pack(cfg: Config, jobs: list[tuple[str, int]], callbacks: list[Any] | None = None) -> list[Path]:
+def train_pack(
+    cfg: Config, jobs: list[tuple[str, int]], callbacks: list[Any] | None = None, restart: bool = False
+) -> list[Path]:
     """The training half of :func:`run_experiment` for K (class, seed) runs at once.
 
     Each run's data and initial weights are built exactly as run_experiment builds them; the pack
     trains them together (fcdd/training: one loop, a K-wide model) and leaves every run folder's
     checkpoint at the last epoch, so that run_experiment on each job afterwards finds its training
     complete and only evaluates and saves (with its own tracking, registry version and metrics).
-    Returns the run folders."""
+    ``restart`` clears each run folder first, as run_experiment's. Returns the run folders."""
     device = Runtime.from_config(cfg).device
     runs = [_identify(cfg, cls, seed) for cls, seed in jobs]
     with contextlib.ExitStack() as locks:  # each run folder locked, as run_experiment locks it
         for run in runs:
             locks.enter_context(run_folder_lock(run.run_dir))
+            if restart:
+                clear_run_folder(run.run_dir)
+                checkpoint_store.discard(run.cfg, run.run_dir)
         built = [_build(run, device) for run in runs]
         for run, b in zip(runs, built, strict=True):
             if b.model.input_size != built[0].model.input_size:  # data.resize keep_aspect, per split

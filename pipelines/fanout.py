@@ -22,14 +22,40 @@ from pipelines.worker_setup import is_setup_failure
 Job = tuple[str, int]  # (class, seed)
 
 
+class ClassRunsFailed(Exception):
+    """Some class runs of a fan-out failed: how many and the first one's reason, in one line;
+    ``rows`` holds every result row (the completed ones too)."""
+
+    def __init__(self, rows: list[dict]):
+        super().__init__(rows)
+        self.rows = rows
+
+    def __str__(self) -> str:
+        failed = [r for r in self.rows if r.get("status") != "completed"]
+        first = failed[0] if failed else {}
+        return one_line(
+            f"{len(failed)} of {len(self.rows)} class runs failed; class {first.get('class')} seed "
+            f"{first.get('seed')}: {first.get('error') or 'no reason given'}"
+        )
+
+
 def run_jobs(
-    cfg: Config, params: str, overrides: list[str], jobs: list[Job], parent_run_id, subflow: Callable
+    cfg: Config,
+    params: str,
+    overrides: list[str],
+    jobs: list[Job],
+    parent_run_id,
+    subflow: Callable,
+    restart: bool = False,
 ) -> list[dict]:
-    """One result row per job, in the jobs' order. ``subflow``: the class flow (train_class)."""
+    """One result row per job, in the jobs' order. ``subflow``: the class flow (train_class);
+    ``restart``: each class run starts its run folder afresh (a resubmission then resumes)."""
     orch = cfg.orchestration
     pack = max(1, orch.pack)
     groups = [jobs[i : i + pack] for i in range(0, len(jobs), pack)]
     shared = {"params": params, "overrides": overrides, "parent_run_id": parent_run_id}
+    shared["output_dir"] = cfg.train.output_dir  # over a class deployment's own default
+    shared.update({"restart": True} if restart else {})
 
     def one(group: list[Job]) -> list[dict]:
         packed = {"pack": [list(job) for job in group]} if orch.pack > 1 else {}
@@ -61,7 +87,9 @@ def _deployment_run(cfg: Config, group: list[Job], parameters: dict) -> list[dic
     run, lost = resubmit_crashed(
         lambda attempt: run_deployment(
             name=orch.deployment,
-            parameters=parameters,
+            parameters=parameters
+            if attempt == 1
+            else {k: v for k, v in parameters.items() if k != "restart"},
             timeout=orch.timeout_s,
             flow_run_name=name + (f"-resubmit{attempt - 1}" if attempt > 1 else ""),
         ),

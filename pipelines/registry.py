@@ -37,6 +37,7 @@ TAG_COMPARISON = "fcdd.champion_comparison"
 TAG_CALIBRATION = "fcdd.calibration"
 TAG_OBJECTIVE = "fcdd.objective"  # fcdd | hsc | ae, on registered models, their versions and runs
 OBJECTIVE_TITLES = {"fcdd": "FCDD", "hsc": "HSC (baseline)", "ae": "Autoencoder (baseline)"}
+TAG_GATE = "fcdd.quality_gate"  # why a version may not become champion (registry.min_*_auc)
 DETECTOR_ARTIFACT = "detector"  # key of the Detector file in the pyfunc's artifacts
 ONNX_ARTIFACT = "onnx"  # key of the ONNX export folder (pyfunc.log_detector_model(onnx=True))
 
@@ -109,6 +110,20 @@ def registry_lock(tracking_uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def promotion_unavailable(tracking_uri: str) -> str | None:
+    """Why no champion decision can be made against this store (None when one can): a remote
+    tracking server's promotions are guarded by a Prefect limit, which needs a shared Prefect API.
+    Known before training, so said before training (pipelines/tracking.py)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if local_store_path(tracking_uri) is not None or PREFECT_API_URL.value():
+        return None
+    return (
+        f"champion promotion against the tracking server {tracking_uri} needs a shared Prefect API to "
+        "guard it (set PREFECT_API_URL)"
+    )
+
+
 @contextlib.contextmanager
 def promotion_slot(tracking_uri: str, name: str = PROMOTION_LIMIT) -> Iterator[None]:
     """Hold the one slot of Prefect global concurrency limit ``name``; create it when missing.
@@ -148,14 +163,35 @@ def _alias_version(client: MlflowClient, name: str, alias: str):
         raise
 
 
-def promote_if_better(client: MlflowClient, name: str, version: str) -> bool:
-    """Move ``champion`` to ``version`` when it beats the current champion on the same protocol.
+def quality_gate(metrics: dict[str, Any], minimums: dict[str, float] | None) -> str | None:
+    """Why a version with these test metrics may not become champion: an AUC (where the test set
+    has the labels for it) below its minimum (``registry.min_image_auc`` / ``min_pixel_auc``);
+    None when it passes. A model below chance by a margin detects nothing, first version or not."""
+    failures = []
+    for metric, minimum in (minimums or {}).items():
+        value = metrics.get(metric)
+        if value is not None and float(value) < minimum:
+            failures.append(f"{metric} {float(value):.4f} < registry.min_{metric} {minimum:g}")
+    return "quality gate: " + ", ".join(failures) if failures else None
+
+
+def gate_of(cfg: Config) -> dict[str, float]:
+    return {"image_auc": cfg.registry.min_image_auc, "pixel_auc": cfg.registry.min_pixel_auc}
+
+
+def promote_if_better(client: MlflowClient, name: str, version: str, gate: str | None = None) -> bool:
+    """Move ``champion`` to ``version`` when it passes the quality gate (``gate``: the reason it
+    does not, from :func:`quality_gate`) and beats the current champion on the same protocol.
 
     Call under :func:`registry_lock`. Writes the outcome to the version's
     ``fcdd.champion_comparison`` tag and returns whether ``version`` is now the champion.
     """
     new = client.get_model_version(name, version)
     champion = _alias_version(client, name, CHAMPION)  # re-read right before deciding
+    if gate is not None:
+        client.set_model_version_tag(name, new.version, TAG_GATE, gate)
+        client.set_model_version_tag(name, new.version, TAG_COMPARISON, f"stays challenger: {gate}")
+        return False
     if champion is None:
         verdict, promote = "first version with a score: champion", True
     elif str(champion.version) == str(new.version):
@@ -203,8 +239,10 @@ def register_version(
     run_id: str | None = None,
     card: Any = None,
     objective: str = "fcdd",
+    gate: dict[str, float] | None = None,
 ) -> tuple[str, bool]:
-    """Add a version of ``name`` from ``model_uri``; set ``challenger``; maybe move ``champion``.
+    """Add a version of ``name`` from ``model_uri``; set ``challenger``; maybe move ``champion``
+    (only when its metrics pass ``gate``, metric -> minimum: see :func:`quality_gate`).
 
     A logged model's URI (``models:/m-<id>``, what MLflow 3's log_model returns) registers through
     that logged model: the version names it, and the logged model lists the version. ``card``
@@ -219,7 +257,10 @@ def register_version(
     tags[TAG_OBJECTIVE] = objective
     title = OBJECTIVE_TITLES.get(objective, objective)
     description = f"{title} detector, {metric_name} {score:.4f}, protocol {protocol}"
-    with registry_lock(tracking_uri):
+    # Without a guard for the champion decision the version is still registered (the trained,
+    # logged model is never thrown away): as challenger, saying why there is no decision.
+    undecided = promotion_unavailable(tracking_uri)
+    with contextlib.nullcontext() if undecided else registry_lock(tracking_uri):
         try:
             client.create_registered_model(
                 name,
@@ -244,7 +285,12 @@ def register_version(
             if model_id:  # the logged model's page says the same
                 client.set_logged_model_tags(model_id, {"mlflow.note.content": text})
         client.set_registered_model_alias(name, CHALLENGER, version.version)
-        champion = promote_if_better(client, name, version.version)
+        if undecided:
+            client.set_model_version_tag(
+                name, version.version, TAG_COMPARISON, f"no champion decision: {undecided}"
+            )
+            return str(version.version), False
+        champion = promote_if_better(client, name, version.version, quality_gate(metrics, gate))
     return str(version.version), champion
 
 

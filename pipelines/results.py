@@ -25,8 +25,8 @@ RESULT_COLUMNS = [
 # lies in the train stage's DVC output, whose hash must repeat, so these go to <dataset>-tracking.csv
 # beside the dataset's folder (with class and seed to join on).
 TRACKING_COLUMNS = [
-    "mlflow_run_id", "flow_run_id", "model_name", "model_version", "champion", "attempts", "first_epoch",
-    "resubmissions",
+    "mlflow_run_id", "flow_run_id", "model_name", "model_version", "champion", "registry_note", "attempts",
+    "first_epoch", "resubmissions",
 ]  # fmt: skip
 
 
@@ -89,15 +89,29 @@ def tracking_path(cfg: Config) -> Path:
     return Path(cfg.train.output_dir) / f"{cfg.data.dataset}-tracking.csv"
 
 
+def partial_results_path(cfg: Config) -> Path:
+    """Where a fan-out with failed class runs leaves its table: beside the dataset's folder, which
+    (as the train stage's DVC output) must only ever hold a complete set."""
+    return Path(cfg.train.output_dir) / f"{cfg.data.dataset}-results-partial.csv"
+
+
 def write_results(cfg: Config, rows: list[dict]) -> Path:
-    """results.csv (what the settings decide) in the dataset's folder; the run-specific columns in
+    """results.csv (what the settings decide) in the dataset's folder when every class run
+    completed, else partial_results_path(cfg) beside it; the run-specific columns in
     tracking_path(cfg), outside it."""
+    complete = all(r.get("status") == "completed" for r in rows)
     path = Path(cfg.train.output_dir) / cfg.data.dataset / "results.csv"
+    partial = partial_results_path(cfg)
+    if not complete:
+        path = partial
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = results_frame(rows)
     frame.drop(columns=TRACKING_COLUMNS).to_csv(path, index=False)
+    if complete:
+        partial.unlink(missing_ok=True)  # an earlier failed run's table: superseded
     frame[["class", "seed", *TRACKING_COLUMNS]].to_csv(tracking_path(cfg), index=False)
-    get_run_logger().info("results table: %s (run ids, versions, attempts: %s)", path, tracking_path(cfg))
+    what = "results table" if complete else "partial results (some class runs failed)"
+    get_run_logger().info("%s: %s (run ids, versions, attempts: %s)", what, path, tracking_path(cfg))
     return path
 
 
@@ -121,6 +135,11 @@ def publish_artifacts(cfg: Config, rows: list[dict]) -> None:
 def summary_markdown(cfg: Config, rows: list[dict]) -> str:
     done = [r for r in rows if r.get("status") == "completed"]
     lines = [f"# FCDD on {cfg.data.dataset}", "", f"{len(done)} of {len(rows)} class runs completed.", ""]
+    if len(done) < len(rows):
+        lines[-1:] = [
+            "**Failed**: a class run that fails fails the whole run; the rest are listed below.",
+            "",
+        ]
     for metric in ("image_auc", "pixel_auc", "aupro"):
         values = [r[metric] for r in done if isinstance(r.get(metric), (int, float))]
         if values:
@@ -134,7 +153,7 @@ def summary_markdown(cfg: Config, rows: list[dict]) -> str:
         link = _mlflow_link(cfg, r.get("mlflow_run_id"))
         status = r.get("status", "")
         if status != "completed":
-            status = f"{status}: {str(r.get('error', ''))[:120]}"
+            status = f"{status}: {one_line(str(r.get('error', '')))}"
         cells = [
             r.get("class"),
             r.get("seed"),

@@ -191,11 +191,16 @@ class MlflowRun:
                 client.log_model_artifact(info.model_id, str(figure), "figures")
             name = registry.registered_model_name(cfg, self.cls)
             card = self._card(result, heatmaps)
+            gate = registry.gate_of(cfg)
             mv, champion = registry.register_version(
                 client, self.uri, name, info.model_uri, result.metrics, self.protocol, run_id, card=card,
-                objective=cfg.train.objective,
+                objective=cfg.train.objective, gate=gate,
             )  # fmt: skip
             out.update(model_name=name, model_version=mv, champion=champion)
+            reason = registry.promotion_unavailable(self.uri) or registry.quality_gate(result.metrics, gate)
+            if reason:  # a tag on the version (registry.py), a column and a line here
+                out["registry_note"] = f"{name} version {mv} stays challenger: {reason}"
+                warnings.warn(out["registry_note"], stacklevel=2)
             client.set_tag(run_id, "fcdd.model", f"models:/{name}/{mv}")
         return out
 

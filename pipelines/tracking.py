@@ -160,7 +160,13 @@ def find_unfinished_run(
     return None
 
 
-TRACKING_KEYS = ("mlflow_run_id", "model_name", "model_version", "champion")  # a tracked row's own columns
+TRACKING_KEYS = (
+    "mlflow_run_id",
+    "model_name",
+    "model_version",
+    "champion",
+    "registry_note",
+)  # a tracked row's own columns
 
 
 class MlflowTracker:
@@ -171,6 +177,9 @@ class MlflowTracker:
     def run(self, cfg: Config, cls: str, seed: int, parent_run_id: str | None = None) -> Iterator[MlflowRun]:
         client, uri = _client(cfg)
         with_onnx = _onnx_available(cfg)  # said before training, not after
+        undecided = registry.promotion_unavailable(uri) if cfg.tracking.register else None
+        if undecided:  # likewise: the version will be registered, without a champion decision
+            warnings.warn(f"versions will be registered as challenger only: {undecided}", stacklevel=2)
         experiment_id = ensure_experiment(client, cfg)
         run_dir = run_dir_for(cfg, cls, seed).resolve()
         key, version = run_key(cfg, cls, seed), data_version(cfg)

@@ -415,3 +415,74 @@ def test_oe_from_emnist_letters_layout_is_transposed_upright(tmp_path):
     assert (image[0] == 255).all() and (image[1:] == 0).all()
     with pytest.raises(DataError, match="EMNIST"):
         OutlierExposure.from_source(f"emnist:{tmp_path / 'none'}", 1, 28, seed=0)
+
+
+# ---------------------------------------------------------------- the OE pool: one choice, disjoint from the test classes
+
+
+def _pool(tmp_path: Path, names: list[str]) -> Path:
+    folder = tmp_path / "imagenet1k_samples"
+    folder.mkdir()
+    for name in names:
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / f"{name}.jpg")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("dataset", "instances"),
+    [
+        ("fmnist", ["n03595614_jersey", "n04370456_sweatshirt", "n04479046_trench_coat",
+                    "n04120489_running_shoe", "n03124043_cowboy_boot", "n04133789_sandal"]),
+        ("cifar10", ["n02690373_airliner", "n04285008_sports_car", "n02123045_tabby", "n02088364_beagle",
+                     "n03417042_garbage_truck", "n01530575_brambling", "n04147183_schooner"]),
+    ],
+)  # fmt: skip
+def test_oe_excludes_imagenet_instances_of_the_test_classes_not_only_their_names(
+    tmp_path, dataset, instances
+):
+    """Issue 22: by name only, a Fashion-MNIST run drew jerseys, trench coats and cowboy boots (only
+    "sandal" was left out); the dataset module's wnids of its classes' instances exclude them all."""
+    kept = ["n01443537_goldfish", "n03000134_chainlink_fence", "n07747607_orange"]
+    folder = _pool(tmp_path, instances + kept)
+    oe = OutlierExposure.from_source(str(folder), 1, 28, seed=0, exclude=oe_exclusions(dataset))
+    assert sorted(oe.names) == sorted(f"{k}.jpg" for k in kept)
+    assert (oe.pool, oe.excluded) == (len(instances) + len(kept), len(instances))
+
+
+def test_oe_auto_is_one_choice_with_one_fallback(tmp_path, monkeypatch):
+    from fcdd.data.oe_pool import FALLBACK, choose_oe_source
+
+    monkeypatch.chdir(tmp_path)
+    chosen = choose_oe_source("auto", download=False)
+    assert chosen.source == FALLBACK and chosen.download and "no ImageNet-1k sample pool" in chosen.how
+    (tmp_path / "data" / "imagenet1k_samples").mkdir(parents=True)
+    chosen = choose_oe_source("auto", download=False)
+    assert chosen.source == "data/imagenet1k_samples" and not chosen.download
+    assert choose_oe_source("some/folder", download=False).how == ""  # given: used as given
+    from fcdd.config.sections import AnomalyConfig
+
+    assert AnomalyConfig().oe_source == "auto"
+    params = (Path(__file__).resolve().parents[1] / "params.yaml").read_text()
+    assert "../" not in params  # no path that exists on one machine only
+
+
+def test_the_loading_lines_say_which_pool_and_how_many_images_were_excluded(tmp_path, monkeypatch):
+    from fcdd.data.bundle import describe
+
+    folder = _pool(tmp_path, ["n03595614_jersey", "n01443537_goldfish", "n07747607_orange"])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    folder.rename(tmp_path / "data" / "imagenet1k_samples")
+    source = build_anomaly_source(config(kind="oe", oe_source="auto"), 1, 28, seed=0)
+    oe = source.summary()
+    assert oe == {"source": "data/imagenet1k_samples", "chosen": "auto: the local ImageNet-1k sample pool",
+                  "pool": 3, "excluded": 1}  # fmt: skip
+    summary = {
+        "dataset": "fmnist", "class": "bag", "root": "x",
+        "train": {"nominal": 1, "nominal_available": 1, "anomaly_kind": "oe", "anomaly_probability": 0.5,
+                  "anomaly_source_images": 2, "oe": oe},
+        "test": {"nominal": 1, "anomalous": 1, "defect_types": {}, "has_masks": False},
+    }  # fmt: skip
+    (line,) = [x for x in describe(summary).splitlines() if "OE pool" in x]
+    assert "data/imagenet1k_samples (auto: the local ImageNet-1k sample pool): 1 of 3 images excluded" in line
+    assert "instances of Fashion-MNIST's classes" in line

@@ -141,8 +141,26 @@ def test_split_is_disjoint_seeded_stratified_and_at_least_twenty():
 def test_split_errors_are_one_line():
     with pytest.raises(DataError, match=r"asks for 200 images but the class has only 100"):
         split_calibration(np.arange(100), 200, 0)
-    with pytest.raises(DataError, match=r"leaving 5 for training \(at least 10"):
+    with pytest.raises(DataError, match=r"leaving 5 for training \(at least 95 needed"):
         split_calibration(np.arange(100), 95, 0)
+
+
+def test_the_split_never_takes_more_than_training_keeps():
+    """Issue 22 (small data): a count that leaves training fewer images than it takes is refused
+    with the fix named; a fraction is capped at half; below a floor it is skipped, naming the alpha
+    the hold-out would have allowed (issue 28: the folder preset refused every set under ~30)."""
+    with pytest.raises(DataError, match=r"leaving 40 for training \(at least 60 .*evaluation.calibration: 0"):
+        split_calibration(np.arange(100), 60, 0)
+    train, cal = split_calibration(np.arange(27), 0.1, 0)  # 34 good images, 7 of them to test
+    assert len(cal) == 13 and len(train) == 14 and len(cal) <= len(train)
+    for available in (12, 16, 19):  # the folder preset's 0.1 on small sets: skipped, with the reason
+        with pytest.warns(UserWarning, match=r"alpha >= 1/\d+ = 0\.\d+; calibration skipped") as caught:
+            train, cal = split_calibration(np.arange(available), 0.1, 0)
+        assert len(cal) == 0 and len(train) == available
+        assert "evaluation.calibration: 0" in str(caught[0].message)
+    for available in range(20, 200, 7):
+        train, cal = split_calibration(np.arange(available), 0.1, 0)
+        assert 10 <= len(cal) <= len(train), available
 
 
 @pytest.mark.parametrize("value", ["-1", "1.5", "abc"])
@@ -164,7 +182,7 @@ def test_presets_paper_off_folder_and_cpu_on(tmp_path):
 
 def test_too_large_calibration_fails_before_training(make_folder_config, defect_folder, tmp_path):
     cfg = make_folder_config(defect_folder, tmp_path, "evaluation.calibration=25")
-    with pytest.raises(DataError, match="leaving 5 for training"):
+    with pytest.raises(DataError, match="leaving 5 for training .*evaluation.calibration: 0"):
         run_experiment(cfg, "tiles", seed=0)
     assert not (tmp_path / "runs" / "folder" / "tiles" / "seed0" / "checkpoint.pt").exists()
 

@@ -41,7 +41,8 @@ def test_every_key_has_exactly_the_role_it_had():
     assert set(KEY_ROLES) == set(flat)  # every key, nested data.folder.* included
     by_role = {role: {k for k, r in KEY_ROLES.items() if r is role} for role in Role}
     assert by_role[Role.RUNTIME] == RUNTIME
-    assert by_role[Role.SERVICE] == {k for k in flat if k.startswith(("tracking.", "orchestration."))}
+    service = ("tracking.", "registry.", "orchestration.")  # registry: the quality gate (issue 22)
+    assert by_role[Role.SERVICE] == {k for k in flat if k.startswith(service)}
     assert by_role[Role.EVALUATION] == {k for k in flat if k.startswith("evaluation.")} - {
         "evaluation.calibration"
     }

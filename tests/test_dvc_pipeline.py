@@ -154,12 +154,17 @@ def fmnist_source() -> Path:
     pytest.skip("Fashion-MNIST is not here: run scripts/setup_data.sh")
 
 
-def tiny_params(path: Path, classes: list[str], tracking: dict | None = None) -> None:
+def tiny_params(path: Path, classes: list[str], tracking: dict | None = None, main_job: bool = False) -> None:
     """The repository's params.yaml, cut down to seconds: few images, one epoch; MLflow off, or on
-    with the given ``tracking`` settings (no ONNX export: it adds nothing the test looks at)."""
+    with the given ``tracking`` settings (no ONNX export: it adds nothing the test looks at).
+    ``main_job``: keep what the main job runs with (data loader workers, the cpu preset's threads,
+    registration) and train two epochs, so that a checkpoint is written and read mid-run."""
     params = yaml.safe_load(path.read_text())
-    params["data"].update(classes=classes, train_limit=128, test_limit=128, num_workers=0)
-    params["train"].update(epochs=1, threads=1, device="cpu", progress=False, batch_size=64)
+    params["data"].update(classes=classes, train_limit=128, test_limit=128)
+    params["train"].update(epochs=2 if main_job else 1, device="cpu", progress=False, batch_size=64)
+    if not main_job:
+        params["data"]["num_workers"] = 0
+        params["train"]["threads"] = 1
     params["evaluation"].update(heatmap_count=4, batch_size=128)
     params["tracking"].update(
         enabled=tracking is not None, **({"onnx": False, **tracking} if tracking else {})
@@ -171,7 +176,9 @@ def tiny_params(path: Path, classes: list[str], tracking: dict | None = None) ->
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def make_pipeline_repo(repo: Path, prefect_home: Path, tracking: dict | None = None) -> dict:
+def make_pipeline_repo(
+    repo: Path, prefect_home: Path, tracking: dict | None = None, main_job: bool = False
+) -> dict:
     """A fresh git + DVC repository at ``repo`` holding this checkout's files and the raw data;
     returns the environment the stages run in."""
     source = fmnist_source()
@@ -184,7 +191,7 @@ def make_pipeline_repo(repo: Path, prefect_home: Path, tracking: dict | None = N
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, repo / rel)
     shutil.copytree(source, repo / "data" / "fashion-mnist")
-    tiny_params(repo / "params.yaml", ["0", "1"], tracking)
+    tiny_params(repo / "params.yaml", ["0", "1", "2"] if main_job else ["0", "1"], tracking, main_job)
 
     env = dict(os.environ)
     env.update(
@@ -194,7 +201,7 @@ def make_pipeline_repo(repo: Path, prefect_home: Path, tracking: dict | None = N
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         DVC_NO_ANALYTICS="1",
         MPLBACKEND="Agg",
-        OMP_NUM_THREADS="1",
+        **({} if main_job else {"OMP_NUM_THREADS": "1"}),
         GIT_AUTHOR_NAME="t",
         GIT_AUTHOR_EMAIL="t@example.com",
         GIT_COMMITTER_NAME="t",
@@ -246,15 +253,18 @@ def test_dvc_repro_in_two_folders_locks_the_same_outputs(tmp_path):
     """Two clones in different folders, each `dvc repro --force` with MLflow tracking into one SQLite
     store (so run ids and registry versions differ between the two; artifacts in each clone's own
     folder): dvc.lock records the same hash for every output. Run-specific metadata (ids, versions,
-    attempts, durations, absolute paths, tracking settings) stays out of the outputs."""
+    attempts, durations, absolute paths, tracking settings) stays out of the outputs. The main job's
+    path (issue 28.7): the Prefect flow with tracking and registration on, the loader workers and
+    threads of the cpu preset, three classes of two epochs (checkpoints written and resumed)."""
     store = f"sqlite:///{tmp_path / 'mlruns.db'}"
     repos = [tmp_path / "first" / "repo", tmp_path / "second-clone" / "fcdd"]
     dvc = str(VENV_BIN / "dvc")
     for repo in repos:
         tracking = {"uri": store, "artifact_location": str(repo.parent / "mlartifacts")}
-        env = make_pipeline_repo(repo, repo.parent / "prefect", tracking)
+        env = make_pipeline_repo(repo, repo.parent / "prefect", tracking, main_job=True)
         done = run([dvc, "repro", "--force"], repo, env)
         assert ran_stages(done.stdout) == {"prepare", "train", "evaluate", "report"}
+        assert "fcdd-train" in done.stdout + done.stderr  # through the Prefect parent flow
     first, second = (locked_outs(repo) for repo in repos)
     assert set(first) == set(second) and len(first) >= 5
     differ = {
@@ -268,7 +278,7 @@ def test_dvc_repro_in_two_folders_locks_the_same_outputs(tmp_path):
     ids = [
         (repo / "runs/fmnist-tracking.csv").read_text().splitlines() for repo in repos
     ]  # beside the output
-    assert ids[0][0].startswith("class,seed,mlflow_run_id,") and len(ids[0]) == 3
+    assert ids[0][0].startswith("class,seed,mlflow_run_id,") and len(ids[0]) == 4
     assert ids[0][1] != ids[1][1] and ",2," in ids[1][1]  # other MLflow runs; registry version 2
 
 

@@ -124,3 +124,19 @@ def test_training_start_says_what_was_loaded_and_limits_record_the_kept_images(
     with open(result.run_dir / "scores.csv") as f:
         assert test_paths == [r["path"] for r in csv.DictReader(f)]  # the same 9 images, in order
     assert len(test_paths) == 9
+
+
+def test_inverted_or_constant_scores_are_said_in_one_line():
+    """Issue 22.5: fcdd train printed image AUC 0.000 without a word. evaluate() warns (and
+    metrics.json keeps the line) when the scores are inverted or near-constant."""
+    import numpy as np
+
+    from fcdd.evaluation import score_warning
+
+    scores = np.array([0.1, 0.2, 0.3, 0.4])
+    assert score_warning(scores, {"image_auc": 0.8, "pixel_auc": None}) is None
+    inverted = score_warning(scores, {"image_auc": 0.0, "pixel_auc": 0.3})
+    assert inverted.startswith("scores are inverted (image auc 0.000, pixel auc 0.300 < 0.5")
+    assert "\n" not in inverted
+    flat = score_warning(np.full(5, 3.25), {"image_auc": 0.5})
+    assert flat.startswith("the scores are near-constant (3.25 to 3.25 over 5 test images)")

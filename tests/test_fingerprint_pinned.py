@@ -4,6 +4,11 @@ resuming and existing model.pt files must keep matching their settings.
 The hashes below were computed on commit af5f9d0, before the configuration's key roles were
 declared in one place; any change to which keys count, how values are written or how they are
 hashed shows up here.
+
+Re-pinned once on purpose (issue 22): the default ``anomalies.oe_source`` became ``auto`` (no path of
+one machine in params.yaml), and the OE pool now leaves out the ImageNet instances of the test
+classes, so a checkpoint of the earlier settings draws another OE set and must not resume
+silently: it is refused with the differing key named.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 # (what, params file?, overrides, presets, class, seed, hash, number of counted keys)
 PINNED = [
-    ("defaults", False, [], None, None, None, "c5ea889a46f3a6bc", 42),
-    ("main job", True, [], None, "t-shirt-top", 0, "c2f2546e4bad13ce", 42),
+    ("defaults", False, [], None, None, None, "b7618d52f12a5c2f", 42),
+    ("main job", True, [], None, "t-shirt-top", 0, "ec46ffb3dd992282", 42),
     # confetti: what these presets trained when the hashes were computed (checkpoints of then resume)
     (
         "mvtec cpu",
@@ -29,7 +34,7 @@ PINNED = [
         ["mvtec", "cpu_mvtec"],
         "bottle",
         1,
-        "f6cba04027759d78",
+        "a1643ae7f265ee2a",
         42,
     ),
     # the presets' synthetic-anomaly mix: each share is a counted key (anomalies.kind.perlin, ...)
@@ -40,7 +45,7 @@ PINNED = [
         ["mvtec", "cpu_mvtec"],
         "bottle",
         1,
-        "bc316a97262953c0",
+        "46d88b08d9540a84",
         44,
     ),
     (
@@ -56,7 +61,7 @@ PINNED = [
         ["folder"],
         "folder",
         0,
-        "44c4d1ca81eb84f3",
+        "e382ab49796454b5",
         43,
     ),
     (
@@ -66,7 +71,7 @@ PINNED = [
         ["cifar10", "cpu"],
         "cat",
         3,
-        "c159ed2e6f27e7d0",
+        "e351918bc91fff52",
         42,
     ),
     (
@@ -76,7 +81,7 @@ PINNED = [
         ["imagenet30"],
         "acorn",
         5,
-        "f094eec948632ac9",
+        "b59c53568aea178c",
         42,
     ),
     (
@@ -104,7 +109,7 @@ PINNED = [
         None,
         "t-shirt-top",
         0,
-        "c2f2546e4bad13ce",  # the main job's: none of these keys changes what a run learns
+        "ec46ffb3dd992282",  # the main job's: none of these keys changes what a run learns
         42,
     ),
 ]

@@ -144,7 +144,8 @@ def test_prefect_yaml_matches_params():
     assert deployments["fcdd-train"]["entrypoint"] == "pipelines/flows.py:train_dataset"
     for d in deployments.values():
         assert d["work_pool"]["name"] == cfg.orchestration.work_pool
-        assert set(d.get("parameters", {})) <= {"params", "overrides"}  # settings live in params.yaml
+        # settings live in params.yaml; where runs go and whether they restart are the run's own
+        assert set(d.get("parameters", {})) <= {"params", "overrides", "output_dir", "restart"}
 
 
 # ------------------------------------------------------------ under a Prefect server
@@ -211,20 +212,80 @@ def test_a_failed_class_run_retries_and_resumes_from_its_checkpoint(harness, tmp
 
 @needs_data
 @pytest.mark.slow
-def test_train_dataset_reports_a_failed_class_while_others_finish(harness, tmp_path):
-    rows = flows.train_dataset(
-        params=PARAMS, classes=["0", "no-such-class"], overrides=tiny_overrides(tmp_path)
+def test_train_dataset_with_a_failed_class_ends_failed_and_still_lists_every_run(harness, tmp_path):
+    """Issue 22.1: a fan-out with a failed class is Failed (not Completed), with the reason as its
+    state message; the other classes finish and the summary lists them; the table of a failed
+    fan-out goes beside the dataset folder, never into it (a DVC output must stay a complete set)."""
+    state = flows.train_dataset(
+        params=PARAMS, classes=["0", "no-such-class"], overrides=tiny_overrides(tmp_path), return_state=True
     )
-    by_class = {r["class"]: r for r in rows}
+    assert state.is_failed()
+    assert state.message.startswith("1 of 2 class runs failed; class no-such-class seed 0: ")
+    assert "no-such-class" in state.message.split(":", 1)[1] and "\n" not in state.message
+    with pytest.raises(flows.ClassRunsFailed) as raised:  # a direct call raises, with every row
+        state.result()
+    by_class = {r["class"]: r for r in raised.value.rows}
     assert by_class["t-shirt-top"]["status"] == "completed"
     assert by_class["no-such-class"]["status"] == "failed"
     assert "no-such-class" in by_class["no-such-class"]["error"]
-    table = pd.read_csv(tmp_path / "fmnist" / "results.csv", dtype={"class": str})
+    assert not (tmp_path / "fmnist" / "results.csv").exists()
+    table = pd.read_csv(tmp_path / "fmnist-results-partial.csv", dtype={"class": str})
     assert list(table["class"]) == ["t-shirt-top", "no-such-class"]
     assert list(table["status"]) == ["completed", "failed"]
     with get_client(sync_client=True) as client:
-        keys = {a.key for a in client.read_latest_artifacts()}
-    assert {"fcdd-fmnist-aucs", "fcdd-fmnist-summary"} <= keys
+        artifacts = {a.key: a for a in client.read_latest_artifacts()}
+    assert {"fcdd-fmnist-aucs", "fcdd-fmnist-summary"} <= set(artifacts)
+    summary = artifacts["fcdd-fmnist-summary"].data
+    assert "1 of 2 class runs completed" in summary and "| t-shirt-top | 0 | completed |" in summary
+    assert "failed: " + by_class["no-such-class"]["error"] in summary  # the same one-line reason
+
+
+@needs_data
+@pytest.mark.slow
+def test_errors_that_cannot_heal_fail_at_once_and_crashes_are_retried(harness, tmp_path, monkeypatch):
+    """Issue 22.2: an FCDDError (configuration, data, settings mismatch) is not retried; any other
+    exception is, orchestration.retries times. Packs follow the same policy."""
+    from fcdd.errors import DataError
+
+    calls = []
+
+    def fail_every_time(self, epoch, logs):
+        calls.append(epoch)
+        raise error
+
+    monkeypatch.setattr(flows.EpochLog, "on_epoch_end", fail_every_time)
+    overrides = [*tiny_overrides(tmp_path), "orchestration.retries=2", "orchestration.retry_delay_s=0"]
+    error = DataError("data.root x: a bad image")
+    state = flows.train_class(cls="0", seed=0, params=PARAMS, overrides=overrides, return_state=True)
+    assert state.is_failed() and "a bad image" in state.message
+    assert len(calls) == 1  # one attempt only
+    calls.clear()
+    error = RuntimeError("worker lost")
+    overrides = [*tiny_overrides(tmp_path / "crash", epochs=3), "orchestration.retries=2"]
+    state = flows.train_class(cls="0", seed=0, params=PARAMS, overrides=overrides, return_state=True)
+    assert state.is_failed() and calls == [1, 2, 3]  # the first attempt and two retries, each resuming
+    options = flows.retry_options(load_config(PARAMS, overrides))
+    assert options["retry_condition_fn"] is flows.heals_on_retry and options["retries"] == 2
+
+
+@needs_data
+@pytest.mark.slow
+def test_output_dir_and_restart_parameters(harness, tmp_path):
+    """Issue 22.4: the flows take the output folder and --restart as parameters (a deployment
+    cannot pass them any other way): a run folder of other settings is refused unless restarted."""
+    out = tmp_path / "elsewhere"
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("train.output_dir")]
+    row = flows.train_class(cls="1", seed=0, params=PARAMS, overrides=overrides, output_dir=str(out))
+    assert Path(row["run_dir"]).resolve() == (out / "fmnist" / "trouser" / "seed0").resolve()
+    changed = [*overrides, "train.lr=0.5"]
+    state = flows.train_class(
+        cls="1", seed=0, params=PARAMS, overrides=changed, output_dir=str(out), return_state=True
+    )
+    assert state.is_failed() and "--restart" in state.message  # other settings: refused, not retried
+    row = flows.train_class(
+        cls="1", seed=0, params=PARAMS, overrides=changed, output_dir=str(out), restart=True
+    )
+    assert row["status"] == "completed" and row["first_epoch"] == 1
 
 
 @needs_data
@@ -321,3 +382,32 @@ def test_packed_class_runs_train_together_and_track_each_run(harness, tmp_path):
         assert (
             client.get_model_version_by_alias(f"fcdd-fmnist-{cls}", "challenger").version == version.version
         )
+
+
+@needs_data
+@pytest.mark.slow
+def test_the_train_stage_fails_with_a_failed_class_and_keeps_the_partial_table_beside_its_output(
+    harness, tmp_path, monkeypatch
+):
+    """Issue 22.1/22.3: `dvc repro`'s train stage exits 1 when a class failed; the partial table goes
+    beside the stage's output (runs/<dataset>-results-partial.csv), never in it as results.csv."""
+    from pipelines.stages import train as train_stage
+
+    params = yaml.safe_load(open(PARAMS))
+    cfg_overrides = dict(
+        o.split("=", 1) for o in tiny_overrides(tmp_path / "runs", classes="['0', 'nosuch']")
+    )
+    for key, value in cfg_overrides.items():
+        section, name = key.split(".")
+        params.setdefault(section, {})[name] = yaml.safe_load(value)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    monkeypatch.setattr(train_stage, "PARAMS", str(path))
+    monkeypatch.delenv("FCDD_STAGE", raising=False)
+    assert train_stage.main() == 1
+    partial = pd.read_csv(tmp_path / "runs" / "fmnist-results-partial.csv", dtype={"class": str})
+    assert list(partial["class"]) == ["t-shirt-top", "nosuch"] and list(partial["status"]) == [
+        "completed",
+        "failed",
+    ]
+    assert not (tmp_path / "runs" / "fmnist" / "results.csv").exists()

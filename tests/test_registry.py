@@ -101,3 +101,32 @@ def test_local_store_path():
     assert registry.local_store_path("sqlite:////tmp/x/mlruns.db").as_posix() == "/tmp/x/mlruns.db"
     assert registry.local_store_path("http://127.0.0.1:5000") is None
     assert registry.local_store_path("file:///tmp/mlruns").as_posix() == "/tmp/mlruns"
+
+
+def test_a_version_below_the_quality_gate_stays_challenger_even_when_first(store, tmp_path):
+    """Issue 22.5: a first version with image AUC 0.000 became champion ("a first version always
+    wins"). Below registry.min_image_auc / min_pixel_auc it stays challenger, the reason as a tag."""
+    uri, client = store
+    gate = registry.gate_of(load_config(None))
+    assert gate == {"image_auc": 0.6, "pixel_auc": 0.6}  # the defaults: better than chance by a margin
+    source = (tmp_path / "model").as_uri()
+    inverted = {"image_auc": 0.0, "pixel_auc": 0.30}
+    version, champion = registry.register_version(client, uri, "m", source, inverted, "p", gate=gate)
+    assert not champion
+    assert str(client.get_model_version_by_alias("m", "challenger").version) == version
+    with pytest.raises(Exception, match="champion"):
+        client.get_model_version_by_alias("m", "champion")
+    tags = client.get_model_version("m", version).tags
+    assert tags[registry.TAG_GATE] == (
+        "quality gate: image_auc 0.0000 < registry.min_image_auc 0.6, pixel_auc 0.3000 < registry.min_pixel_auc 0.6"
+    )
+    assert tags[registry.TAG_COMPARISON].startswith("stays challenger: quality gate")
+    # image AUC only (no masks: pixel AUC None is not judged); above the gate: champion
+    good, champion = registry.register_version(client, uri, "m", source, {"image_auc": 0.9}, "p", gate=gate)
+    assert champion and str(client.get_model_version_by_alias("m", "champion").version) == good
+    # better than the champion is not enough below the gate
+    _, champion = registry.register_version(
+        client, uri, "m", source, {"image_auc": 0.95, "pixel_auc": 0.55}, "p", gate=gate
+    )
+    assert not champion and str(client.get_model_version_by_alias("m", "champion").version) == good
+    assert registry.quality_gate({"image_auc": None, "pixel_auc": None}, gate) is None

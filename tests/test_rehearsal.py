@@ -319,7 +319,7 @@ print(run.id)
     assert set(cases) == {"process", "host"}, f"the kills did not happen: {cases}"
 
     # results.csv: every class completed; the killed ones resumed after epoch 1 on a live worker.
-    [csv] = c.control.glob("*/runs/fmnist/results.csv")
+    [csv] = c.control.glob("*/runs/deployments/fmnist/results.csv")
     table = pd.read_csv(csv, dtype={"class": str})
     ids = pd.read_csv(csv.parent.parent / "fmnist-tracking.csv", dtype={"class": str})  # run ids, attempts
     table = table.merge(ids, on=["class", "seed"], how="left")

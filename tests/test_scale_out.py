@@ -262,3 +262,48 @@ def test_a_run_resumed_on_another_worker_continues_the_lost_mlflow_run(tmp_path)
     )
     assert find_unfinished_run(client, experiment_id, key, tmp_path / "clone-2" / "runs" / "x") is None
     assert find_unfinished_run(client, experiment_id, key, tmp_path / "x", "/other/shared") is None
+
+
+@pytest.mark.slow
+def test_fcdd_train_against_a_tracking_server_without_a_prefect_api_keeps_the_trained_model(
+    mlflow_server, tmp_path
+):
+    """Issue 28.1: `fcdd train` with tracking.uri http://<server> and no PREFECT_API_URL trained,
+    evaluated, logged the model, then failed at promotion and registered nothing. Now it says so
+    before training and registers the version as challenger, saying why there is no champion."""
+    import os
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+    from shared_fixtures import TINY_RUN
+
+    repo = Path(__file__).resolve().parents[1]
+    fmnist, oe = repo / "data" / "fashion-mnist", repo.parent / "shared" / "data" / "imagenet1k_samples"
+    if not (any(fmnist.glob("*ubyte*")) and oe.is_dir()):
+        pytest.skip("needs data/fashion-mnist and ../shared/data/imagenet1k_samples")
+    overrides = [o for o in TINY_RUN if not o.startswith("tracking.")] + [
+        "train.epochs=1", f"data.root={fmnist}", f"anomalies.oe_source={oe}", f"train.output_dir={tmp_path}",
+        f"data.cache_dir={tmp_path / 'cache'}", "tracking.enabled=true", f"tracking.uri={mlflow_server}",
+        "tracking.onnx=false", "tracking.experiment_prefix=fcdd-no-prefect",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    done = subprocess.run(
+        [sys.executable, "-m", "fcdd.cli", "train", "--params", str(repo / "params.yaml"), "--classes", "trouser",
+         *[a for o in overrides for a in ("-o", o)]],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    said = [i for i, line in enumerate(lines) if "registered as challenger only" in line]
+    first_epoch = next(i for i, line in enumerate(lines) if "epoch 1/1" in line)
+    assert said and said[0] < first_epoch, done.stderr  # before the training, not after
+    assert "needs a shared Prefect API" in lines[said[0]]
+    client = MlflowClient(tracking_uri=mlflow_server)
+    (version,) = client.search_model_versions("name='fcdd-fmnist-trouser'")
+    assert str(client.get_model_version_by_alias("fcdd-fmnist-trouser", "challenger").version) == str(
+        version.version
+    )
+    assert version.tags[registry.TAG_COMPARISON].startswith("no champion decision: champion promotion")
+    with pytest.raises(Exception, match="champion"):
+        client.get_model_version_by_alias("fcdd-fmnist-trouser", "champion")

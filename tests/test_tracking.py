@@ -208,7 +208,10 @@ def test_real_tiny_fmnist_run(cfg, tmp_path):
         ],
     )
     out = tracking.tracked_experiment(cfg, "0", 0)
-    assert 0.0 <= out["image_auc"] <= 1.0 and out["model_version"] == "1" and out["champion"] is True
+    assert 0.0 <= out["image_auc"] <= 1.0 and out["model_version"] == "1"
+    # a first version is champion only above the quality gate (registry.min_image_auc, issue 22)
+    assert out["champion"] is (out["image_auc"] >= cfg.registry.min_image_auc)
+    assert bool(out.get("registry_note")) is not out["champion"]
     client = MlflowClient(cfg.tracking.uri)
     run = client.get_run(out["mlflow_run_id"])
     assert run.data.metrics["image_auc"] == pytest.approx(out["image_auc"])

@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from fcdd.engine import resolve_device
     from fcdd.experiment import class_slug, known_class
     from fcdd.runs import check_data_root, check_output_folders, run_one, write_summary
+    from fcdd.stage_outputs import check_output_owner
 
     extra = []
     if args.dataset:
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     tracker = tracker_or_none(cfg)
     resolve_device(cfg.train.device)  # cuda without CUDA: said before anything is opened or loaded
     check_data_root(cfg)  # a missing root too: before tracking creates its store (mlruns.db)
+    check_output_owner(cfg)  # a DVC stage's output (runs/fmnist of dvc repro) is the stage's alone
     check_output_folders(cfg, classes, seeds)  # a file in the way, no permission: before any work
     rows = []
     for cls in classes:

@@ -24,6 +24,7 @@ from fcdd.config.keys import (
     setting,
     validate_fields,
 )
+from fcdd.config.registry import RegistryConfig
 from fcdd.data.anomaly_kinds import check_anomaly_kind
 from fcdd.data.datasets import dataset_names, dataset_spec
 from fcdd.errors import ConfigError, shown
@@ -257,8 +258,7 @@ class AnomalyConfig:
     kind: str | dict[str, float] = setting("oe", check_anomaly_kind)
     # chance a training sample is replaced by an anomaly
     probability: float = setting(0.5, must(lambda v: 0.0 <= v <= 1.0, "in [0, 1]"))
-    # folder, zip, or cifar100:ROOT / emnist:ROOT
-    oe_source: str = setting("../shared/data/imagenet1k_samples")
+    oe_source: str = setting("auto")  # folder, zip, cifar100:/emnist:ROOT, or auto (fcdd/data/oe_pool.py)
     oe_limit: int | None = setting(None, at_least(1))  # keep a fixed random subset of N OE images
     # real anomalies per defect type moved from test to train (kind=semi)
     semi_k: int = setting(1, at_least(1))
@@ -352,6 +352,7 @@ class Config:
     anomalies: AnomalyConfig = section(AnomalyConfig)
     evaluation: EvaluationConfig = section(EvaluationConfig)
     tracking: TrackingConfig = section(TrackingConfig)
+    registry: RegistryConfig = section(RegistryConfig)
     orchestration: OrchestrationConfig = section(OrchestrationConfig)
 
     # Derived values: the dataset's own where a setting is null (fcdd/data/datasets/).

@@ -17,6 +17,7 @@ from PIL import Image
 from fcdd.data.confetti import Confetti, apply_confetti
 from fcdd.data.datasets import dataset_spec
 from fcdd.data.image_io import array_to_8bit, to_8bit
+from fcdd.data.oe_pool import choose_oe_source
 from fcdd.data.outlier_exposure import OutlierExposure, normalise_name
 from fcdd.errors import DataError
 
@@ -131,20 +132,22 @@ def build_anomaly_source(
     if kind == "semi":
         return RealAnomalies(real_anomalies)
     if kind == "oe":
-        source = cfg.anomalies.oe_source
-        _check_not_own_data(cfg, source)
+        choice = choose_oe_source(cfg.anomalies.oe_source, cfg.data.download)  # the one place
+        _check_not_own_data(cfg, choice.source)
         spec = dataset_spec(cfg.data.dataset)
-        return OutlierExposure.from_source(
-            source,
+        oe = OutlierExposure.from_source(
+            choice.source,
             channels,
             size,
             seed,
             limit=cfg.anomalies.oe_limit,
             exclude=spec.oe_exclude if exclude is None else exclude,
             reject_excluded=spec.oe_reject_own,
-            download=cfg.data.download,
+            download=choice.download,
             strict=cfg.data.strict,
         )
+        oe.chosen = choice.how
+        return oe
     raise DataError(
         f"anomalies.kind: {kind!r} is not one of oe, confetti, perlin, cutpaste, scar, semi, none"
     )

@@ -149,6 +149,7 @@ def describe(summary: dict[str, Any]) -> str:
         + (f", {tr['calibration']} held out for calibration" if tr.get("calibration") else "")
         + f"), anomalies {kind_text(tr['anomaly_kind'])} p={tr['anomaly_probability']:g}"
         + (f" from {source} source images" if source is not None else ""),
+        *([oe_line(summary["dataset"], tr["oe"])] if tr.get("oe") else []),
         f"  test {te['nominal']} good, {te['anomalous']} defective: "
         + ", ".join(f"{k} {v}" for k, v in te["defect_types"].items())
         + masks,
@@ -160,6 +161,15 @@ def describe(summary: dict[str, Any]) -> str:
             f"  skipped {len(skipped)} files, e.g. {first.get('path', first)}: {first.get('reason', '')}"
         )
     return "\n".join(lines)
+
+
+def oe_line(dataset: str, oe: dict[str, Any]) -> str:
+    """The one line on the Outlier Exposure pool: where from, why, and what was left out of it."""
+    how = f" ({oe['chosen']})" if oe.get("chosen") else ""
+    return (
+        f"  OE pool {oe['source']}{how}: {oe['excluded']} of {oe['pool']} images excluded as instances of "
+        f"{dataset_spec(dataset).title}'s classes (Outlier Exposure never shows a test class, docs/method.md §4)"
+    )
 
 
 def build_datasets(cfg: Any, cls: str, seed: int) -> DataBundle:
@@ -227,6 +237,7 @@ def _summary(
             "anomaly_kind": kind,
             "anomaly_probability": train.probability,
             "anomaly_source_images": len(source) if kind in ("oe", "semi") else None,
+            **({"oe": source.summary()} if kind == "oe" else {}),
         },
         "test": {
             "total": len(test),

@@ -6,6 +6,7 @@ docs/calibration.md). The split is a data matter: it decides which images a run 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -15,26 +16,42 @@ from fcdd.errors import DataError
 
 MIN_CALIBRATION = 20  # a fraction is raised to this many images where the data allows (p >= 1/21)
 MIN_TRAINING = 10  # nominal images that must remain for training
+MIN_USABLE = 10  # below this many held-out images a fraction's hold-out is skipped (alpha >= 1/11 only)
 
 
 def calibration_count(spec: float | int | None, available: int) -> int:
-    """How many of ``available`` nominal training images a ``evaluation.calibration`` value holds out."""
+    """How many of ``available`` nominal training images a ``evaluation.calibration`` value holds out.
+
+    Never more than training keeps: a fraction takes at most half the images, and where that half
+    is below MIN_USABLE the hold-out is skipped with a warning naming the alpha it would have
+    allowed; a count that would leave training fewer images than it takes is an error naming the fix.
+    """
     if not spec:
         return 0
+    fix = "set evaluation.calibration: 0 (no calibration) or a smaller fraction"
     if isinstance(spec, float) and spec < 1:
-        # At least MIN_CALIBRATION images where that keeps half the data for training.
-        n = max(math.ceil(spec * available), min(MIN_CALIBRATION, available // 2))
-    else:
-        n = int(spec)
+        # At least MIN_CALIBRATION images where that keeps half the data for training, never more.
+        n = min(max(math.ceil(spec * available), min(MIN_CALIBRATION, available // 2)), available // 2)
+        if n < MIN_USABLE:
+            warnings.warn(
+                f"evaluation.calibration {spec}: {available} nominal training images are too few to "
+                f"hold out: {n} held-out images would allow p-values only at alpha >= 1/{n + 1} = "
+                f"{1 / (n + 1):.3g}; calibration skipped, every image trains ({fix} to silence this)",
+                stacklevel=3,
+            )
+            return 0
+        return n
+    n = int(spec)
     if n > available:
         raise DataError(
             f"evaluation.calibration: {spec} asks for {n} images but the class has only "
-            f"{available} nominal training images"
+            f"{available} nominal training images; {fix}"
         )
-    if available - n < MIN_TRAINING:
+    if available - n < max(n, MIN_TRAINING):
         raise DataError(
             f"evaluation.calibration: {spec} holds out {n} of {available} nominal training images, "
-            f"leaving {available - n} for training (at least {MIN_TRAINING} needed)"
+            f"leaving {available - n} for training (at least {max(n, MIN_TRAINING)} needed: no fewer "
+            f"than it takes); {fix}"
         )
     return n
 

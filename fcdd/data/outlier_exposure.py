@@ -72,7 +72,14 @@ def _to_pixels(image: Image.Image, channels: int, side: int) -> np.ndarray:
 class OutlierExposure:
     """Draws a random auxiliary image, in the nominal image's mode and size; its mask is all ones."""
 
-    def __init__(self, images: np.ndarray, names: list[str], source: str = "") -> None:
+    def __init__(
+        self,
+        images: np.ndarray,
+        names: list[str],
+        source: str = "",
+        pool: int | None = None,
+        excluded: int = 0,
+    ) -> None:
         if images.ndim != 4 or images.dtype != np.uint8 or len(images) == 0:
             raise DataError(f"OE source {source}: no usable images")
         if len(names) != len(images):
@@ -80,6 +87,13 @@ class OutlierExposure:
         self.images = images  # (N, S, S, C) uint8
         self.names = names  # relative path or 'class/index' per image, for reports and exclusion checks
         self.source = source
+        self.pool = len(images) if pool is None else pool  # images in the source before exclusion
+        self.excluded = excluded  # of them, images of the test classes (never drawn)
+        self.chosen = ""  # how the source was chosen (fcdd/data/oe_pool.py), for the one line
+
+    def summary(self) -> dict:
+        """What data_summary.json and the loading line say about the pool."""
+        return {"source": self.source, "chosen": self.chosen, "pool": self.pool, "excluded": self.excluded}
 
     def __len__(self) -> int:
         return len(self.images)
@@ -127,12 +141,14 @@ class OutlierExposure:
             load = _load_cifar100 if kind == "cifar100" else _load_emnist
             pixels, labels = load(Path(root), download)
             names = [f"{label}/{i}" for i, label in enumerate(labels)]
-            keep = _allowed(names, excluded, reject_excluded, source)
-            keep = keep[_seeded_subset(len(keep), limit, seed)]
-            return cls(_convert_array(pixels[keep], channels, side), [names[i] for i in keep], source)
-        return cls(
-            *_load_files(Path(source), channels, side, seed, limit, excluded, reject_excluded, strict), source
+            allowed = _allowed(names, excluded, reject_excluded, source)
+            keep = allowed[_seeded_subset(len(allowed), limit, seed)]
+            pixels = _convert_array(pixels[keep], channels, side)
+            return cls(pixels, [names[i] for i in keep], source, len(names), len(names) - len(allowed))
+        images, names, pool, dropped = _load_files(
+            Path(source), channels, side, seed, limit, excluded, reject_excluded, strict
         )
+        return cls(images, names, source, pool, dropped)
 
 
 def _allowed(names: list[str], excluded: set[str], reject: bool, source: str) -> np.ndarray:
@@ -176,7 +192,8 @@ def _load_files(
     excluded: set[str],
     reject: bool,
     strict: bool,
-) -> tuple[np.ndarray, list[str]]:
+) -> tuple[np.ndarray, list[str], int, int]:
+    """(images, their names, images in the source, of them excluded as test classes)."""
     if not path.exists():
         raise DataError(f"OE source {path}: no such folder or zip file")
     if path.is_dir():
@@ -214,7 +231,7 @@ def _load_files(
             archive.close()
     if not images:
         raise DataError(f"OE source {path}: none of the {len(chosen)} chosen images could be read")
-    return np.stack(images), names
+    return np.stack(images), names, len(files), len(files) - len(allowed)
 
 
 def _load_cifar100(root: Path, download: bool) -> tuple[np.ndarray, list[str]]:

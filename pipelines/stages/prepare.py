@@ -42,13 +42,17 @@ def describe_root(root: Path) -> dict:
 
 def main() -> None:
     from fcdd.data import build_datasets
+    from fcdd.errors import FCDDError
 
     cfg = stage_config()
     root = Path(cfg.data.root)
     summary: dict = {"dataset": cfg.data.dataset, "root": str(root), "raw": describe_root(root)}
     classes: dict = {}
     for cls in stage_classes(cfg):
-        bundle = build_datasets(cfg, cls, SEED)
+        try:
+            bundle = build_datasets(cfg, cls, SEED)
+        except FCDDError as e:  # a user's error: one line naming it, no traceback
+            raise SystemExit(f"prepare: {type(e).__name__}: {e}") from None
         cls = str(bundle.summary.get("class", cls))  # the canonical name: '0' is 't-shirt-top'
         classes[cls] = {"preprocess": bundle.preprocess, "counts": bundle.summary}
         print(f"prepare: {cfg.data.dataset} class {cls!r}: {bundle.preprocess.get('normalisation')}")
