@@ -6,7 +6,7 @@
 
 Each round measures both checkouts, one process each (old, new; the next round new, old), every
 mode in that process; the process imports the checkout's own fcdd (PYTHONPATH), its own
-benchmarks/bench_train_overhead.py and bench_end_to_end.py and tests/test_engine.py's toy data, so
+benchmarks/bench_train_overhead.py and bench_end_to_end.py and tests/unit/test_engine.py's toy data, so
 the same harness times old and new code. Modes, one torch thread:
 
 - ``step``: a training step through the loop against the bare step (bench_train_overhead: CNN28 at
@@ -73,7 +73,11 @@ def measure_overhead(quick: bool) -> dict:
     import torch
 
     from fcdd.anomaly_map import ReceptiveFieldUpsampler
-    from tests.test_engine import SquaresOnNoise, tiny_cfg, tiny_model
+
+    try:  # the checkout's own toy data: tests/unit/ since the tests were grouped, tests/ before
+        from tests.unit.test_engine import SquaresOnNoise, tiny_cfg, tiny_model
+    except ImportError:
+        from tests.test_engine import SquaresOnNoise, tiny_cfg, tiny_model
 
     try:
         from fcdd.training import train
@@ -122,7 +126,10 @@ def measure_e2e(quick: bool) -> dict:
 def measure_packed(quick: bool) -> dict:
     import torch
 
-    from tests.test_engine import SquaresOnNoise, tiny_cfg, tiny_model
+    try:  # the checkout's own toy data: tests/unit/ since the tests were grouped, tests/ before
+        from tests.unit.test_engine import SquaresOnNoise, tiny_cfg, tiny_model
+    except ImportError:
+        from tests.test_engine import SquaresOnNoise, tiny_cfg, tiny_model
 
     try:
         from fcdd.training import train_packed

@@ -1,7 +1,7 @@
 """Tiny end-to-end runs whose output digests pin the package's numerical results.
 
 ``python tests/golden_runs.py DIR`` runs them in DIR (relative paths only, so the digests do not
-depend on where DIR is) and prints the digests as JSON; tests/test_golden.py compares them with
+depend on where DIR is) and prints the digests as JSON; tests/system/test_golden.py compares them with
 the digests recorded in tests/golden_digests.json for this machine type. Covered: a folder dataset
 with confetti and the pixel-wise loss, calibration split and heatmaps (CNN32, fp32); Fashion-MNIST
 one-vs-rest with Outlier Exposure and the image-level loss on the default fast path (bf16 where the

@@ -1,4 +1,4 @@
-"""Hosts as Linux network namespaces, for the multi-host rehearsal (tests/test_rehearsal.py).
+"""Hosts as Linux network namespaces, for the multi-host rehearsal (tests/system/test_rehearsal.py).
 
 One server host holds a bridge with the address ``<subnet>.1``; worker host i is joined to it by a
 veth pair and has ``<subnet>.1<i>``. The hosts share the file system but not the network: a
