@@ -169,6 +169,7 @@ def test_versions_are_registered_through_the_logged_model_with_a_model_card(tmp_
     assert set(version.tags) == {
         "metric.image_auc", "metric.pixel_auc", registry.TAG_PROTOCOL, registry.TAG_METRIC,
         registry.TAG_SCORE, registry.TAG_CALIBRATION, registry.TAG_COMPARISON,
+        registry.TAG_OBJECTIVE,  # fcdd | hsc | ae: the registry browsed by objective
     }  # fmt: skip
 
 
