@@ -142,7 +142,8 @@ def build_anomaly_source(
             seed,
             limit=cfg.anomalies.oe_limit,
             exclude=spec.oe_exclude if exclude is None else exclude,
-            reject_excluded=spec.oe_reject_own,
+            # only the dataset's own class names are refused; ImageNet instances of them are filtered
+            reject_excluded=frozenset(spec.classes or ()) if spec.oe_reject_own else False,
             download=choice.download,
             strict=cfg.data.strict,
         )

@@ -120,7 +120,7 @@ class OutlierExposure:
         seed: int,
         limit: int | None = None,
         exclude: Iterable[str] = (),
-        reject_excluded: bool = False,
+        reject_excluded: bool | frozenset[str] = False,
         download: bool = False,
         strict: bool = False,
     ) -> OutlierExposure:
@@ -151,11 +151,15 @@ class OutlierExposure:
         return cls(images, names, source, pool, dropped)
 
 
-def _allowed(names: list[str], excluded: set[str], reject: bool, source: str) -> np.ndarray:
-    """Indices of the names outside the excluded classes; DataError when none (or, if reject, any) is excluded."""
+def _allowed(names: list[str], excluded: set[str], reject: bool | frozenset[str], source: str) -> np.ndarray:
+    """Indices of the names outside the excluded classes; DataError when none is left, or when any
+    name is of a class in ``reject`` (True: any excluded class; a set: only those, e.g. a dataset's
+    own class names, while the ImageNet instances of its classes are filtered out)."""
     hits = [is_excluded(n, excluded) for n in names]
-    if reject and any(hits):
-        example = names[hits.index(True)]
+    refused = excluded if reject is True else set(reject or ())
+    own = [n for n, hit in zip(names, hits, strict=True) if hit and refused and is_excluded(n, refused)]
+    if own:
+        example = own[0]
         raise DataError(
             f"OE source {source}: holds images of the test classes (e.g. {example}); "
             "a dataset cannot be its own outlier exposure (use e.g. cifar100:ROOT)"
@@ -190,7 +194,7 @@ def _load_files(
     seed: int,
     limit: int | None,
     excluded: set[str],
-    reject: bool,
+    reject: bool | frozenset[str],
     strict: bool,
 ) -> tuple[np.ndarray, list[str], int, int]:
     """(images, their names, images in the source, of them excluded as test classes)."""

@@ -486,3 +486,29 @@ def test_the_loading_lines_say_which_pool_and_how_many_images_were_excluded(tmp_
     (line,) = [x for x in describe(summary).splitlines() if "OE pool" in x]
     assert "data/imagenet1k_samples (auto: the local ImageNet-1k sample pool): 1 of 3 images excluded" in line
     assert "instances of Fashion-MNIST's classes" in line
+
+
+def test_cifar10_filters_imagenet_instances_of_its_classes_and_refuses_its_own_images(tmp_path):
+    """CIFAR-10 refuses an OE source holding its own class names (a dataset cannot be its own
+    outlier exposure) but filters the ImageNet instances of its classes (a cock is a bird) out of an
+    ImageNet pool, as Fashion-MNIST does: the pool is not refused for them."""
+    from fcdd.config import Config
+    from fcdd.data.anomalies import build_anomaly_source
+
+    pool = _pool(
+        tmp_path, ["n01514668_cock", "n02690373_airliner", "n03000134_chainlink_fence", "n07747607_orange"]
+    )
+    cfg = Config()
+    cfg.data.dataset = "cifar10"
+    cfg.anomalies.kind = "oe"
+    cfg.anomalies.oe_source = str(pool)
+    oe = build_anomaly_source(cfg, 3, 32, seed=0)
+    assert sorted(oe.names) == ["n03000134_chainlink_fence.jpg", "n07747607_orange.jpg"]
+    assert oe.excluded == 2
+    own = tmp_path / "cifar-like"
+    (own / "airplane").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(own / "airplane" / "0.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "cifar-like" / "kept.png")
+    cfg.anomalies.oe_source = str(own)
+    with pytest.raises(DataError, match="cannot be its own outlier exposure"):
+        build_anomaly_source(cfg, 3, 32, seed=0)
