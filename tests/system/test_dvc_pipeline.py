@@ -336,7 +336,7 @@ def test_dvc_repro_tiny_pipeline(pipeline_repo):
     trained_at = model.stat().st_mtime_ns
     second = run([dvc, "repro"], repo, env)
     assert ran_stages(second.stdout) == set()
-    assert "Data and pipelines are up to date" in run([dvc, "status"], repo, env).stdout
+    assert "Data and pipelines are up to date" in run([dvc, "status", "dvc.yaml"], repo, env).stdout
 
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-q", "-m", "first results"], repo, env)
