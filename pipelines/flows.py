@@ -15,6 +15,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -23,7 +24,8 @@ from prefect.context import TaskRunContext
 from prefect.states import Failed
 
 from fcdd.config import DATASETS, Config, load_config
-from fcdd.errors import FCDDError
+from fcdd.config.loading import parse_override
+from fcdd.errors import ConfigError, FCDDError
 from fcdd.experiment import canonical_class, run_dir_for
 from fcdd.runs import run_one
 from fcdd.stage_outputs import check_output_owner
@@ -106,8 +108,24 @@ def retry_options(cfg: Config) -> dict[str, Any]:
 
 
 def with_output_dir(overrides: list[str] | None, output_dir: str | None) -> list[str]:
-    """The flows' ``output_dir`` parameter as the last override (train.output_dir)."""
-    return [*(overrides or []), *([f"train.output_dir={json.dumps(str(output_dir))}"] if output_dir else [])]
+    """The flows' ``output_dir`` parameter as the last override (train.output_dir). An override
+    ``train.output_dir=`` that names another folder is refused: the parameter (which deployments
+    always pass) would otherwise win silently and the runs would land where the user did not look."""
+    overrides = list(overrides or [])
+    if not output_dir:
+        return overrides
+    for text in overrides:
+        path, value = parse_override(text)
+        if (
+            path == ["train", "output_dir"]
+            and value is not None
+            and Path(str(value)) != Path(str(output_dir))
+        ):
+            raise ConfigError(
+                f"train.output_dir given twice: override {value!r} and output_dir parameter "
+                f"{str(output_dir)!r}; give the run folder once, as output_dir"
+            )
+    return [*overrides, f"train.output_dir={json.dumps(str(output_dir))}"]
 
 
 # ---------------------------------------------------------------- one class run

@@ -268,6 +268,24 @@ def test_errors_that_cannot_heal_fail_at_once_and_crashes_are_retried(harness, t
     assert options["retry_condition_fn"] is flows.heals_on_retry and options["retries"] == 2
 
 
+def test_an_output_dir_override_that_disagrees_with_the_output_dir_parameter_is_refused(harness, tmp_path):
+    """A deployment always passes output_dir: a train.output_dir override naming another folder
+    would lose silently, the runs landing where the user does not look."""
+    same = flows.with_output_dir([f"train.output_dir={tmp_path / 'runs'}"], str(tmp_path / "runs"))
+    assert same[-1] == f'train.output_dir="{tmp_path / "runs"}"'
+    assert flows.with_output_dir(["train.epochs=1"], None) == ["train.epochs=1"]
+    with pytest.raises(flows.ConfigError, match=r"train.output_dir given twice: override '.*mine'"):
+        flows.with_output_dir([f"train.output_dir={tmp_path / 'mine'}"], "runs/deployments")
+    state = flows.train_class(
+        cls="0",
+        params=PARAMS,
+        overrides=[f"train.output_dir={tmp_path}"],
+        output_dir="runs/x",
+        return_state=True,
+    )
+    assert state.is_failed() and "given twice" in state.message
+
+
 @needs_data
 @pytest.mark.slow
 def test_output_dir_and_restart_parameters(harness, tmp_path):

@@ -137,7 +137,13 @@ def prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict, Path]]:
 def test_deployment_run_fans_out_to_class_deployment_runs(prefect_server, tmp_path):
     api, env, logs = prefect_server
     output = tmp_path / "runs"
-    params = {"params": PARAMS, "classes": ["0"], "overrides": tiny_overrides(tmp_path)}
+    # The deployment's own output_dir (runs/deployments) would win over no parameter: pass it.
+    params = {
+        "params": PARAMS,
+        "classes": ["0"],
+        "overrides": tiny_overrides(tmp_path),
+        "output_dir": str(output),
+    }
     run = subprocess.run(
         [*PREFECT, "deployment", "run", "fcdd-train/fcdd-train", "--params", json.dumps(params), "--watch"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False,
