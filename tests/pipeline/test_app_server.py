@@ -365,3 +365,31 @@ def test_the_picker_lists_and_loads_registered_models(serve, calibrated, tmp_pat
     assert card["calibration_n"] == 39 and card["alphas"][0]["alpha"] == 0.001
     with pytest.raises(UsageError, match="models:/fcdd-folder-tiles@nope: not in the registry"):
         catalog.get("models:/fcdd-folder-tiles@nope")
+
+
+def test_the_page_answers_without_nagle_delays():
+    """Every kept-alive request waited ~40 ms for a delayed ACK when the listening socket did not say
+    it was TCP (asyncio then leaves Nagle on). The connections the server accepts have TCP_NODELAY."""
+    import asyncio
+    import socket
+
+    sock = command._bind("127.0.0.1", 0)
+    assert sock.proto == socket.IPPROTO_TCP
+
+    async def accepted_nodelay() -> int:
+        seen: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                conn = transport.get_extra_info("socket")
+                seen.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        try:
+            return await asyncio.wait_for(seen, 10)
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(accepted_nodelay()) != 0

@@ -236,9 +236,8 @@ async function chooseModel(slot, ref) {
   const key = slot === "A" ? "refA" : "refB";
   S[key] = ref;
   try {
-    const card = await loadCard(ref);
+    const [card] = await Promise.all([loadCard(ref), post(`/api/jobs/${S.job}/track`, { ref })]);
     if (slot === "A") { $("#card-a").innerHTML = cardLine(card); setupDecisionControls(card); }
-    await post(`/api/jobs/${S.job}/track`, { ref });
     startPoller(ref);
   } catch (e) { message(`${ref}: ${e.message}`, "error"); }
   renderAll();
@@ -523,13 +522,14 @@ function wire() {
 async function start() {
   wire();
   try {
-    S.setup = await json("/api/setup");
+    // Independent requests in parallel: the page is ready one round trip sooner.
+    const [setup, job] = await Promise.all([json("/api/setup"), post("/api/jobs", {})]);
+    S.setup = setup; S.job = job.job;
     S.lut = S.setup.colormap;
     const cat = S.setup.catalog;
     $("#labels-path").textContent = S.setup.labels;
     $("#server-folder").hidden = !S.setup.images_root;
     if (cat.registry && cat.registry.note) $("#registry-note").textContent = cat.registry.note;
-    S.job = (await post("/api/jobs", {})).job;
     const first = cat.models.length ? cat.models[0].ref : null;
     fillPicker($("#model-a"), cat.models, first);
     fillPicker($("#model-b"), cat.models, null);
