@@ -64,7 +64,9 @@ class Separation:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "min_auc": MIN_AUC}
+        """For separation.json: strict JSON, so an AUC that does not exist (no images) is null."""
+        out = {**asdict(self), "min_auc": MIN_AUC}
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in out.items()}
 
 
 def ranking_auc(good: np.ndarray, anomalous: np.ndarray) -> float:

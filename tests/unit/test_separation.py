@@ -165,3 +165,12 @@ def test_no_anomalies_no_guard(tmp_path):
             source = None
 
     assert guard(Data, lambda x: x, 0, [], 8) is None
+
+
+def test_a_check_without_images_is_strict_json_with_null_aucs():
+    import json
+
+    result = S.check_separation([], CutPaste(), PLAIN, both(roughness), seed=0)
+    assert not result.ok and result.cause == "no images"
+    text = json.dumps(result.to_dict(), allow_nan=False)  # NaN would raise here
+    assert json.loads(text)["auc"] is None and json.loads(text)["auc_max"] is None
