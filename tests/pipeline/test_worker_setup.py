@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import yaml
+from net_helpers import free_port
 from prefect.client.schemas.objects import State, StateType
 
 from pipelines import fanout, flows, results, worker_setup
@@ -24,17 +25,11 @@ REPO = Path(__file__).resolve().parents[2]
 DVC = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
 
 
-def _free_port() -> int:
-    from tests.system.test_prefect_integration import _free_port as free
-
-    return free()
-
-
 # ------------------------------------------------------------------ the steps, without a worker
 
 
 def test_an_unreachable_tracking_server_is_one_line_naming_it():
-    uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with pytest.raises(worker_setup.WorkerSetupError) as caught:
         worker_setup.check_tracking_server(uri, timeout_s=2)
     message = str(caught.value)
@@ -115,8 +110,8 @@ def test_setup_failures_fail_their_class_with_one_line_and_the_others_finish(tmp
 
     from tests.system.test_prefect_integration import _cli, _start, _stop, _wait_healthy, tiny_overrides
 
-    closed = f"http://127.0.0.1:{_free_port()}"
-    port = _free_port()
+    closed = f"http://127.0.0.1:{free_port()}"
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from app_helpers import CHROMIUM
+from net_helpers import free_port
 
 mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("playwright")
@@ -29,12 +29,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} to drive"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +69,7 @@ def tracked(defect_folder, make_folder_config, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(tracked):
     """`mlflow server` on the store, as a user starts it (`mlflow ui` is the same server)."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job workers: a page server only
     exe = Path(sys.executable).with_name("mlflow")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from net_helpers import free_port
 from shared_fixtures import TINY_RUN
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,12 +51,6 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
         f"data.root={FMNIST}",
         f"anomalies.oe_source={SHARED_OE}",
     ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -103,7 +97,7 @@ def _wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float 
 
 @pytest.fixture()
 def prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict, Path]]:
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,

@@ -4,7 +4,6 @@ processes against a remote MLflow tracking server by a Prefect global concurrenc
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +12,7 @@ import urllib.request
 from types import SimpleNamespace
 
 import pytest
+from net_helpers import free_port
 from prefect.client.schemas.objects import State, StateType
 
 from pipelines import fanout, registry, results
@@ -108,18 +108,12 @@ def test_packs_are_resubmitted_like_single_runs(no_prefect_logger, monkeypatch, 
 # --------------------------------------------------- promotions against a remote tracking server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real MLflow tracking server (SQLite backend here; PostgreSQL in the rehearsal) with
     artifacts proxied by the server: clients speak HTTP only."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",

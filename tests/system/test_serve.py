@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,12 @@ mlflow = pytest.importorskip("mlflow")
 torch = pytest.importorskip("torch")
 
 from mlflow import MlflowClient  # noqa: E402
+from net_helpers import free_port  # noqa: E402
 from shared_fixtures import images, tiny_detector  # noqa: E402
 
 from pipelines import pyfunc, registry  # noqa: E402
 
 START_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(url: str, payload: dict) -> tuple[int, dict]:
