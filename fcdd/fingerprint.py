@@ -18,6 +18,7 @@ import json
 from typing import Any
 
 from fcdd.config import KEY_ROLES, Config, Role, role_of
+from fcdd.data.oe_pool import AUTO, FALLBACK, choose_oe_source
 
 RUNTIME_KEYS = frozenset(k for k, role in KEY_ROLES.items() if role is Role.RUNTIME)  # never counted
 # Keys added after checkpoints were written, left out at the value that behaves as before, so those
@@ -33,11 +34,23 @@ def result_settings(cfg: Config, cls: str | None = None, seed: int | None = None
         for k, v in cfg.flat().items()
         if _counts(k) and LATER_KEYS_AT_OLD_BEHAVIOUR.get(k, _MISSING) != v
     }
+    values.update(_resolved_oe_fallback(values))
     if cls is not None:
         values["data.classes"] = [str(cls)]
     if seed is not None:
         values["train.seeds"] = [int(seed)]
     return {k: _plain(v) for k, v in sorted(values.items())}
+
+
+def _resolved_oe_fallback(values: dict[str, Any]) -> dict[str, Any]:
+    """``anomalies.oe_source: auto`` draws from a local ImageNet-1k sample pool where one exists and
+    from CIFAR-100 where none does (fcdd/data/oe_pool.py): a run whose ``auto`` fell back counts the
+    fallback, so its checkpoint never resumes (or is resumed by) a run that drew from the pool, on
+    another worker for instance. ``auto`` that finds the pool keeps the value it always had."""
+    if values.get("anomalies.kind") != "oe" or str(values.get("anomalies.oe_source", "")).strip() != AUTO:
+        return {}
+    choice = choose_oe_source(AUTO, download=False)
+    return {"anomalies.oe_source": f"{AUTO}: {choice.source}"} if choice.source == FALLBACK else {}
 
 
 def _counts(key: str) -> bool:

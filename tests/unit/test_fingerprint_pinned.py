@@ -115,15 +115,23 @@ PINNED = [
 ]
 
 
+@pytest.fixture()
+def beside_a_local_oe_pool(tmp_path, monkeypatch):
+    """``oe_source: auto`` counts as it always did where a local ImageNet-1k pool exists (the pins'
+    machine): the same hashes wherever the tests run."""
+    (tmp_path / "data" / "imagenet1k_samples").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.mark.parametrize("case", PINNED, ids=[c[0] for c in PINNED])
-def test_fingerprint_hash_is_the_recorded_one(case):
+def test_fingerprint_hash_is_the_recorded_one(case, beside_a_local_oe_pool):
     _, use_params, overrides, presets, cls, seed, expected, counted = case
     cfg = load_config(PARAMS if use_params else None, overrides, presets)
     got = fingerprint(cfg, cls, seed)
     assert (got["hash"], len(got["values"])) == (expected, counted)
 
 
-def test_a_result_key_changes_the_hash():
+def test_a_result_key_changes_the_hash(beside_a_local_oe_pool):
     """The pins are not vacuous: one key that changes what a run learns gives another hash."""
     base = fingerprint(load_config(PARAMS), "t-shirt-top", 0)["hash"]
     for override in (
@@ -134,3 +142,22 @@ def test_a_result_key_changes_the_hash():
     ):
         changed = fingerprint(load_config(PARAMS, [override]), "t-shirt-top", 0)["hash"]
         assert (changed != base) == (override != "data.strict=true"), override
+
+
+def test_an_auto_oe_source_that_fell_back_to_cifar100_counts_the_fallback(tmp_path, monkeypatch):
+    """A checkpoint of a run whose ``auto`` found the ImageNet-1k pool must not resume on a worker
+    where ``auto`` falls back to CIFAR-100 (another OE set), nor the other way round; runs that draw
+    no OE images do not depend on where the pool is."""
+    main = load_config(PARAMS)
+    confetti = load_config(PARAMS, ["anomalies.kind=confetti"])
+    explicit = load_config(PARAMS, ["anomalies.oe_source=some/pool"])
+    (tmp_path / "with" / "data" / "imagenet1k_samples").mkdir(parents=True)
+    (tmp_path / "without").mkdir()
+    seen = {}
+    for where in ("with", "without"):
+        monkeypatch.chdir(tmp_path / where)
+        seen[where] = [fingerprint(c, "t-shirt-top", 0) for c in (main, confetti, explicit)]
+    assert seen["with"][0]["hash"] == "ec46ffb3dd992282"  # the main job's pin
+    assert seen["without"][0]["hash"] != seen["with"][0]["hash"]
+    assert seen["without"][0]["values"]["anomalies.oe_source"] == "auto: cifar100:data/cifar100"
+    assert [f["hash"] for f in seen["with"][1:]] == [f["hash"] for f in seen["without"][1:]]
