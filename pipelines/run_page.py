@@ -63,11 +63,25 @@ def split_results(metrics: dict[str, Any]) -> tuple[dict[str, float], dict[str, 
     return charts, tags
 
 
-def log_results(client: MlflowClient, run_id: str, metrics: dict[str, Any], timestamp: int) -> None:
+def log_results(
+    client: MlflowClient, run_id: str, metrics: dict[str, Any], timestamp: int, model_id: str | None = None
+) -> None:
+    """The run's results. With ``model_id`` (logged after the model: MLflow copies only the metrics
+    a run has when its model is logged, without their data) they are the logged model's metrics too,
+    each tied to the run's training data (log_training_data; they measure its test split): the
+    logged-model page lists its "Datasets used" from them."""
     charts, tags = split_results(metrics)
+    name = digest = None
+    if model_id is not None and (inputs := client.get_run(run_id).inputs.dataset_inputs):
+        name, digest = inputs[0].dataset.name, inputs[0].dataset.digest
     client.log_batch(
         run_id,
-        metrics=[Metric(k, v, timestamp, 0) for k, v in charts.items()],
+        metrics=[
+            Metric(
+                k, v, timestamp, 0, model_id=model_id, dataset_name=name, dataset_digest=digest, run_id=run_id
+            )
+            for k, v in charts.items()
+        ],
         tags=[RunTag(k, v) for k, v in tags.items()],
     )
 

@@ -167,13 +167,15 @@ class MlflowRun:
 
     def _record(self, result: RunResult, out: dict[str, Any]) -> dict[str, Any]:
         client, run_id, cfg = self.client, self.run_id, self.cfg
-        run_page.log_results(client, run_id, result.metrics, now_ms())
+        unscored = all(result.metrics.get(k) is None for k in ("pixel_auc", "image_auc"))
+        registering = cfg.tracking.register and not unscored
+        if not registering:  # else logged with the model below, so that they are its metrics too
+            run_page.log_results(client, run_id, result.metrics, now_ms())
         client.log_batch(run_id, tags=[RunTag("fcdd.epochs_trained", str(len(result.history)))])
         _log_artifacts(client, run_id, result)
         heatmaps = run_page.show_heatmaps(
             client, run_id, Path(result.run_dir), f"{cfg.data.dataset} · {self.cls}"
         )
-        unscored = all(result.metrics.get(k) is None for k in ("pixel_auc", "image_auc"))
         if cfg.tracking.register and unscored:  # nothing to rank a champion by (a one-label test set)
             client.set_tag(run_id, "fcdd.not_registered", str(result.metrics.get("warning", "no AUC")))
         elif cfg.tracking.register:
@@ -185,7 +187,13 @@ class MlflowRun:
                 file=sys.stderr,
                 flush=True,
             )
-            info = log_detector_model(result.model_path, onnx=self.with_onnx)
+            try:
+                info = log_detector_model(result.model_path, onnx=self.with_onnx)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the run keeps its results; the error is the news
+                    run_page.log_results(client, run_id, result.metrics, now_ms())
+                raise
+            run_page.log_results(client, run_id, result.metrics, now_ms(), model_id=info.model_id)
             if heatmaps:  # the logged model's Artifacts show the figure too
                 figure = Path(result.run_dir) / run_page.HEATMAP_FIGURE
                 client.log_model_artifact(info.model_id, str(figure), "figures")

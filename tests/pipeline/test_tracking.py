@@ -216,5 +216,15 @@ def test_real_tiny_fmnist_run(cfg, tmp_path):
     run = client.get_run(out["mlflow_run_id"])
     assert run.data.metrics["image_auc"] == pytest.approx(out["image_auc"])
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2
+    # the logged model's metrics name the run's data: its page lists them under "Datasets used"
+    (data,) = run.inputs.dataset_inputs
+    (model,) = client.search_logged_models([run.info.experiment_id])
+    assert model.source_run_id == run.info.run_id
+    model_metrics = {m.key: m for m in model.metrics}
+    assert model_metrics["image_auc"].value == pytest.approx(out["image_auc"])
+    assert {(m.dataset_name, m.dataset_digest) for m in model_metrics.values()} == {
+        (data.dataset.name, data.dataset.digest)
+    }
+    assert len(client.get_metric_history(run.info.run_id, "image_auc")) == 1  # the run keeps one point
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert "figures/roc.png" in figures

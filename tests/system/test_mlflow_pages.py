@@ -176,7 +176,7 @@ def test_registered_version_page_shows_the_model_card_and_heatmaps(tracked, serv
     _shot(page, "mlflow-version.png")
 
 
-def test_logged_model_page_lists_its_registered_version(tracked, server, page):
+def test_logged_model_page_lists_its_registered_version_and_its_data(tracked, server, page):
     version, run = tracked["version"], tracked["run"]
     model_id = version.source.removeprefix("models:/")
     url = f"{server}/#/experiments/{run.info.experiment_id}/models/{model_id}"
@@ -186,3 +186,6 @@ def test_logged_model_page_lists_its_registered_version(tracked, server, page):
     text = section.inner_text()
     assert version.name in text and f"v{version.version}" in text, text
     assert "Not registered" not in page.inner_text("body")
+    # "Datasets used": the data its metrics were measured on (the model's metrics name it)
+    datasets = page.get_by_text("Datasets used").first.locator("xpath=ancestor::*[3]").inner_text()
+    assert "folder/tiles" in datasets, datasets
