@@ -32,6 +32,7 @@ from fcdd.stage_outputs import check_output_owner
 from pipelines.fanout import ClassRunsFailed, run_jobs
 from pipelines.gpu_slots import gpu_pinned, on_cpu, training_slot
 from pipelines.results import fmt, publish_artifacts, publish_result, write_results
+from pipelines.run_log import log_notes, warnings_in_run_log
 from pipelines.worker_setup import WorkerSetupError, check_tracking_server
 
 __all__ = [
@@ -147,7 +148,7 @@ class EpochLog:
         self.logger.info("epoch %s/%s %s", epoch, self.epochs, parts)
 
 
-@task(name="fcdd-fit-class", cache_policy=NO_CACHE)
+@task(name="fcdd-fit-class", cache_policy=NO_CACHE, log_prints=True)
 def fit_class(
     cfg: Config, cls: str, seed: int, parent_run_id: str | None, restart: bool = False
 ) -> dict[str, Any]:
@@ -167,7 +168,7 @@ def fit_class(
         f", resuming from {checkpoint}" if checkpoint.exists() else "",
     )
     epochs = EpochLog(cfg.train.epochs)
-    with training_slot(cfg), gpu_pinned(cfg) as pinned:
+    with warnings_in_run_log() as logged, training_slot(cfg), gpu_pinned(cfg) as pinned:
         row = run_one(
             pinned,
             cls,
@@ -183,13 +184,11 @@ def fit_class(
     logger.info(
         "image AUC %s, pixel AUC %s", fmt(row.get("image_auc")) or "n/a", fmt(row.get("pixel_auc")) or "n/a"
     )
-    for note in ("warning", "score_warning", "registry_note"):
-        if row.get(note):
-            logger.warning("%s", row[note])
+    log_notes(logger, row, logged)
     return row
 
 
-@task(name="fcdd-fit-pack", cache_policy=NO_CACHE)
+@task(name="fcdd-fit-pack", cache_policy=NO_CACHE, log_prints=True)
 def fit_pack(
     cfg: Config, jobs: list[tuple[str, int]], parent_run_id: str | None, restart: bool = False
 ) -> list[dict[str, Any]]:
@@ -203,7 +202,7 @@ def fit_pack(
     jobs = [(canonical_class(cfg, c), int(s)) for c, s in jobs]
     logger.info("%s: packed training of %d runs: %s", cfg.data.dataset, len(jobs), jobs)
     rows = []
-    with training_slot(cfg), gpu_pinned(cfg) as pinned:
+    with warnings_in_run_log() as logged, training_slot(cfg), gpu_pinned(cfg) as pinned:
         if on_cpu(pinned):
             logger.warning(
                 "orchestration.pack on a CPU is slower than one run at a time (docs/benchmarks.md)"
@@ -216,6 +215,8 @@ def fit_pack(
             )
             row.update(status="completed", attempts=attempt, first_epoch=None, error="", packed=len(jobs))
             rows.append(row)
+    for row in rows:
+        log_notes(logger, row, logged)
     return rows
 
 

@@ -429,3 +429,60 @@ def test_the_train_stage_fails_with_a_failed_class_and_keeps_the_partial_table_b
         "failed",
     ]
     assert not (tmp_path / "runs" / "fmnist" / "results.csv").exists()
+
+
+def test_python_warnings_of_a_run_reach_its_prefect_log(harness):
+    """A warning raised while a class trains (the quality gate's, a skipped file's) is in the run's
+    log in the UI, once, beside a row note that repeats it; outside a run nothing is logged."""
+    import asyncio
+    import logging
+    import time
+    import warnings
+
+    from prefect import flow as prefect_flow
+    from prefect import get_run_logger, task
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from pipelines.run_log import log_notes, warnings_in_run_log
+
+    @task
+    def warn_inside() -> None:
+        with warnings_in_run_log() as logged:
+            warnings.warn("fcdd-folder-tiles version 2 stays challenger: quality gate", stacklevel=1)
+        log_notes(get_run_logger(), {"registry_note": "version 2 stays challenger: quality gate"}, logged)
+        log_notes(get_run_logger(), {"warning": "test set has one label"}, logged)
+
+    @prefect_flow
+    def warns() -> str:
+        warn_inside()
+        from prefect.runtime import flow_run
+
+        return flow_run.id
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        run_id = warns()
+        with warnings_in_run_log():  # no run here: the terminal only
+            warnings.warn("outside any run", stacklevel=1)
+
+    async def messages() -> list[str]:
+        async with get_client() as client:
+            logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            return [log.message for log in logs]
+
+    from prefect.logging.handlers import APILogHandler
+
+    for handler in logging.getLogger("prefect").handlers:  # logs go to the server in batches
+        if isinstance(handler, APILogHandler):
+            handler.flush()
+    seen = asyncio.run(messages())
+    for _ in range(20):
+        if any("one label" in m for m in seen):
+            break
+        time.sleep(0.5)
+        seen = asyncio.run(messages())
+    # the warning itself, and once: the row note that repeats it is not logged again
+    assert [m for m in seen if "stays challenger" in m] == [
+        "fcdd-folder-tiles version 2 stays challenger: quality gate"
+    ], seen
+    assert "test set has one label" in seen and not any("outside any run" in m for m in seen)
