@@ -21,9 +21,10 @@ mlflow = pytest.importorskip("mlflow")
 
 from edge_files import png_bytes  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
+from net_helpers import free_port  # noqa: E402
 
 from pipelines import pyfunc  # noqa: E402
-from tests.system.test_serve import free_port, post, wait_until_up  # noqa: E402
+from tests.system.test_serve import post, wait_until_up  # noqa: E402
 from tests.unit.test_predict_edges import calibrated_model  # noqa: E402
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from net_helpers import free_port
 
 from tests.system.test_dvc_pipeline import OE_SAMPLES, VENV_BIN, make_pipeline_repo, run
-from tests.system.test_prefect_integration import _free_port, _stop
+from tests.system.test_prefect_integration import _stop
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,7 +70,7 @@ def test_the_deployment_walkthrough_runs_as_written(tmp_path):
     run(["git", "commit", "-q", "-m", "main job"], repo, env)
     main_results = (repo / "runs/fmnist/results.csv").read_bytes()
 
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**env, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api}
     env.update(
