@@ -455,7 +455,7 @@ def test_bench_end_to_end_quick_compares_the_three_paths():
 )
 def test_bench_app_quick_prints_its_table():
     out = _run([sys.executable, "benchmarks/bench_app.py", "--quick"], 600)
-    assert "| 1-megapixel JPEG: open page, upload, heatmap drawn |" in out
+    assert "| 1-megapixel JPEG: open page, upload, heatmap painted |" in out
     assert "| 40 images scored through the page |" in out and "progress lines seen" in out
 
 
