@@ -94,7 +94,7 @@ def evaluate(
             metrics["aupro"] = float(aupro(full_masks, full_maps, max_fpr=cfg.evaluation.aupro_max_fpr))
         del full_masks, full_maps
 
-    warning = score_warning(scores_np, metrics)
+    warning = score_warning(scores_np, metrics, labels)
     if warning:
         metrics["score_warning"] = warning
         warnings.warn(f"{title}: {warning}" if title else warning, stacklevel=2)
@@ -109,9 +109,11 @@ def evaluate(
     return metrics, artifacts
 
 
-def score_warning(scores: np.ndarray, metrics: dict[str, Any]) -> str | None:
+def score_warning(scores: np.ndarray, metrics: dict[str, Any], labels: Any = None) -> str | None:
     """One line when the scores cannot rank anything: near-constant over the test set, or inverted
-    (an AUC below 0.5: anomalies score lower than good images). None when neither."""
+    (an AUC below 0.5: anomalies score lower than good images). None when neither. Where only the
+    image scores are inverted and the heatmaps still find the defects, it says that instead (the
+    model has learnt where, not how to rank whole images), with the test set's counts."""
     scale = max(1.0, float(np.abs(scores).max(initial=0.0)))
     if len(scores) > 1 and float(np.ptp(scores)) <= 1e-6 * scale:
         return (
@@ -123,12 +125,25 @@ def score_warning(scores: np.ndarray, metrics: dict[str, Any]) -> str | None:
         for name in ("image_auc", "pixel_auc")
         if metrics.get(name) is not None and metrics[name] < 0.5
     ]
-    if inverted:
+    if not inverted:
+        return None
+    pixel = metrics.get("pixel_auc")
+    if pixel is not None and pixel >= 0.7 and len(inverted) == 1:
+        counts = ""
+        if labels is not None:
+            labels = np.asarray(labels)
+            counts = (
+                f" over {int((labels == 0).sum())} good and {int((labels == 1).sum())} anomalous test images"
+            )
         return (
-            f"scores are inverted ({', '.join(inverted)} < 0.5: anomalies score lower than good images); "
-            "the model has not learnt this class (more epochs or data, or check the labels)"
+            f"image scores are inverted ({inverted[0]} < 0.5{counts}) while the heatmaps find the "
+            f"defects (pixel auc {pixel:.3f}): the model has learnt where, but its image score does not rank these "
+            "images; with few good test images the image AUC is coarse"
         )
-    return None
+    return (
+        f"scores are inverted ({', '.join(inverted)} < 0.5: anomalies score lower than good images); "
+        "the model has not learnt this class (more epochs or data, or check the labels)"
+    )
 
 
 def _pixel_scope(test_set: Any, labels: np.ndarray) -> tuple[np.ndarray | None, str | None]:

@@ -138,5 +138,12 @@ def test_inverted_or_constant_scores_are_said_in_one_line():
     inverted = score_warning(scores, {"image_auc": 0.0, "pixel_auc": 0.3})
     assert inverted.startswith("scores are inverted (image auc 0.000, pixel auc 0.300 < 0.5")
     assert "\n" not in inverted
+    # the heatmaps find the defects, the image scores do not rank: said so, with the counts
+    located = score_warning(scores, {"image_auc": 0.06, "pixel_auc": 0.955}, labels=[0, 0, 0, 1])
+    assert located.startswith(
+        "image scores are inverted (image auc 0.060 < 0.5 over 3 good and 1 anomalous test images) "
+        "while the heatmaps find the defects (pixel auc 0.955)"
+    )
+    assert "has not learnt" not in located and "\n" not in located
     flat = score_warning(np.full(5, 3.25), {"image_auc": 0.5})
     assert flat.startswith("the scores are near-constant (3.25 to 3.25 over 5 test images)")
