@@ -134,10 +134,10 @@ def init_params(
 
 def _choose_resize(data: dict[str, Any], cfg: Any) -> list[str]:
     """``data.resize: keep_aspect`` (set in ``data``) where the nominal images are not square."""
-    from fcdd.data.datasets.folder import image_files
+    from fcdd.data.datasets.folder import nominal_images
     from fcdd.data.image_io import image_size
 
-    files = image_files(Path(data["root"]), data["folder"]["nominal"], "nominal")
+    files = nominal_images(cfg)
     sample = files[:: max(1, len(files) // SIZE_SAMPLE)][:SIZE_SAMPLE]
     sizes = [image_size(f) for f in sample]
     h = round(statistics.median(s[0] for s in sizes))

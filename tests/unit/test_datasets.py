@@ -457,6 +457,55 @@ def test_folder_errors(tmp_path, folder_root):
         build_datasets(cfg, "folder", 0)
 
 
+def test_masks_named_by_the_folder_they_share_with_their_images_are_a_one_line_error(tmp_path):
+    """Masks beside their images (MT_Crack/Imgs: x.jpg and its mask x.png) named by the folder: every
+    image would be taken as a mask; the error says so and how to name the masks instead."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "tiles"
+    for i in range(4):
+        save(root / "free" / f"n{i}.jpg", textured(36, rng))
+    for i in range(2):
+        save(root / "crack" / f"d{i}.jpg", textured(36, rng, (5, 5, 8)))
+        save(root / "crack" / f"d{i}.png", square_mask(36, (5, 5, 8)))
+    cfg = config(tmp_path, "folder", root, 28, stored_size=30)
+    cfg.data.folder.nominal, cfg.data.folder.anomalous = ["free"], ["crack"]
+    cfg.data.folder.masks, cfg.data.folder.mask_suffix = ["crack"], ""
+    with pytest.raises(
+        DataError,
+        match=r"data.folder.anomalous: every image of 'crack' is also matched by "
+        r"data.folder.masks \['crack'\].*give masks as a pattern \('crack/\*.png'\)",
+    ):
+        build_datasets(cfg, "folder", 0)
+    cfg.data.folder.masks = ["crack/*.png"]  # the remedy the message names
+    bundle = build_datasets(cfg, "folder", 0)
+    assert bundle.summary["test"]["defect_types"] == {"crack": 2} and bundle.test.has_masks
+    assert len(bundle.train) + len(bundle.test) == 6
+
+
+def test_good_images_beside_their_masks_are_refused_not_trained_on(tmp_path):
+    """MT_Free/Imgs holds x.jpg and its (empty) mask x.png: the folder as nominal would train on the
+    masks as good images; refused in one line naming a pair and the pattern that keeps the images."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "tiles"
+    for i in range(4):
+        save(root / "free" / f"n{i}.jpg", textured(36, rng))
+        save(root / "free" / f"n{i}.png", square_mask(36, (0, 0, 0)))
+        save(root / "crack" / f"d{i}.jpg", textured(36, rng, (5, 5, 8)))
+    cfg = config(tmp_path, "folder", root, 28, stored_size=30)
+    cfg.data.folder.nominal, cfg.data.folder.anomalous = ["free"], ["crack"]
+    cfg.data.folder.masks = []
+    with pytest.raises(
+        DataError,
+        match=r"data.folder.nominal: .*free/n0.jpg and .*free/n0.png share a stem "
+        r"\(4 such pairs\): masks among the images\? .*'free/\*.jpg'",
+    ):
+        build_datasets(cfg, "folder", 0)
+    cfg.data.folder.nominal = ["free/*.jpg"]
+    bundle = build_datasets(cfg, "folder", 0)
+    assert len(bundle.train) + bundle.test.labels.tolist().count(0) == 4
+    assert all(path.endswith(".jpg") for path in bundle.test.paths)
+
+
 def test_folder_defect_type_is_the_last_folder_name_unless_two_collide(tmp_path, folder_root):
     rng = np.random.default_rng(1)
     for sub in ("test/broken_large", "lot1/crack", "lot2/crack", "MT_Fray/Imgs", "MT_Crack/Imgs"):

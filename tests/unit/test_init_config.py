@@ -172,6 +172,24 @@ def test_init_outside_the_project_needs_no_params_yaml(tmp_path, monkeypatch, ca
     assert "copied from fcdd's presets" in (tmp_path / "params.yaml").read_text()
 
 
+def test_init_checks_the_folder_layout_as_training_does(tmp_path, monkeypatch, capsys):
+    """Good images beside their masks (x.jpg, x.png) in the nominal folder: `fcdd init` says so in one
+    line before writing anything; with the masks named by a pattern it writes the file."""
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    good = _images(tmp_path / "images" / "good", (64, 64))
+    for i in range(3):
+        Image.new("L", (64, 64)).save(good / f"{i}.jpg")  # the images are the .jpg, the .png their masks
+    args = ["init", "--dataset", "folder", "--root", "images", "--nominal", "good"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "share a stem (3 such pairs)" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "params.yaml").exists()
+    assert main([*args, "--masks", "good/*.png", "--mask-suffix", ""]) == 0
+    assert load_config(tmp_path / "params.yaml").data.folder.masks == ["good/*.png"]
+
+
 @pytest.mark.parametrize("hw", [(1250, 500), (500, 1250)])
 def test_init_keeps_the_aspect_of_strips(tmp_path, monkeypatch, capsys, hw):
     """Strips 1250 tall and 500 wide become 560x224 (H×W) inputs, not squares, nor transposed."""

@@ -53,7 +53,13 @@ class Folder(DatasetSpec):
 DATASET = Folder()
 
 
-def _expand(root: Path, entries: list[str], what: str, odd: list[tuple[str, str]] | None = None) -> list[str]:
+def _expand(
+    root: Path,
+    entries: list[str],
+    what: str,
+    odd: list[tuple[str, str]] | None = None,
+    missing_ok: bool = False,
+) -> list[str]:
     """Files named by directories or glob patterns (relative to root); entries named like images that
     are not files (folders, symbolic link loops) go to ``odd`` as (path, reason)."""
     out: list[str] = []
@@ -63,15 +69,33 @@ def _expand(root: Path, entries: list[str], what: str, odd: list[tuple[str, str]
         files = [f for f in found if f.is_file()]
         if odd is not None:
             odd += [(str(f), reason) for f in found if (reason := not_an_image(f)) is not None]
-        if not files:
+        if not files and not missing_ok:
             raise DataError(f"data.folder.{what}: {entry!r} matches no file under {root}")
         out += [str(f) for f in files]
     return list(dict.fromkeys(out))  # keep order, drop duplicates
 
 
-def image_files(root: Path, entries: list[str], what: str) -> list[str]:
-    """The image files that directories or glob patterns under ``root`` name (``data.folder.<what>``)."""
-    return [f for f in _expand(root, entries, what) if is_image_file(f)]
+def _refuse_stem_twins(root: Path, images: list[str], what: str) -> None:
+    """Two images with one stem in one folder (``x.jpg`` beside ``x.png``) are an image and its mask
+    in every layout seen (magnetic tiles): taken both as images, masks would be trained or tested on
+    as images, a wrong result nothing else would reveal."""
+    first: dict[tuple[Path, str], str] = {}
+    twins = []
+    for f in images:
+        key = (Path(f).parent, Path(f).stem)
+        if key in first:
+            twins.append((first[key], f))
+        else:
+            first[key] = f
+    if twins:
+        a, b = twins[0]
+        folder = Path(a).parent
+        where = folder.relative_to(root).as_posix() if folder.is_relative_to(root) else str(folder)
+        raise DataError(
+            f"data.folder.{what}: {a} and {b} share a stem ({len(twins)} such pairs): masks among the "
+            f"images? name the images by a pattern (e.g. '{where}/*{Path(a).suffix}') and the masks "
+            "by data.folder.masks"
+        )
 
 
 def _mask_index(mask_files: list[str], suffix: str) -> dict[str, list[str]]:
@@ -114,29 +138,52 @@ def folder_class_name(cfg: Any) -> str:
     return cfg.data.classes[0] if cfg.data.classes else "folder"
 
 
-def _find_files(cfg: Any, root: Path) -> tuple[list[str], list[str], list[str], dict, list[dict]]:
-    """(nominal images, anomalous images, mask files, masks by stem, skipped files) under root."""
-    fc = cfg.data.folder
-    skipped: list[dict[str, str]] = []
-    mask_files = _expand(root, fc.masks, "masks") if fc.masks else []
-    mask_set = set(mask_files)
-
-    def images_of(entries: list[str], what: str) -> list[str]:
-        out, odd = [], []
-        for f in _expand(root, entries, what, odd):
+def _images_of(cfg: Any, root: Path, what: str, mask_set: set[str], skipped: list[dict]) -> list[str]:
+    """The images ``data.folder.<what>`` names: files matched by ``masks`` left out, other files that
+    are not images skipped (or refused with ``data.strict``)."""
+    entries, out, odd = getattr(cfg.data.folder, what), [], []
+    for entry in entries:
+        files = _expand(root, [entry], what, odd)
+        images = [f for f in files if is_image_file(f)]
+        if mask_set and images and all(f in mask_set for f in images):
+            # masks beside their images, named by the images' folder: every image became a mask
+            raise DataError(
+                f"data.folder.{what}: every image of {entry!r} is also matched by data.folder.masks "
+                f"{cfg.data.folder.masks}, so none is left as an image (e.g. {images[0]}); where masks sit "
+                f"beside their images, give masks as a pattern ('{entry.rstrip('/')}/*.png') or a mask_suffix"
+            )
+        for f in files:
             if f in mask_set:
                 continue
             if is_image_file(f):
                 out.append(f)
             else:
                 skip_or_fail(f, "not an image file (unknown extension)", cfg.data.strict, skipped)
-        for f, reason in odd:
-            skip_or_fail(f, reason, cfg.data.strict, skipped)
-        return out
+    for f, reason in dict.fromkeys(odd):  # entries may overlap
+        skip_or_fail(f, reason, cfg.data.strict, skipped)
+    out = list(dict.fromkeys(out))
+    _refuse_stem_twins(root, out, what)
+    return out
 
-    nominal = images_of(fc.nominal, "nominal")
+
+def nominal_images(cfg: Any) -> list[str]:
+    """The nominal images training would use, for ``fcdd init``: files matched by ``masks`` left out
+    and images beside their masks refused, as in training (mask entries that match nothing yet are
+    not an error here: init may run before the defect images are collected)."""
+    root = Path(cfg.data.root)
+    masks = set(_expand(root, cfg.data.folder.masks, "masks", missing_ok=True))
+    return _images_of(cfg, root, "nominal", masks, [])
+
+
+def _find_files(cfg: Any, root: Path) -> tuple[list[str], list[str], list[str], dict, list[dict]]:
+    """(nominal images, anomalous images, mask files, masks by stem, skipped files) under root."""
+    fc = cfg.data.folder
+    skipped: list[dict[str, str]] = []
+    mask_files = _expand(root, fc.masks, "masks") if fc.masks else []
+    mask_set = set(mask_files)
+    nominal = _images_of(cfg, root, "nominal", mask_set, skipped)
     nominal_set = set(nominal)
-    anomalous = [f for f in images_of(fc.anomalous, "anomalous") if f not in nominal_set]
+    anomalous = [f for f in _images_of(cfg, root, "anomalous", mask_set, skipped) if f not in nominal_set]
     if len(nominal) < 2:
         raise DataError(
             f"data.folder.nominal under {root}: found {len(nominal)} nominal images, need at least 2"
