@@ -102,8 +102,10 @@ def test_plots_page_one_chart_and_grid_per_class_fits_the_window(tmp_path):
             " images: Array.from(document.images).map(i => [i.getBoundingClientRect().right, i.naturalWidth]),"
             " text: Array.from(document.querySelectorAll('.vega-embed svg text')).map(t => t.textContent)})"
         )
+        offline_note = page.is_visible("#fcdd-charts-offline")
         browser.close()
     assert not errors, errors
+    assert not offline_note  # the scripts loaded: no note
     # nothing overflows sideways: the page is as wide as the window, every grid inside it
     assert sizes["scroll"] <= sizes["window"], sizes["scroll"]
     assert len(sizes["images"]) == len(classes)  # one heatmap grid per class, not one per figure
@@ -114,3 +116,26 @@ def test_plots_page_one_chart_and_grid_per_class_fits_the_window(tmp_path):
     assert all(cls in sizes["text"] for cls in classes), sizes["text"]
     html = page_file.read_text()
     assert all(f"heatmaps/{slug(c)}.png" in html for c in classes)
+
+
+@pytest.mark.slow
+def test_plots_page_without_the_vega_scripts_says_why_its_charts_are_blank(tmp_path):
+    """Offline (the CDN unreachable), the charts cannot draw: the page says so in a note above them,
+    and the heatmap grids still show."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("no system Chromium")
+    repo = tmp_path / "repo"
+    _plots_repo(repo, ["trouser", "bag"], heatmap_count=4)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.route("https://**", lambda route: route.abort())  # no internet
+        page.goto((repo / "dvc_plots" / "index.html").as_uri())
+        page.wait_for_load_state("load")
+        note = page.inner_text("#fcdd-charts-offline") if page.is_visible("#fcdd-charts-offline") else ""
+        charts = page.locator(".vega-embed svg").count()
+        grids = page.evaluate("() => Array.from(document.images).filter(i => i.naturalWidth > 0).length")
+        browser.close()
+    assert "need the Vega scripts from cdn.jsdelivr.net, which did not load" in note
+    assert charts == 0 and grids == 2
