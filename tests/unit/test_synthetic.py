@@ -621,3 +621,34 @@ def test_bench_synthetic_table_and_goals_say_what_one_seed_measured():
     rows.append(row("hazelnut", "cutpaste", "off", 0.9, 0.6))
     inverted = bs.goals(rows, sets, "cutpaste", "off")
     assert "INVERTED image scores on grid: mean image AUC 0.300" in inverted and "missed by" in inverted
+
+
+def test_bench_image_score_table_compares_the_mean_and_the_maximum_per_set():
+    import importlib.util
+    import sys
+
+    bench = Path(__file__).resolve().parents[2] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_image_score", bench / "bench_image_score.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(bench))
+
+    def row(s, seed, by_mean, by_max):
+        return {
+            "set": s,
+            "recipe": "mix",
+            "seed": seed,
+            "bn": "nominal",
+            "image_auc_mean": by_mean,
+            "image_auc_max": by_max,
+        }
+
+    rows = [row("grid", "0", 0.2, 0.8), row("grid", "1", 0.4, 0.9), row("hazelnut", "0", 1.0, 0.9)]
+    table = module.table(rows)
+    # two seeds: mean ± sample std; one seed: the value alone; the mean over the sets in bold
+    assert "| mix | mean | 0.300 ± 0.141 | 1.000 | **0.650** |" in table
+    assert "| mix | max | 0.850 ± 0.071 | 0.900 | **0.875** |" in table
+    assert table.splitlines()[0] == "| recipe | image score | grid | hazelnut | **mean of the sets** |"
