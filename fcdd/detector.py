@@ -23,6 +23,7 @@ from fcdd.data import image_io
 from fcdd.data.image_io import array_to_8bit, read_image, to_8bit
 from fcdd.data.transforms import test_transform
 from fcdd.errors import DataError, ModelError
+from fcdd.image_scores import IMAGE_SCORES, heatmap_maximum, model_image_score
 from fcdd.models import build_model
 from fcdd.objectives import Objective, net_variant, scoring_objective, unknown_objective
 from fcdd.paths import write_atomically
@@ -41,7 +42,7 @@ class DetectorError(ModelError):
 
 @dataclass
 class DetectorOutput:
-    scores: np.ndarray  # (n,) image anomaly scores: mean of the low-resolution map A
+    scores: np.ndarray  # (n,) image anomaly scores: mean of the map A, or the heatmap maximum (image_score)
     heatmaps: list[np.ndarray]  # n float32 maps (h_i, w_i): A upsampled to each image's own size
     maps: np.ndarray  # (n, u, v) the low-resolution anomaly maps A
 
@@ -114,6 +115,11 @@ class Detector:
         unknown = unknown_objective(state["meta"])
         if unknown:
             raise DetectorError(f"{where}: {unknown}")
+        if model_image_score(state["meta"]) not in IMAGE_SCORES:
+            raise DetectorError(
+                f"{where}: image score {model_image_score(state['meta'])!r} is not one of "
+                f"{', '.join(IMAGE_SCORES)} (a model file of a newer fcdd?)"
+            )
         sigma = state["sigma"]
         if isinstance(sigma, bool) or not (sigma > 0 and sigma < float("inf")):
             raise DetectorError(
@@ -149,6 +155,11 @@ class Detector:
         return scoring_objective(self.meta, self.upsampler)
 
     @property
+    def image_score(self) -> str:
+        """ "mean" (of the map A, the paper's) or "max" (of the heatmap): evaluation.image_score."""
+        return model_image_score(self.meta)
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -160,10 +171,12 @@ class Detector:
     def score_tensor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Preprocessed batch -> (image scores (n,), low-res maps A (n,u,v), upsampled maps (n,H,W)),
         by the model's objective (fcdd/scoring.py for FCDD); an objective without a low-resolution
-        map gives its heatmap in both places."""
+        map gives its heatmap in both places. The image score is the objective's (the mean of A for
+        FCDD) or, for a model trained with ``evaluation.image_score: max``, the heatmap maximum."""
         scores = self.objective.score(self.model, x.to(self.device))
         heat = scores.pixel[:, 0]  # type: ignore[index]
-        return scores.image, heat if scores.amap is None else scores.amap[:, 0], heat
+        image = heatmap_maximum(heat) if self.image_score == "max" else scores.image
+        return image, heat if scores.amap is None else scores.amap[:, 0], heat
 
     def score(
         self, images: Sequence[ImageLike], batch_size: int = 32, full_size: bool = True

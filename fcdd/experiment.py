@@ -27,6 +27,7 @@ from fcdd.data import DataBundle, build_datasets
 from fcdd.detector import Detector
 from fcdd.evaluation import evaluate, score_heatmaps
 from fcdd.fingerprint import fingerprint
+from fcdd.image_scores import DEFAULT_IMAGE_SCORE
 from fcdd.models import build_model
 from fcdd.objectives import DEFAULT as DEFAULT_OBJECTIVE
 from fcdd.objectives import net_variant, objective_name, training_config
@@ -159,7 +160,9 @@ def _model_meta(run: _Run, input_size: Any, epochs: int, bn_images: int) -> dict
     """model.pt's meta: what Detector.load rebuilds the net from, and where the result came from."""
     cfg = run.cfg
     meta = {
-        "net": dataclasses.asdict(cfg.model) | {"input_size": input_size},
+        # image_score beside the net (below), so that the mean's files keep their bytes
+        "net": {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "image_score"}
+        | {"input_size": input_size},
         "dataset": cfg.data.dataset,
         "class": run.cls,
         "seed": run.seed,
@@ -173,6 +176,8 @@ def _model_meta(run: _Run, input_size: Any, epochs: int, bn_images: int) -> dict
     }
     if objective_name(cfg) != DEFAULT_OBJECTIVE:  # FCDD's files name none: their bytes as before
         meta["objective"] = objective_name(cfg)
+    if cfg.model.image_score != DEFAULT_IMAGE_SCORE:  # likewise: the mean's files as before
+        meta["image_score"] = cfg.model.image_score
     return meta
 
 

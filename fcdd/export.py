@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from fcdd.errors import ExportError
+from fcdd.image_scores import heatmap_maximum
 from fcdd.scoring import image_score, pseudo_huber
 
 FORMAT = "fcdd-export/1"
@@ -72,9 +73,25 @@ def scoring_graph(det) -> nn.Module:
     objective's own ``export_graph(model, upsampler)`` (the autoencoder's; an objective that
     cannot be exported, HSC, raises a one-line ExportError there)."""
     own = getattr(det.objective, "export_graph", None)
-    if own is not None:
-        return own(det.model.cpu(), det.upsampler.cpu())
-    return ScoringGraph(det.model.cpu(), det.upsampler.cpu())
+    graph = (
+        own(det.model.cpu(), det.upsampler.cpu())
+        if own is not None
+        else ScoringGraph(det.model.cpu(), det.upsampler.cpu())
+    )
+    return HeatmapMaximumScore(graph) if det.image_score == "max" else graph
+
+
+class HeatmapMaximumScore(nn.Module):
+    """A scoring graph whose image score is its heatmap's maximum: the exported form of a model
+    trained with ``evaluation.image_score: max`` (fcdd/image_scores.py), as Detector.score_tensor."""
+
+    def __init__(self, graph: nn.Module):
+        super().__init__()
+        self.graph = graph.eval()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        _, heatmap, amap = self.graph(x)
+        return heatmap_maximum(heatmap), heatmap, amap
 
 
 def input_shape(det) -> tuple[int, int, int]:

@@ -23,7 +23,11 @@ from fcdd.data.oe_pool import AUTO, FALLBACK, choose_oe_source
 RUNTIME_KEYS = frozenset(k for k, role in KEY_ROLES.items() if role is Role.RUNTIME)  # never counted
 # Keys added after checkpoints were written, left out at the value that behaves as before, so those
 # checkpoints keep their fingerprint and resume.
-LATER_KEYS_AT_OLD_BEHAVIOUR = {"data.resize": "fixed", "train.objective": "fcdd"}
+LATER_KEYS_AT_OLD_BEHAVIOUR = {
+    "data.resize": "fixed",
+    "train.objective": "fcdd",
+    "model.image_score": "mean",
+}
 SHOWN_KEYS = 4  # differing keys named in full in a mismatch message
 
 

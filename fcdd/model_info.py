@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fcdd import calibration as conformal
+from fcdd.image_scores import model_image_score
 from fcdd.objectives import objective_name
 
 
@@ -24,6 +25,7 @@ def detector_info(det: Any) -> dict[str, Any]:
         "class": m.get("class"),
         "seed": m.get("seed"),
         "objective": objective_name(m),  # fcdd, or a baseline (docs/baselines.md)
+        "image_score": model_image_score(m),  # mean of the map, or the heatmap maximum
         "net": m.get("net", {}).get("net"),
         "input_size": m.get("input_size"),
         "receptive_field": {"r": rf.r, "j": rf.j, "s": rf.s},
@@ -45,6 +47,7 @@ def exported_info(det: Any) -> dict[str, Any]:
         "class": m.get("class"),
         "seed": m.get("seed"),
         "objective": objective_name(m),
+        "image_score": model_image_score(m),
         "net": m.get("net", {}).get("net"),
         "input": e["input"],
         "receptive_field": e["receptive_field"],

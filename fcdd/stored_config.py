@@ -21,7 +21,11 @@ from fcdd.config import Config, ConfigError, Role, _build, _deep_update, config_
 
 # Keys added after model files were written, left out at the value that behaves as before: an
 # FCDD model.pt keeps its bytes (dvc.lock, golden digests); rebuilding a config gives the default.
-LATER_KEYS_AT_DEFAULT = {"train.objective": "fcdd", "evaluation.blur_heatmaps": False}
+LATER_KEYS_AT_DEFAULT = {
+    "train.objective": "fcdd",
+    "evaluation.blur_heatmaps": False,
+    "model.image_score": "mean",
+}
 _MISSING = object()
 
 

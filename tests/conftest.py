@@ -62,10 +62,12 @@ def folder_config(root: Path, out: Path, *extra: str):
             "evaluation.heatmap_count=6",
             "evaluation.batch_size=16",
             "tracking.enabled=false",
-            # these tiny runs keep the anomalies and BatchNorm statistics they were written with (the
-            # folder preset now recommends Perlin/CutPaste anomalies and re-estimated statistics)
+            # these tiny runs keep the anomalies, BatchNorm statistics and image score they were
+            # written with (the folder preset now recommends Perlin/CutPaste anomalies, re-estimated
+            # statistics and the heatmap maximum)
             "anomalies.kind=confetti",
             "train.bn_recalibration=off",
+            "model.image_score=mean",
             *extra,
         ],
         preset=["folder"],

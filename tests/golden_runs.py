@@ -97,9 +97,11 @@ FOLDER = [
     "evaluation.calibration=0.25",
     "evaluation.batch_size=16",
     # the case this records: confetti, training-time BatchNorm statistics (the folder preset's own
-    # recommendation changed to other anomalies and re-estimated statistics after these were recorded)
+    # recommendation changed to other anomalies, re-estimated statistics and the heatmap maximum
+    # after these were recorded)
     "anomalies.kind=confetti",
     "train.bn_recalibration=off",
+    "model.image_score=mean",
 ]
 FMNIST = [
     "data.root=fashion-mnist",

@@ -28,6 +28,7 @@ from fcdd.config.registry import RegistryConfig
 from fcdd.data.anomaly_kinds import check_anomaly_kind
 from fcdd.data.datasets import dataset_names, dataset_spec
 from fcdd.errors import ConfigError, shown
+from fcdd.image_scores import IMAGE_SCORES
 from fcdd.paths import file_in_the_way
 
 RESULT, RUNTIME, EVALUATION, SERVICE = Role.RESULT, Role.RUNTIME, Role.EVALUATION, Role.SERVICE
@@ -130,6 +131,9 @@ class ModelConfig:
     freeze: int = setting(0, at_least(0))  # freeze the first N modules of the VGG features (paper, MVTec: 15)
     # Gaussian σ of the upsampling; None: per dataset (docs/method.md §3)
     sigma: float | None = setting(None, must(lambda v: v > 0, "positive (or null: per dataset)"))
+    # The image score (docs/method.md §1): "mean" of the anomaly map (the paper's) or "max" of the
+    # heatmap (the random-init presets: a small defect moves the mean little); stored in model.pt.
+    image_score: str = setting("mean", one_of(*IMAGE_SCORES))
 
 
 def _seeds(where: str, seeds: list[int]) -> None:

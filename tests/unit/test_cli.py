@@ -57,6 +57,7 @@ def test_info_describes_the_model(trained, capsys):
     info = yaml.safe_load(capsys.readouterr().out)
     assert info["net"] == "cnn32" and info["class"] == "tiles" and info["dataset"] == "folder"
     assert info["receptive_field"]["r"] == 22 and "image_auc" in info["metrics"]
+    assert info["image_score"] == "mean"  # the paper's: the mean of the map
 
 
 def test_predict_writes_one_row_and_one_heatmap_per_image(trained, defect_folder, tmp_path, capsys):

@@ -81,9 +81,12 @@ def test_preset_combination_mvtec_then_cpu_profile():
     assert cfg.model.pretrained is False and cfg.model.freeze == 0  # cpu_mvtec overrides mvtec
     # from random init, cpu_mvtec's recommended anomalies replace mvtec's confetti (docs/synthetic-anomalies.md)
     assert cfg.anomalies.kind == {"perlin": 0.5, "cutpaste": 0.25, "scar": 0.25}
+    assert cfg.model.image_score == "max"  # ... and score images by their heatmap maximum
     assert cfg.quantile == 0.99 and cfg.sigma == 12.0
     full = load_config(PARAMS, preset=["mvtec"], overrides=["data.dataset=mvtec"])
     assert full.model.freeze == 15 and full.train.accumulate == 8 and full.anomalies.kind == "confetti"
+    assert full.model.image_score == "mean"  # with ImageNet weights: the paper's protocol
+    assert load_config(PARAMS, preset=["folder"]).model.image_score == "max"
 
 
 def test_unknown_key_names_the_key_and_the_known_ones(tmp_path):
@@ -157,6 +160,7 @@ BAD_VALUES = [
     ("anomalies.probability=1.2", r"anomalies\.probability: must be in \[0, 1\]"),
     ("model.sigma=0", r"model\.sigma: must be positive"),
     ("model.freeze=-1", r"model\.freeze: must be at least 0"),
+    ("model.image_score=p99", r"model\.image_score: 'p99' is not one of mean, max"),
     ("data.stored_size=0", r"data\.stored_size: must be at least 1"),
     ("data.folder.mask_threshold=255", r"data\.folder\.mask_threshold: must be in \[0, 254\]"),
     ("data.folder.test_ratio=.nan", r"data\.folder\.test_ratio: must be a finite number"),

@@ -62,9 +62,9 @@ def test_a_role_is_declared_next_to_its_key():
 def test_the_fingerprint_reads_the_declaration(monkeypatch):
     cfg = load_config(None)
     result_keys = {k for k, r in KEY_ROLES.items() if r is Role.RESULT}
-    # data.resize and train.objective came later: left out at their old behaviour ("fixed", "fcdd"),
-    # so older checkpoints resume
-    assert set(LATER_KEYS_AT_OLD_BEHAVIOUR) == {"data.resize", "train.objective"}
+    # data.resize, train.objective and model.image_score came later: left out at their old
+    # behaviour ("fixed", "fcdd", "mean"), so older checkpoints resume
+    assert set(LATER_KEYS_AT_OLD_BEHAVIOUR) == {"data.resize", "train.objective", "model.image_score"}
     assert set(fingerprint(cfg)["values"]) == result_keys - set(LATER_KEYS_AT_OLD_BEHAVIOUR)
     monkeypatch.setitem(roles_module.KEY_ROLES, "train.lr", Role.RUNTIME)
     assert "train.lr" not in fingerprint(cfg)["values"]
@@ -75,11 +75,14 @@ def test_the_fingerprint_reads_the_declaration(monkeypatch):
 def test_model_pt_stores_every_key_but_the_service_ones(monkeypatch):
     flat = load_config(None).flat()
     stored = config_to_store(flat)
-    # and the later keys at their defaults (train.objective, evaluation.blur_heatmaps): FCDD's
+    # and the later keys at their defaults (train.objective, evaluation.blur_heatmaps,
+    # model.image_score): FCDD's
     # model.pt keeps its bytes
     later = set(LATER_KEYS_AT_DEFAULT)
     assert set(flat) - set(stored) == {k for k in flat if role_of(k) is Role.SERVICE} | later
-    changed = load_config(None, ["train.objective=hsc", "evaluation.blur_heatmaps=true"]).flat()
+    changed = load_config(
+        None, ["train.objective=hsc", "evaluation.blur_heatmaps=true", "model.image_score=max"]
+    ).flat()
     assert later <= set(config_to_store(changed))
     assert "preset" in stored and "train.device" in stored and "evaluation.quantile" in stored
     monkeypatch.setitem(roles_module.KEY_ROLES, "train.progress", Role.SERVICE)

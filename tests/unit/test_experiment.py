@@ -147,3 +147,23 @@ def test_inverted_or_constant_scores_are_said_in_one_line():
     assert "has not learnt" not in located and "\n" not in located
     flat = score_warning(np.full(5, 3.25), {"image_auc": 0.5})
     assert flat.startswith("the scores are near-constant (3.25 to 3.25 over 5 test images)")
+
+
+def test_a_run_scored_by_the_heatmap_maximum_stores_and_reports_that_score(
+    trained, defect_folder, make_folder_config, tmp_path
+):
+    mean_cfg, mean_result = trained
+    cfg = make_folder_config(defect_folder, tmp_path, "model.image_score=max")
+    result = run_experiment(cfg, "tiles", seed=0)
+    det = Detector.load(result.model_path)
+    assert det.image_score == "max" and det.meta["config"]["model.image_score"] == "max"
+    assert "image_score" not in det.meta["net"]  # the net is rebuilt from "net" alone
+    assert "image_score" not in Detector.load(mean_result.model_path).meta  # the mean's files as before
+    # a result key: the mean's run is another fingerprint, never resumed as this one
+    assert det.meta["settings"]["hash"] != Detector.load(mean_result.model_path).meta["settings"]["hash"]
+    test = build_datasets(cfg, "tiles", 0).test
+    with open(result.run_dir / "scores.csv") as f:
+        written = [float(r["score"]) for r in csv.DictReader(f)]
+    out = det.score(test.paths, full_size=False)
+    assert written == pytest.approx([float(h.max()) for h in out.heatmaps], rel=1e-4)
+    assert written == pytest.approx(list(out.scores), rel=1e-4)

@@ -16,7 +16,7 @@ from shared_fixtures import PREPROCESS, tiny_detector
 from fcdd import cli
 from fcdd.anomaly_map import ReceptiveFieldUpsampler
 from fcdd.config import Config, ModelConfig
-from fcdd.detector import Detector
+from fcdd.detector import Detector, DetectorError
 from fcdd.export import META_FILE, ExportError, export_detector, meta_digest
 from fcdd.models import build_model
 
@@ -278,3 +278,36 @@ def test_bench_export_quick_times_every_backend(capsys, monkeypatch):
     assert all(r.images_per_s > 0 and len(r.latencies) >= 2 for r in rows)
     out = capsys.readouterr().out
     assert out.startswith("CPU: ") and "| cnn28 | 28 | onnx | 3 |" in out
+
+
+def test_a_model_scored_by_its_heatmap_maximum_exports_that_score(tmp_path):
+    det = _detector("cnn28")
+    x = torch.rand(4, 1, 28, 28)
+    by_mean, amap, heat = det.score_tensor(x)
+    det.meta["image_score"] = "max"
+    by_max, amap_max, heat_max = det.score_tensor(x)
+    # the same maps; only the image score changes, to each heatmap's maximum
+    torch.testing.assert_close(heat_max, heat)
+    torch.testing.assert_close(amap_max, amap)
+    torch.testing.assert_close(by_max, heat.flatten(1).amax(1))
+    torch.testing.assert_close(by_mean, amap.flatten(1).mean(1))
+    assert not torch.allclose(by_max, by_mean)
+    det.save(tmp_path / "model.pt")
+    loaded = Detector.load(tmp_path / "model.pt")
+    assert loaded.image_score == "max"
+    torch.testing.assert_close(loaded.score_tensor(x)[0], by_max)
+    export_detector(loaded, "onnx", tmp_path / "onnx")
+    score, exported_heat, _ = ExportedDetector.load(tmp_path / "onnx").run(x.numpy())
+    np.testing.assert_allclose(score, by_max.numpy(), rtol=1e-4)
+    np.testing.assert_allclose(exported_heat[:, 0], heat.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_a_model_file_with_an_unknown_image_score_is_refused_in_one_line(tmp_path):
+    det = _detector("cnn28")
+    det.meta["image_score"] = "p99"
+    det.save(tmp_path / "model.pt")
+    with pytest.raises(DetectorError) as err:
+        Detector.load(tmp_path / "model.pt")
+    assert str(err.value) == (
+        f"{tmp_path / 'model.pt'}: image score 'p99' is not one of mean, max (a model file of a newer fcdd?)"
+    )
