@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fcdd.errors import ConfigError
+from fcdd.image_scores import heatmap_maximum
 
 ALPHAS = (0.01, 0.05)  # levels the evaluation reports
 DEFAULT_ALPHA = 0.01
@@ -62,7 +63,7 @@ def score_calibration(detector: Any, cal_set: Dataset, batch_size: int) -> dict[
     for batch in DataLoader(cal_set, batch_size=batch_size, shuffle=False, num_workers=0):
         s, _, up = detector.score_tensor(batch["image"])
         scores.append(s.float().cpu().numpy())
-        pixel_max.append(up.flatten(1).amax(1).float().cpu().numpy())
+        pixel_max.append(heatmap_maximum(up).float().cpu().numpy())
     return {
         "n": len(cal_set),
         "image_scores": [float(v) for v in np.concatenate(scores)],

@@ -156,7 +156,7 @@ class Detector:
 
     @property
     def image_score(self) -> str:
-        """ "mean" (of the map A, the paper's) or "max" (of the heatmap): evaluation.image_score."""
+        """ "mean" (of the map A, the paper's) or "max" (of the heatmap): model.image_score."""
         return model_image_score(self.meta)
 
     @property
@@ -172,7 +172,7 @@ class Detector:
         """Preprocessed batch -> (image scores (n,), low-res maps A (n,u,v), upsampled maps (n,H,W)),
         by the model's objective (fcdd/scoring.py for FCDD); an objective without a low-resolution
         map gives its heatmap in both places. The image score is the objective's (the mean of A for
-        FCDD) or, for a model trained with ``evaluation.image_score: max``, the heatmap maximum."""
+        FCDD) or, for a model trained with ``model.image_score: max``, the heatmap maximum."""
         scores = self.objective.score(self.model, x.to(self.device))
         heat = scores.pixel[:, 0]  # type: ignore[index]
         image = heatmap_maximum(heat) if self.image_score == "max" else scores.image

@@ -83,7 +83,7 @@ def scoring_graph(det) -> nn.Module:
 
 class HeatmapMaximumScore(nn.Module):
     """A scoring graph whose image score is its heatmap's maximum: the exported form of a model
-    trained with ``evaluation.image_score: max`` (fcdd/image_scores.py), as Detector.score_tensor."""
+    trained with ``model.image_score: max`` (fcdd/image_scores.py), as Detector.score_tensor."""
 
     def __init__(self, graph: nn.Module):
         super().__init__()

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from fcdd.image_scores import heatmap_maximum
+
 if TYPE_CHECKING:
     from fcdd.config import Config
     from fcdd.detector import Detector
@@ -166,7 +168,7 @@ def detector_scores(detector: Any) -> Callable[[torch.Tensor], tuple[torch.Tenso
 
     def score(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scores, _, heatmaps = detector.score_tensor(x)
-        return scores, heatmaps.flatten(1).amax(1)
+        return scores, heatmap_maximum(heatmaps)
 
     return score
 
