@@ -176,7 +176,7 @@ def resized_geometry(cfg: Any, what: str, train: list[str], test: list[str]) -> 
     once for ``what``."""
     sizes = [image_size(p) for p in train + test]  # header reads, no decoding
     hw = resolve_input_hw(cfg, sizes[: len(train)])
-    warn_aspect(what, train + test, sizes, hw)
+    warn_aspect(what, train + test, sizes, hw, keep_aspect=cfg.data.resize == "keep_aspect")
     size = size_value(hw)
     stored = size_value(scaled_hw(hw, int(cfg.data.stored_size)))
     return {"input_size": size, "resize": size, "crop": None, "stored": stored}

@@ -62,17 +62,27 @@ def aspect_change(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> float:
 
 
 def warn_aspect(
-    what: str, paths: Sequence[str], sizes: Sequence[tuple[int, int]], hw: tuple[int, int]
+    what: str,
+    paths: Sequence[str],
+    sizes: Sequence[tuple[int, int]],
+    hw: tuple[int, int],
+    keep_aspect: bool = False,
 ) -> int:
     """One warning line for ``what`` when resizing to ``hw`` changes some images' aspect ratio by
-    more than ASPECT_TOLERANCE; returns how many do."""
+    more than ASPECT_TOLERANCE; returns how many do. With ``keep_aspect`` the size already follows
+    the training images' median aspect: only images of other shapes are left, which no setting fixes."""
     changed = [(p, s) for p, s in zip(paths, sizes, strict=True) if aspect_change(s, hw) > ASPECT_TOLERANCE]
     if changed:
         path, (h, w) = changed[0]
+        advice = (
+            "the images differ in shape and data.resize: keep_aspect took the training images' median "
+            "aspect; crop them to one shape to avoid the distortion"
+            if keep_aspect
+            else "set model.input_size: [H, W] or data.resize: keep_aspect"
+        )
         warnings.warn(
             f"{what}: resizing to {hw[0]}x{hw[1]} (HxW) changes the aspect ratio of {len(changed)} of "
-            f"{len(paths)} images by more than {ASPECT_TOLERANCE:.0%} (e.g. {path}: {h}x{w}); "
-            "set model.input_size: [H, W] or data.resize: keep_aspect",
+            f"{len(paths)} images by more than {ASPECT_TOLERANCE:.0%} (e.g. {path}: {h}x{w}); {advice}",
             stacklevel=3,
         )
     return len(changed)

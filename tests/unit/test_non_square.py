@@ -210,6 +210,27 @@ def test_squashing_resize_warns_once_and_keep_aspect_does_not(strips, make_folde
     assert tuple(data.train.collate([data.train[0]])["image"].shape) == (1, 3, *INPUT)
 
 
+def test_keep_aspect_over_images_of_several_shapes_does_not_advise_keep_aspect(
+    strips, make_folder_config, tmp_path
+):
+    """Strips and squares in one folder: keep_aspect follows the strips' median, so the squares are
+    still squashed; the warning says why instead of advising the setting already in use."""
+    import shutil
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(strips, mixed)
+    for i in range(6):
+        Image.fromarray(np.full((H, H), 120, np.uint8)).save(mixed / "good" / f"square{i}.png")
+    keep = _cfg(make_folder_config, mixed, tmp_path, "model.input_size=40", "data.resize=keep_aspect")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = build_datasets(keep, "tiles", 0)
+    lines = [str(w.message) for w in caught if "aspect ratio" in str(w.message)]
+    assert len(lines) == 1 and "6 of 56 images" in lines[0] and "square" in lines[0], lines
+    assert "median" in lines[0] and "set model.input_size" not in lines[0], lines
+    assert data.preprocess["input_size"] == INPUT  # the strips' shape still wins
+
+
 def test_keep_aspect_trains_evaluates_and_saves_the_resolved_size(strips, make_folder_config, tmp_path):
     cfg = _cfg(make_folder_config, strips, tmp_path, "model.input_size=40", "data.resize=keep_aspect")
     result = experiment.run_experiment(cfg, "tiles", 0)
