@@ -406,7 +406,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output-dir", default="cache/bench_synthetic")
     p.add_argument("--cache-dir", default="cache", help="data.cache_dir (resized image copies)")
     p.add_argument("--params", default="params.yaml", help="file whose presets are used")
-    p.add_argument("--recommend", default="mix:nominal", help="RECIPE:BN checked against the goals")
+    p.add_argument("--recommend", default="cutpaste:nominal", help="RECIPE:BN checked against the goals")
     p.add_argument("--table", metavar="CSV", help="only tabulate an existing results.csv")
     p.add_argument("--speed", action="store_true", help="only time the generators (ms per image)")
     p.add_argument(
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe, _, bn = args.recommend.partition(":")
     if not args.table:
         if args.quick:
-            args.seeds, args.bn, args.recipes = args.seeds[:1], args.bn[:2], ["confetti", "mix"]
+            args.seeds, args.bn, args.recipes = args.seeds[:1], args.bn[:2], ["confetti", "cutpaste"]
             args.input_size = args.input_size or 64
         out.mkdir(parents=True, exist_ok=True)
         kept = [r for r in read_rows(csv_path) if not r.get("error")]  # failed runs are tried again

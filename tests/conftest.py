@@ -63,7 +63,7 @@ def folder_config(root: Path, out: Path, *extra: str):
             "evaluation.batch_size=16",
             "tracking.enabled=false",
             # these tiny runs keep the anomalies, BatchNorm statistics and image score they were
-            # written with (the folder preset now recommends Perlin/CutPaste anomalies, re-estimated
+            # written with (the folder preset now recommends CutPaste anomalies, re-estimated
             # statistics and the heatmap maximum)
             "anomalies.kind=confetti",
             "train.bn_recalibration=off",

@@ -555,7 +555,7 @@ def test_a_preset_after_mvtec_semi_cannot_replace_its_real_defects(tmp_path):
 
 def test_the_random_init_presets_train_the_recommended_recipe():
     params = Path(__file__).resolve().parents[2] / "params.yaml"
-    recipe = {"perlin": 0.5, "cutpaste": 0.25, "scar": 0.25}
+    recipe = {"cutpaste": 0.5, "scar": 0.5}
     for presets, dataset in (
         (["mvtec", "cpu_mvtec"], "mvtec"),
         (["folder"], "folder"),
