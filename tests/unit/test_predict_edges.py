@@ -114,6 +114,13 @@ def _as_nobody(argv: list[str], tmp: Path) -> subprocess.CompletedProcess:
         pytest.skip("running as root without setpriv: cannot drop the rights to read a folder")
     drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
     env = dict(os.environ, HOME=str(tmp), MPLCONFIGDIR=str(tmp / "mpl"))
+    # a checkout in a private folder (e.g. under `mktemp -d`, mode 700) keeps `nobody` from its
+    # interpreter: setpriv would then exit 1 before fcdd runs, which must not pass for fcdd's exit
+    probe = subprocess.run(
+        drop + [sys.executable, "-c", "import fcdd.cli"], capture_output=True, text=True, env=env, cwd=tmp
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"user nobody cannot run {sys.executable} with fcdd: {probe.stderr.strip()[-200:]}")
     return subprocess.run(drop + FCDD + argv, capture_output=True, text=True, timeout=300, env=env, cwd=tmp)
 
 
