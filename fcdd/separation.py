@@ -46,6 +46,7 @@ class Separation:
     n: int  # good images, and as many anomalies
     auc: float  # P(an anomaly's image score is above a good image's), ties one half
     auc_max: float  # the same for the heatmaps' maxima
+    score_is_max: bool = False  # the image score is the heatmap maximum (model.image_score: max)
     good: dict[str, float] = field(default_factory=dict)  # image score quartiles of the good images
     anomalous: dict[str, float] = field(default_factory=dict)
     ok: bool = True
@@ -59,10 +60,10 @@ class Separation:
     def line(self, where: str = "") -> str:
         """The warning: one line, starting with ``where`` (e.g. 'mvtec/grid seed 0')."""
         head = f"{where}: " if where else ""
+        by = "" if self.score_is_max else f", {self.auc_max:.2f} by heatmap maximum"
         return (
             f"warning: {head}the model does not separate good images ({self.images}, n={self.n}) from "
-            f"synthetic anomalies (AUC {self.auc:.2f} by image score, {self.auc_max:.2f} by heatmap "
-            f"maximum): {self.cause}"
+            f"synthetic anomalies (AUC {self.auc:.2f} by image score{by}): {self.cause}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,7 +153,12 @@ def check_separation(
     good = _score_all(good_images, transform, score_batch, batch_size)
     anomalous = _score_all(anomalies, transform, score_batch, batch_size)
     auc, auc_max = (ranking_auc(good[:, k], anomalous[:, k]) for k in (0, 1))
-    result = Separation(images, len(good), auc, auc_max)
+    same = (
+        bool(len(good))
+        and np.array_equal(good[:, 0], good[:, 1])
+        and np.array_equal(anomalous[:, 0], anomalous[:, 1])
+    )
+    result = Separation(images, len(good), auc, auc_max, score_is_max=same)
     if len(good):
         result.good, result.anomalous = _quartiles(good[:, 0]), _quartiles(anomalous[:, 0])
     if not result.best >= MIN_AUC:  # NaN (no images) never passes silently either

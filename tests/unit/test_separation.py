@@ -90,6 +90,16 @@ def test_a_model_that_does_not_separate_gets_one_line_with_the_likely_cause(scor
     assert "(training, n=24)" in line and f"AUC {result.auc:.2f} by image score" in line
 
 
+def test_the_line_names_the_heatmap_maximum_only_where_it_is_a_second_score():
+    """With model.image_score: max both AUCs are one measurement: the line says it once."""
+    weak = lambda x: torch.zeros(x.shape[0]) + torch.arange(x.shape[0]) % 3  # noqa: E731
+    same = S.check_separation(flat_images(), CutPaste(), PLAIN, both(weak), seed=0)
+    assert not same.ok and same.score_is_max and "heatmap maximum" not in same.line()
+    two = S.check_separation(flat_images(), CutPaste(), PLAIN, lambda x: (weak(x), -roughness(x)), seed=0)
+    assert not two.ok and not two.score_is_max
+    assert f"AUC {two.auc:.2f} by image score, {two.auc_max:.2f} by heatmap maximum" in two.line()
+
+
 def test_the_check_repeats_and_leaves_the_global_generators_alone():
     torch.manual_seed(1), np.random.seed(1), random.seed(1)
     states = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
