@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,21 @@ from PIL import Image
 from fcdd.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop Prefect's temporary server (started by flows run in-process) while pytest still holds
+    the streams its log handler writes to: left to its exit hook, it logs into a closed stream and
+    prints a traceback after the summary."""
+    server = sys.modules.get("prefect.server.api.server")
+    if server is None or not server.SubprocessASGIServer._instances:
+        return
+    # First the services that still send events and logs to it (what Prefect's own exit does first).
+    from prefect._internal.concurrency.services import QueueService
+
+    QueueService.drain_all(timeout=30)
+    for instance in list(server.SubprocessASGIServer._instances.values()):
+        instance.stop()
 
 
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
