@@ -46,7 +46,7 @@ class Separation:
     n: int  # good images, and as many anomalies
     auc: float  # P(an anomaly's image score is above a good image's), ties one half
     auc_max: float  # the same for the heatmaps' maxima
-    score_is_max: bool = False  # the image score is the heatmap maximum (model.image_score: max)
+    score_is_max: bool = False  # both scores are the same numbers (model.image_score: max): one AUC
     good: dict[str, float] = field(default_factory=dict)  # image score quartiles of the good images
     anomalous: dict[str, float] = field(default_factory=dict)
     ok: bool = True

@@ -19,13 +19,14 @@ def pytest_sessionfinish(session, exitstatus):
     the streams its log handler writes to: left to its exit hook, it logs into a closed stream and
     prints a traceback after the summary."""
     server = sys.modules.get("prefect.server.api.server")
-    if server is None or not server.SubprocessASGIServer._instances:
+    running = getattr(getattr(server, "SubprocessASGIServer", None), "_instances", None)
+    if not running:  # no flow ran in-process, or a Prefect whose internals differ: its exit hook does it
         return
     # First the services that still send events and logs to it (what Prefect's own exit does first).
     from prefect._internal.concurrency.services import QueueService
 
     QueueService.drain_all(timeout=30)
-    for instance in list(server.SubprocessASGIServer._instances.values()):
+    for instance in list(running.values()):
         instance.stop()
 
 
